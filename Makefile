@@ -1,0 +1,30 @@
+# Two entry points: `make run` (the main job) and `make test`. Both create the virtualenv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test bench clean
+
+setup: $(STAMP)
+
+# CPU torch first: a bare torch requirement would otherwise pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml scripts/system-deps.sh
+	bash scripts/system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/flywheel sims list
+	$(BIN)/flywheel sims rollout
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2
+
+bench: setup
+	$(BIN)/python benchmarks/bench_sims.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,4 @@
+"""Imports the built-in task modules so their ``@register`` decorators run."""
+
+import sims.dmc  # noqa: F401
+import sims.gym_mujoco  # noqa: F401

@@ -1,0 +1,1 @@
+"""dm-control suite tasks, and a generic adapter for any ``dmc/<domain>-<task>``."""

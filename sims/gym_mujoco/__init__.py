@@ -1,0 +1,1 @@
+"""MuJoCo tasks through gymnasium (Reacher, InvertedPendulum, HalfCheetah)."""

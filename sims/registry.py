@@ -1,0 +1,212 @@
+"""The simulator registry: ``register``, ``make``, ``names`` and the ``flywheel.sims`` plug-ins.
+
+Built-in tasks register with the ``@register`` decorator when ``sims.builtin`` is imported.
+Third-party packages need no import of theirs to be run: they declare an entry point
+
+    [project.entry-points."flywheel.sims"]
+    "acme/pusher" = "acme_sims.pusher:make_env"
+
+whose name is the sim name and whose object is a factory taking the same keyword arguments
+as ``SimEnv`` and returning a ``SimEnv``. A factory may carry ``sim_tags`` (a tuple of tags).
+Entry points are loaded only when their sim is made (or its tags are asked for), so one
+broken plug-in never stops the others from listing or running.
+
+Families serve open-ended name spaces: ``register_family("dmc/", factory)`` makes every
+``dmc/<domain>-<task>`` resolvable without listing them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sims.env import SimEnv
+from sims.params import PhysicsParams, coerce_params, validate_fidelity
+
+ENTRY_POINT_GROUP = "flywheel.sims"
+Factory = Callable[..., SimEnv]
+
+
+class UnknownSimError(KeyError):
+    """A sim name that is neither registered nor resolvable by a family."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class SimPluginError(RuntimeError):
+    """A plug-in that failed to load, raised in its factory, or returned a non-conforming env."""
+
+
+@dataclass
+class _Entry:
+    name: str
+    factory: Factory | None
+    tags: tuple[str, ...]
+    origin: str  # "built-in", or the entry point as declared, for error messages
+    entry_point: importlib.metadata.EntryPoint | None = None
+
+    def load(self) -> Factory:
+        if self.factory is None:
+            assert self.entry_point is not None
+            try:
+                self.factory = self.entry_point.load()
+            except Exception as exc:
+                raise SimPluginError(
+                    f"plug-in sim {self.name!r} could not be loaded from {self.origin}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if not callable(self.factory):
+                bad, self.factory = self.factory, None
+                raise SimPluginError(f"plug-in sim {self.name!r} ({self.origin}) is not callable: {bad!r}")
+            self.tags = tuple(dict.fromkeys(self.tags + tuple(getattr(self.factory, "sim_tags", ()))))
+        return self.factory
+
+
+@dataclass
+class _Family:
+    prefix: str
+    factory: Callable[..., SimEnv]  # factory(name, **config)
+    tags: tuple[str, ...]
+    description: str
+
+
+@dataclass
+class _Registry:
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    families: list[_Family] = field(default_factory=list)
+    loaded: bool = False
+
+
+_REGISTRY = _Registry()
+
+
+def register(name: str, factory: Factory | None = None, *, tags: Iterable[str] = ()):
+    """Register ``factory`` under ``name``; without a factory, return a decorator."""
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise ValueError(f"sim name must be a non-empty string without surrounding spaces, got {name!r}")
+    tags = tuple(tags)
+
+    def add(f: Factory) -> Factory:
+        if not callable(f):
+            raise TypeError(f"factory for sim {name!r} is not callable: {f!r}")
+        existing = _REGISTRY.entries.get(name)
+        if existing is not None and existing.factory is not f:
+            raise ValueError(f"sim {name!r} is already registered ({existing.origin})")
+        _REGISTRY.entries[name] = _Entry(name, f, tags, "built-in")
+        return f
+
+    return add if factory is None else add(factory)
+
+
+def register_family(prefix: str, factory: Callable[..., SimEnv], *, tags: Iterable[str] = (), description: str = "") -> None:
+    """Resolve any unregistered name starting with ``prefix`` through ``factory(name, **config)``."""
+    _REGISTRY.families = [f for f in _REGISTRY.families if f.prefix != prefix]
+    _REGISTRY.families.append(_Family(prefix, factory, tuple(tags), description or f"{prefix}*"))
+
+
+def names(tag: str | None = None) -> list[str]:
+    """Registered sim names (families excluded), optionally only those carrying ``tag``."""
+    _ensure_loaded()
+    if tag is None:
+        return sorted(_REGISTRY.entries)
+    return sorted(n for n in _REGISTRY.entries if tag in tags_of(n))
+
+
+def tags_of(name: str) -> tuple[str, ...]:
+    entry = _lookup(name)
+    if isinstance(entry, _Family):
+        return entry.tags
+    if entry.factory is None:
+        try:
+            entry.load()
+        except SimPluginError:
+            pass  # reported when someone makes it
+    return entry.tags
+
+
+def origin_of(name: str) -> str:
+    entry = _lookup(name)
+    return f"family {entry.prefix}*" if isinstance(entry, _Family) else entry.origin
+
+
+def families() -> list[str]:
+    _ensure_loaded()
+    return [f.description for f in _REGISTRY.families]
+
+
+def make(name: str, **config: Any) -> SimEnv:
+    """Build the sim ``name`` with ``config`` (the ``SimEnv`` keyword arguments).
+
+    Checks the name, the fidelity and the parameter record before any engine is touched.
+    """
+    entry = _lookup(name)
+    _validate_config(name, config)
+    if isinstance(entry, _Family):
+        env = entry.factory(name, **config)
+        origin = f"family {entry.prefix}*"
+    else:
+        factory = entry.load()
+        origin = entry.origin
+        if entry.entry_point is None:
+            env = factory(**config)
+        else:
+            try:
+                env = factory(**config)
+            except Exception as exc:
+                raise SimPluginError(
+                    f"plug-in sim {name!r} ({origin}) raised while being made: {type(exc).__name__}: {exc}"
+                ) from exc
+    if not isinstance(env, SimEnv):
+        raise SimPluginError(
+            f"sim {name!r} ({origin}) returned {type(env).__name__}, not a sims.SimEnv: "
+            "subclass sims.SimEnv (see docs/adding-a-simulator.md)"
+        )
+    env.name = name
+    return env
+
+
+def _validate_config(name: str, config: dict[str, Any]) -> None:
+    try:
+        if "fidelity" in config:
+            validate_fidelity(config["fidelity"])
+        if config.get("params"):
+            coerce_params(config["params"], base=PhysicsParams())
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}") from exc
+    if "params" in config and not config["params"]:
+        config.pop("params")  # an empty override mapping (e.g. from a config file) means none
+
+
+def _lookup(name: str) -> _Entry | _Family:
+    _ensure_loaded()
+    if not isinstance(name, str):
+        raise TypeError(f"sim name must be a string, got {name!r}")
+    entry = _REGISTRY.entries.get(name)
+    if entry is not None:
+        return entry
+    for family in _REGISTRY.families:
+        if name.startswith(family.prefix):
+            return family
+    known = ", ".join(sorted(_REGISTRY.entries)) or "(none)"
+    fams = "; ".join(f.description for f in _REGISTRY.families)
+    raise UnknownSimError(f"unknown sim {name!r}. Known sims: {known}" + (f". Also: {fams}" if fams else ""))
+
+
+def _ensure_loaded() -> None:
+    if _REGISTRY.loaded:
+        return
+    _REGISTRY.loaded = True
+    importlib.import_module("sims.builtin")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        origin = f"entry point '{ep.name} = {ep.value}' in group {ENTRY_POINT_GROUP!r}"
+        if ep.dist is not None:
+            origin += f" of package {ep.dist.name!r}"
+        if ep.name in _REGISTRY.entries:
+            warnings.warn(f"ignoring {origin}: sim {ep.name!r} is already registered ({_REGISTRY.entries[ep.name].origin})")
+            continue
+        _REGISTRY.entries[ep.name] = _Entry(ep.name, None, ("plugin",), origin, ep)
