@@ -145,7 +145,7 @@ def make(name: str, **config: Any) -> SimEnv:
     Checks the name, the fidelity and the parameter record before any engine is touched.
     """
     entry = _lookup(name)
-    _validate_config(name, config)
+    check_config(name, config)
     if isinstance(entry, _Family):
         env = entry.factory(name, **config)
         origin = f"family {entry.prefix}*"
@@ -170,7 +170,12 @@ def make(name: str, **config: Any) -> SimEnv:
     return env
 
 
-def _validate_config(name: str, config: dict[str, Any]) -> None:
+def check_config(name: str, config: dict[str, Any]) -> None:
+    """Raise if ``name`` is unknown or ``config`` holds a bad fidelity or parameter record.
+
+    Cheap: no engine is touched. An empty ``params`` mapping is removed (it means none).
+    """
+    _lookup(name)
     try:
         if "fidelity" in config:
             validate_fidelity(config["fidelity"])

@@ -1,0 +1,73 @@
+"""The ``flywheel`` command.
+
+    flywheel sims list [--tag TAG]             registered simulators
+    flywheel sims check NAME... [--all]         the conformance suite
+    flywheel sims rollout [hydra overrides]     demonstrator rollouts and a timing table
+
+Commands that take a configuration are composed by Hydra (``key=value`` overrides,
+``-m`` for multirun); the rest take plain flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from flywheel.commands import sims as sims_commands
+
+USAGE = __doc__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    group, rest = argv[0], argv[1:]
+    if group == "sims":
+        return report_user_errors(sims_commands.main, rest)
+    print(f"flywheel: unknown command {group!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def run_hydra(prog: str, config_name: str, task, overrides: list[str]) -> int:
+    """Run ``task(cfg)`` under Hydra with ``overrides`` as if they were the command line."""
+    import hydra
+
+    import configs.schema  # noqa: F401  (registers the typed schema Hydra validates against)
+    from configs import CONFIG_DIR
+
+    result: dict[str, int] = {}
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
+    def _entry(cfg) -> None:
+        result["rc"] = report_user_errors(task, cfg)
+
+    saved = sys.argv
+    sys.argv = [prog, *overrides]
+    try:
+        _entry()
+    finally:
+        sys.argv = saved
+    return result.get("rc", 0) or 0
+
+
+def report_user_errors(fn, *args) -> int:
+    """Run ``fn``; bad input (our own clear errors) becomes one line on stderr and exit code 2.
+
+    Set FLYWHEEL_DEBUG=1 to get the traceback instead.
+    """
+    import sims
+
+    user_errors = (ValueError, TypeError, sims.UnknownSimError, sims.SimPluginError, sims.RenderingUnavailable)
+    try:
+        return fn(*args) or 0
+    except user_errors as exc:
+        if os.environ.get("FLYWHEEL_DEBUG"):
+            raise
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per CLI command group; ``flywheel.cli`` dispatches to them."""
