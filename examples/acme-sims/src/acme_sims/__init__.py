@@ -1,0 +1,1 @@
+"""Example simulators plugged into the flywheel through the ``flywheel.sims`` entry point."""

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+import configs.schema  # noqa: F401  (registers the schema)
+import sims
+from configs import CONFIG_DIR
+from configs.schema import RolloutConfig, SimConfig, to_dataclass
+
+SIM_FILES = sorted(p.stem for p in (Path(CONFIG_DIR) / "sim").glob("*.yaml"))
+
+
+def compose_rollout(overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="rollout", overrides=overrides)
+
+
+@pytest.mark.parametrize("sim_file", SIM_FILES)
+def test_every_sim_config_names_a_registered_sim(sim_file):
+    config = to_dataclass(compose_rollout([f"sim={sim_file}"]), RolloutConfig)
+    assert isinstance(config.sim, SimConfig)
+    sims.check_config(config.sim.name, {"fidelity": config.sim.fidelity, "params": config.sim.params})
+
+
+def test_every_builtin_sim_has_a_config_file():
+    named = {to_dataclass(compose_rollout([f"sim={f}"]), RolloutConfig).sim.name for f in SIM_FILES}
+    missing = set(sims.names()) - named
+    assert not missing, f"no configs/sim/*.yaml selects {sorted(missing)}"
+
+
+def test_overrides_are_typed():
+    config = to_dataclass(compose_rollout(["sim=dmc_cartpole_swingup", "sim.fidelity=0.5", "+sim.params.mass_scale=1.2"]), RolloutConfig)
+    assert config.sim.fidelity == 0.5 and config.sim.params == {"mass_scale": 1.2}
+    with pytest.raises(Exception, match="fidelity"):
+        compose_rollout(["sim=dmc_cartpole_swingup", "sim.fidelity=high"])
+
+
+def test_unknown_keys_are_rejected():
+    with pytest.raises(ConfigCompositionException):
+        compose_rollout(["episodez=3"])

@@ -1,0 +1,89 @@
+"""The behaviour SimEnv's public methods own, exercised through the example slider."""
+
+import numpy as np
+import pytest
+
+import sims
+
+
+@pytest.fixture
+def slider(example_plugin_src):
+    from acme_sims.slider import Slider
+
+    return Slider
+
+
+def test_step_before_reset_is_an_error(slider):
+    with pytest.raises(RuntimeError, match="call reset"):
+        slider().step(np.zeros(1))
+
+
+def test_episodes_truncate_at_max_episode_steps(slider):
+    env = slider(max_episode_steps=7)
+    env.reset(seed=0)
+    ends = [env.step(np.zeros(1))[3] for _ in range(7)]
+    assert ends == [False] * 6 + [True]
+    with pytest.raises(RuntimeError, match="episode has ended"):
+        env.step(np.zeros(1))
+
+
+def test_actions_are_clipped_to_bounds_and_validated(slider):
+    env = slider()
+    assert env.check_action([5.0]).tolist() == [1.0]
+    with pytest.raises(ValueError, match="NaN or inf"):
+        env.check_action([np.inf])
+    with pytest.raises(ValueError, match="must be numeric"):
+        env.check_action(["left"])
+
+
+def test_observation_noise_appears_below_fidelity_one_only(slider):
+    clean, noisy = slider(), slider(fidelity=0.2)
+    assert clean.get_params().obs_noise == 0.0
+    assert noisy.get_params().obs_noise > 0.0
+    # Same start: the noise-free proprio of the clean env equals the true state.
+    obs, _ = clean.reset(seed=5)
+    np.testing.assert_array_equal(obs["proprio"], clean._proprio().astype(np.float32))
+    obs, _ = noisy.reset(seed=5)
+    assert not np.array_equal(obs["proprio"], noisy._proprio().astype(np.float32))
+
+
+def test_params_keyword_overrides_the_fidelity_perturbation(slider):
+    env = slider(fidelity=0.5, params={"mass_scale": 2.0})
+    assert env.get_params().mass_scale == 2.0
+    assert env.get_params().gravity == sims.perturb(env.nominal_params, 0.5, 0).gravity
+    assert env.model.body_mass[1] == pytest.approx(2.0 * env._nominal_arrays["body_mass"][1])
+
+
+def test_set_state_rejects_what_is_not_a_state_of_this_sim(slider):
+    env = slider()
+    env.reset(seed=0)
+    state = env.get_state()
+    with pytest.raises(TypeError, match="expects a SimState"):
+        env.set_state({"qpos": [0.0]})
+    squashed = sims.SimState(state.sim, state.step, {**state.arrays, "mujoco": state.arrays["mujoco"][:-1]}, state.rng)
+    with pytest.raises(ValueError, match="do not fit this sim"):
+        env.set_state(squashed)
+
+
+def test_bad_task_text_is_caught_at_construction(slider):
+    class Shouting(slider):
+        task_text = "push <the> block"
+
+    with pytest.raises(ValueError, match="task_text"):
+        Shouting()
+
+
+def test_success_is_reported_after_reset_and_every_step(slider):
+    env = slider()
+    _, info = env.reset(seed=1)
+    assert info["success"] is False
+    demo = env.demonstrator()
+    demo.reset()
+    obs = env.reset(seed=1)[0]
+    successes = []
+    for _ in range(env.max_episode_steps):
+        obs, _, _, truncated, info = env.step(demo(obs))
+        successes.append(info["success"])
+        if truncated:
+            break
+    assert any(successes) and not successes[0]
