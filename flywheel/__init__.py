@@ -1,0 +1,1 @@
+"""The flywheel service and the ``flywheel`` command."""

@@ -1,0 +1,1 @@
+"""The agent: the Mixture-of-Transformers backbone, tokenizers, Perceive/Imagine/Act. Not built yet."""

@@ -1,0 +1,1 @@
+"""The learned world simulator, fidelity metrics and the grader. Not built yet."""
