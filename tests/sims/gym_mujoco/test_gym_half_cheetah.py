@@ -1,0 +1,125 @@
+"""mujoco/half-cheetah: demonstrator, success, exact state, and agreement with HalfCheetah-v5."""
+
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+import sims
+from sims.rendering import mujoco_rendering_problem
+
+NAME = "mujoco/half-cheetah"
+SEEDS = range(20)
+
+
+def episode_success(env, policy, seed):
+    obs, info = env.reset(seed=seed)
+    succeeded = info["success"]
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        succeeded |= info["success"]
+        done = terminated or truncated
+    return succeeded
+
+
+def test_registered_with_tags_and_embodiment():
+    assert {"mujoco", "gymnasium"} <= set(sims.tags_of(NAME))
+    env = sims.make(NAME)
+    emb = env.embodiment
+    assert (emb.proprio_dim, emb.action_dim) == (17, 6)
+    assert emb.action_low == (-1.0,) * 6 and emb.action_high == (1.0,) * 6
+
+
+@pytest.mark.parametrize("fidelity", [1.0, 0.5])
+def test_demonstrator_runs_far_enough(fidelity):
+    env = sims.make(NAME, fidelity=fidelity, run_seed=0)
+    demo = env.demonstrator()
+    results = []
+    for seed in SEEDS:
+        demo.reset()
+        results.append(episode_success(env, demo, seed))
+    assert np.mean(results) >= 0.9, results
+
+
+def test_do_nothing_and_random_policies_do_not_succeed():
+    env = sims.make(NAME)
+    rng = np.random.default_rng(0)
+    assert not any(episode_success(env, lambda obs: np.zeros(6), seed) for seed in SEEDS)
+    assert not any(episode_success(env, lambda obs: rng.uniform(-1, 1, 6), seed) for seed in range(10))
+
+
+def test_success_is_distance_from_start_and_upright():
+    env = sims.make(NAME)
+    _, info = env.reset(seed=3)
+    start = float(env.data.qpos[0])
+    assert not info["success"] and env.progress() == 0.0
+
+    def moved(dx, pitch):
+        env.data.qpos[0] = start + dx
+        env.data.qpos[2] = pitch
+        mujoco.mj_forward(env.model, env.data)
+        env.set_state(env.get_state())
+        return env._update_success()
+
+    assert not moved(env.success_distance - 0.01, 0.0)
+    assert moved(env.success_distance + 0.01, 0.0)
+    assert not moved(env.success_distance + 5.0, np.pi)  # on its back does not count
+    # The start position is part of the saved state.
+    saved = env.get_state()
+    env.reset(seed=4)
+    env.set_state(saved)
+    assert env.progress() == pytest.approx(env.success_distance + 5.0)
+
+
+def test_restore_and_replay_is_bit_identical():
+    camera = mujoco_rendering_problem() is None
+    env = sims.make(NAME, fidelity=0.6, run_seed=3, camera=camera)
+    demo = env.demonstrator()
+    obs, _ = env.reset(seed=5)
+    for _ in range(30):
+        obs, *_ = env.step(demo(obs))
+    saved = env.get_state()
+    before = (env._proprio().copy(), env._render_camera() if camera else None)
+    actions = np.random.default_rng(1).uniform(-1, 1, (15, 6))
+
+    def replay():
+        out = []
+        for a in actions:
+            obs, reward, terminated, truncated, info = env.step(a)
+            out.append((obs, reward, terminated, truncated, info, env.get_state()))
+        return out
+
+    first = replay()
+    env.set_state(saved)
+    assert np.array_equal(env._proprio(), before[0])
+    if camera:
+        assert np.array_equal(env._render_camera(), before[1])
+    second = replay()
+    for (o1, *rest1, s1), (o2, *rest2, s2) in zip(first, second):
+        assert np.array_equal(o1["proprio"], o2["proprio"])
+        if camera:
+            assert np.array_equal(o1["image"], o2["image"])
+        assert rest1 == rest2
+        assert s1.equals(s2)
+
+
+def test_matches_upstream_gymnasium_at_fidelity_one():
+    env = sims.make(NAME)
+    upstream = HalfCheetahEnv()
+    rng = np.random.default_rng(0)
+    for seed in range(2):
+        obs, _ = env.reset(seed=seed)
+        up_obs, _ = upstream.reset(seed=seed)
+        assert np.array_equal(obs["proprio"], up_obs.astype(np.float32))
+        demo = env.demonstrator()
+        for k in range(100):
+            # Every other action from the gait, for the contacts of real running. float64, as
+            # the env validates actions to float64 (upstream squares what it is given).
+            action = np.float64(demo(obs)) if k % 2 else rng.uniform(-1, 1, 6)
+            obs, reward, *_ = env.step(action)
+            up_obs, up_reward, *_ = upstream.step(action)
+            assert np.array_equal(env.data.qpos, upstream.data.qpos)
+            assert np.array_equal(env.data.qvel, upstream.data.qvel)
+            assert np.array_equal(obs["proprio"], up_obs.astype(np.float32))
+            assert reward == up_reward
