@@ -16,6 +16,8 @@ exact state and the camera are handled here once:
 
 from __future__ import annotations
 
+import weakref
+
 import mujoco
 import numpy as np
 
@@ -100,6 +102,9 @@ class MujocoSimEnv(SimEnv):
         self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, size)
         self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, size)
         self._renderer = mujoco.Renderer(self.model, size, size)
+        # Close the GL context before interpreter teardown even if nobody calls close():
+        # EGL otherwise raises (ignored, noisy) exceptions at exit.
+        weakref.finalize(self, self._renderer.close)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self._camera: str | int | mujoco.MjvCamera
