@@ -122,7 +122,11 @@ class MujocoSimEnv(SimEnv):
         if self._renderer is None:
             self._setup_camera()
         self._renderer.update_scene(self.data, self._camera)
+        self._decorate_scene(self._renderer.scene)
         return self._renderer.render().copy()
+
+    def _decorate_scene(self, scene: mujoco.MjvScene) -> None:
+        """Adjust what the camera draws (e.g. enlarge tiny markers); never touches physics."""
 
     def close(self) -> None:
         if getattr(self, "_renderer", None) is not None:

@@ -255,14 +255,7 @@ class DmcSuiteEnv(MujocoSimEnv):
         ):
             self._renderer.close()
             self._renderer = None
-        if self._renderer is None:
-            self._setup_camera()
-        self._renderer.update_scene(self.data, self._camera)
-        self._decorate_scene(self._renderer.scene)
-        return self._renderer.render().copy()
-
-    def _decorate_scene(self, scene: mujoco.MjvScene) -> None:
-        """Adjust the visual scene before a camera frame is drawn (never the physics)."""
+        return super()._render_camera()
 
 
 _NO_CONTEXT_CLASSES: dict[type, type] = {}
