@@ -8,6 +8,8 @@
 before any MuJoCo rendering module can be imported.
 """
 
+import logging as _logging
+
 from sims import rendering as _rendering  # noqa: F401  (must run before mujoco is imported)
 from sims.embodiment import ACTION_PAD, PROPRIO_PAD, Embodiment
 from sims.env import Demonstrator, SimEnv
@@ -27,6 +29,10 @@ from sims.registry import (
 )
 from sims.rendering import RenderingUnavailable
 from sims.state import SimState
+
+# gymnasium's and dm-control's cheetah models use MuJoCo's deprecated `settotalmass`; the
+# compiler says so on every build, which users can do nothing about.
+_logging.getLogger("absl").addFilter(lambda record: "settotalmass" not in record.getMessage())
 
 __all__ = [
     "ACTION_PAD",
