@@ -38,7 +38,7 @@ class RolloutConfig:
     """
 
     sim: Optional[SimConfig] = None
-    episodes: int = 2
+    episodes: int = 5
     seed: int = 0
     camera: bool = True
     image_size: int = 64
