@@ -1,10 +1,14 @@
-"""Simulator throughput: raw steps/s and steps/s with the camera on, per registered sim.
+"""Simulator throughput per registered sim, and how far the cross-engine twins drift apart.
 
     python benchmarks/bench_sims.py [--steps 1000] [--image-size 64] [--tag mujoco] [--out FILE]
 
-Prints a table and writes JSON (default ``benchmarks/results/bench_sims.json``). The
-machine is shared and noisy, so the number to quote is the camera-on / raw ratio measured
-in one run, not an absolute rate. Each rate is the best of ``--repeats`` runs.
+Prints two tables and writes JSON (default ``benchmarks/results/bench_sims.json``):
+
+- raw steps/s and steps/s with the camera on; the machine is shared and noisy, so the
+  number to quote is the camera-on / raw ratio measured in one run, not an absolute rate
+  (each rate is the best of ``--repeats`` runs);
+- for each MuJoCo/PyBullet twin pair, the normalized error against horizon from the same
+  state under the same actions, and the PyBullet / MuJoCo speed ratio of the pair.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sims  # noqa: E402
 from flywheel.atomic import write_json_atomic  # noqa: E402
 from sims.rendering import mujoco_rendering_problem  # noqa: E402
 from sims.timing import steps_per_second  # noqa: E402
+from sims.twins import TWIN_PAIRS, format_drift, twin_drift  # noqa: E402
 
 
 def bench(name: str, steps: int, image_size: int, repeats: int) -> dict:
@@ -47,6 +52,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", help="only sims with this tag")
+    ap.add_argument("--drift-horizon", type=int, default=200, help="twin drift horizon in control steps")
+    ap.add_argument("--drift-probes", type=int, default=8)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_sims.json"))
     args = ap.parse_args()
     if args.steps < 10 or args.repeats < 1:
@@ -71,6 +78,15 @@ def main() -> None:
         table.add_row(r["sim"], f"{r['raw_steps_per_s']:,.0f}", cam, ratio)
     console.print(table)
 
+    drift = [twin_drift(pair, probes=args.drift_probes, horizon=args.drift_horizon) for pair in TWIN_PAIRS]
+    print(format_drift(drift))
+    drift_rows = []
+    for d in drift:
+        row = d.as_dict()
+        row["twin_over_reference_speed"] = round(d.steps_per_second[d.twin] / d.steps_per_second[d.reference], 4)
+        row["apart_at_step"] = d.first_step_beyond(1e-6)
+        drift_rows.append(row)
+
     payload = {
         "benchmark": "bench_sims",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -78,6 +94,7 @@ def main() -> None:
         "settings": {"steps": args.steps, "image_size": args.image_size, "repeats": args.repeats},
         "seconds": round(time.perf_counter() - start, 1),
         "rows": rows,
+        "twin_drift": drift_rows,
     }
     write_json_atomic(args.out, payload)
     console.print(f"wrote {args.out}")

@@ -3,6 +3,7 @@
     flywheel sims list [--tag TAG]             registered simulators
     flywheel sims check NAME... [--all]         the conformance suite
     flywheel sims rollout [hydra overrides]     demonstrator rollouts and a timing table
+    flywheel sims twins [--plot PNG]            how far MuJoCo/PyBullet twins drift apart
 
 Commands that take a configuration are composed by Hydra (``key=value`` overrides,
 ``-m`` for multirun); the rest take plain flags.

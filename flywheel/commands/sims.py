@@ -21,7 +21,7 @@ if not console.is_terminal:  # logs and CI: do not squeeze tables into 80 column
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: flywheel sims {list,check,rollout} ...")
+        print("usage: flywheel sims {list,check,rollout,twins} ...")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "list":
@@ -32,7 +32,11 @@ def main(argv: list[str]) -> int:
         from flywheel.cli import run_hydra
 
         return run_hydra("flywheel sims rollout", "rollout", rollout_task, rest)
-    print(f"flywheel sims: unknown command {command!r} (expected list, check or rollout)", file=sys.stderr)
+    if command == "twins":
+        from sims.twins.drift import main as twins_main
+
+        return twins_main(rest, prog="flywheel sims twins")
+    print(f"flywheel sims: unknown command {command!r} (expected list, check, rollout or twins)", file=sys.stderr)
     return 2
 
 

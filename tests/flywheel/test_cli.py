@@ -48,3 +48,11 @@ def test_console_script_is_installed():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "mujoco/reacher" in done.stdout
+
+
+def test_twins_prints_drift_and_draws_it(tmp_path, capsys):
+    png = tmp_path / "drift.png"
+    assert main(["sims", "twins", "--pairs", "reacher", "--probes", "2", "--horizon", "30", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "reacher" in out and "apart at" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
