@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,21 +144,27 @@ def exploratory_actions(ctx: CheckContext, n: int, seed: int) -> np.ndarray:
     return np.asarray(actions)
 
 
+def episode_succeeded(env: SimEnv, policy: Callable[[dict], np.ndarray], seed: int) -> bool:
+    """Run ``policy`` (a callable, optionally with ``reset()``) for one seeded episode; did
+    ``info['success']`` ever become true?"""
+    obs, info = env.reset(seed=seed)
+    if hasattr(policy, "reset"):
+        policy.reset()
+    succeeded, done = info["success"], False
+    while not done and not succeeded:
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        succeeded, done = info["success"], terminated or truncated
+    return bool(succeeded)
+
+
+def success_rate(env: SimEnv, policy: Callable[[dict], np.ndarray], seeds: Iterable[int]) -> float:
+    seeds = list(seeds)
+    return sum(episode_succeeded(env, policy, s) for s in seeds) / len(seeds)
+
+
 def demo_success_rate(env: SimEnv, episodes: int, *, first_seed: int = 0) -> float:
     """Fraction of seeded episodes in which the demonstrator reaches ``info['success']``."""
-    demo = env.demonstrator()
-    wins = 0
-    for seed in range(first_seed, first_seed + episodes):
-        obs, info = env.reset(seed=seed)
-        demo.reset()
-        succeeded = info["success"]
-        done = False
-        while not done and not succeeded:
-            obs, _, terminated, truncated, info = env.step(demo(obs))
-            succeeded = info["success"]
-            done = terminated or truncated
-        wins += bool(succeeded)
-    return wins / episodes
+    return success_rate(env, env.demonstrator(), range(first_seed, first_seed + episodes))
 
 
 # ---------------------------------------------------------------------- checks

@@ -6,21 +6,11 @@ import pytest
 from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
 
 import sims
+from sims.conformance import episode_succeeded
 from sims.rendering import mujoco_rendering_problem
 
 NAME = "mujoco/reacher"
 SEEDS = range(20)
-
-
-def episode_success(env, policy, seed):
-    obs, info = env.reset(seed=seed)
-    succeeded = info["success"]
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(policy(obs))
-        succeeded |= info["success"]
-        done = terminated or truncated
-    return succeeded
 
 
 def test_registered_with_tags_and_embodiment():
@@ -39,15 +29,15 @@ def test_demonstrator_succeeds(fidelity):
     results = []
     for seed in SEEDS:
         demo.reset()
-        results.append(episode_success(env, demo, seed))
+        results.append(episode_succeeded(env, demo, seed))
     assert np.mean(results) >= 0.9, results
 
 
 def test_do_nothing_and_random_policies_do_not_succeed():
     env = sims.make(NAME)
     rng = np.random.default_rng(0)
-    zero = [episode_success(env, lambda obs: np.zeros(2), seed) for seed in SEEDS]
-    rand = [episode_success(env, lambda obs: rng.uniform(-1, 1, 2), seed) for seed in SEEDS]
+    zero = [episode_succeeded(env, lambda obs: np.zeros(2), seed) for seed in SEEDS]
+    rand = [episode_succeeded(env, lambda obs: rng.uniform(-1, 1, 2), seed) for seed in SEEDS]
     assert not any(zero)
     assert np.mean(rand) <= 0.15
 
