@@ -12,7 +12,9 @@ Entry points are loaded only when their sim is made (or its tags are asked for),
 broken plug-in never stops the others from listing or running.
 
 Families serve open-ended name spaces: ``register_family("dmc/", factory)`` makes every
-``dmc/<domain>-<task>`` resolvable without listing them all.
+``dmc/<domain>-<task>`` resolvable without listing them all. A plug-in declares a family
+with an entry point whose name ends in ``*`` (``"acme/*" = "acme_sims:make_any"``); its
+factory is called as ``factory(name, **config)``.
 """
 
 from __future__ import annotations
@@ -44,11 +46,15 @@ class SimPluginError(RuntimeError):
 
 @dataclass
 class _Entry:
-    name: str
-    factory: Factory | None
+    """A registered name, or (``family``) every name starting with a prefix."""
+
+    name: str  # for a family: the prefix
+    factory: Factory | None  # a family's is called as factory(name, **config)
     tags: tuple[str, ...]
     origin: str  # "built-in", or the entry point as declared, for error messages
     entry_point: importlib.metadata.EntryPoint | None = None
+    family: bool = False
+    description: str = ""
 
     def load(self) -> Factory:
         if self.factory is None:
@@ -68,17 +74,9 @@ class _Entry:
 
 
 @dataclass
-class _Family:
-    prefix: str
-    factory: Callable[..., SimEnv]  # factory(name, **config)
-    tags: tuple[str, ...]
-    description: str
-
-
-@dataclass
 class _Registry:
     entries: dict[str, _Entry] = field(default_factory=dict)
-    families: list[_Family] = field(default_factory=list)
+    families: list[_Entry] = field(default_factory=list)
     loaded: bool = False
 
 
@@ -105,8 +103,10 @@ def register(name: str, factory: Factory | None = None, *, tags: Iterable[str] =
 
 def register_family(prefix: str, factory: Callable[..., SimEnv], *, tags: Iterable[str] = (), description: str = "") -> None:
     """Resolve any unregistered name starting with ``prefix`` through ``factory(name, **config)``."""
-    _REGISTRY.families = [f for f in _REGISTRY.families if f.prefix != prefix]
-    _REGISTRY.families.append(_Family(prefix, factory, tuple(tags), description or f"{prefix}*"))
+    _REGISTRY.families = [f for f in _REGISTRY.families if f.name != prefix]
+    _REGISTRY.families.append(
+        _Entry(prefix, factory, tuple(tags), "built-in", family=True, description=description or f"{prefix}*")
+    )
 
 
 def names(tag: str | None = None) -> list[str]:
@@ -119,8 +119,6 @@ def names(tag: str | None = None) -> list[str]:
 
 def tags_of(name: str) -> tuple[str, ...]:
     entry = _lookup(name)
-    if isinstance(entry, _Family):
-        return entry.tags
     if entry.factory is None:
         try:
             entry.load()
@@ -131,7 +129,7 @@ def tags_of(name: str) -> tuple[str, ...]:
 
 def origin_of(name: str) -> str:
     entry = _lookup(name)
-    return f"family {entry.prefix}*" if isinstance(entry, _Family) else entry.origin
+    return f"family {entry.name}* ({entry.origin})" if entry.family else entry.origin
 
 
 def families() -> list[str]:
@@ -146,24 +144,20 @@ def make(name: str, **config: Any) -> SimEnv:
     """
     entry = _lookup(name)
     check_config(name, config)
-    if isinstance(entry, _Family):
-        env = entry.factory(name, **config)
-        origin = f"family {entry.prefix}*"
+    factory = entry.load()
+    args = (name,) if entry.family else ()
+    if entry.entry_point is None:
+        env = factory(*args, **config)
     else:
-        factory = entry.load()
-        origin = entry.origin
-        if entry.entry_point is None:
-            env = factory(**config)
-        else:
-            try:
-                env = factory(**config)
-            except Exception as exc:
-                raise SimPluginError(
-                    f"plug-in sim {name!r} ({origin}) raised while being made: {type(exc).__name__}: {exc}"
-                ) from exc
+        try:
+            env = factory(*args, **config)
+        except Exception as exc:
+            raise SimPluginError(
+                f"plug-in sim {name!r} ({entry.origin}) raised while being made: {type(exc).__name__}: {exc}"
+            ) from exc
     if not isinstance(env, SimEnv):
         raise SimPluginError(
-            f"sim {name!r} ({origin}) returned {type(env).__name__}, not a sims.SimEnv: "
+            f"sim {name!r} ({entry.origin}) returned {type(env).__name__}, not a sims.SimEnv: "
             "subclass sims.SimEnv (see docs/adding-a-simulator.md)"
         )
     env.name = name
@@ -187,7 +181,7 @@ def check_config(name: str, config: dict[str, Any]) -> None:
         config.pop("params")  # an empty override mapping (e.g. from a config file) means none
 
 
-def _lookup(name: str) -> _Entry | _Family:
+def _lookup(name: str) -> _Entry:
     _ensure_loaded()
     if not isinstance(name, str):
         raise TypeError(f"sim name must be a string, got {name!r}")
@@ -195,7 +189,7 @@ def _lookup(name: str) -> _Entry | _Family:
     if entry is not None:
         return entry
     for family in _REGISTRY.families:
-        if name.startswith(family.prefix):
+        if name.startswith(family.name):
             return family
     known = ", ".join(sorted(_REGISTRY.entries)) or "(none)"
     fams = "; ".join(f.description for f in _REGISTRY.families)
@@ -211,6 +205,15 @@ def _ensure_loaded() -> None:
         origin = f"entry point '{ep.name} = {ep.value}' in group {ENTRY_POINT_GROUP!r}"
         if ep.dist is not None:
             origin += f" of package {ep.dist.name!r}"
+        if ep.name.endswith("*"):
+            prefix = ep.name[:-1]
+            if any(f.name == prefix for f in _REGISTRY.families):
+                warnings.warn(f"ignoring {origin}: family {ep.name!r} is already registered")
+                continue
+            _REGISTRY.families.append(
+                _Entry(prefix, None, ("plugin",), origin, ep, family=True, description=f"{ep.name} ({origin})")
+            )
+            continue
         if ep.name in _REGISTRY.entries:
             warnings.warn(f"ignoring {origin}: sim {ep.name!r} is already registered ({_REGISTRY.entries[ep.name].origin})")
             continue

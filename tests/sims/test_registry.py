@@ -95,3 +95,28 @@ def test_make_sets_the_registered_name(isolated_registry, example_plugin_src):
     env.reset(seed=0)
     with pytest.raises(ValueError, match="test/slider-alias: action has shape"):
         env.step(np.zeros(3))
+
+
+def test_plugin_family_resolves_every_name_under_its_prefix(install_plugin, example_plugin_src):
+    install_plugin({"acme/rail-*": "acme_family:make"}, modules={"acme_family": """
+        from acme_sims.slider import Slider
+
+        def make(name, **config):
+            env = Slider(**config)
+            env.default_length = float(name.rsplit("-", 1)[1])
+            return env
+    """})
+    env = sims.make("acme/rail-0.5", fidelity=0.9)
+    assert env.name == "acme/rail-0.5" and env.default_length == 0.5 and env.fidelity == 0.9
+    assert "acme/rail-*" in " ".join(sims.families())
+    assert "acme_family:make" in sims.origin_of("acme/rail-7")
+    assert "acme/rail-0.5" not in sims.names()  # families resolve names; they do not list them
+
+
+def test_plugin_family_whose_factory_raises_is_named(install_plugin):
+    install_plugin({"broken/*": "broken_family:make"}, modules={"broken_family": """
+        def make(name, **config):
+            raise ValueError(f"no such thing as {name}")
+    """})
+    with pytest.raises(sims.SimPluginError, match=r"broken/x.*broken/\* = broken_family:make.*no such thing"):
+        sims.make("broken/x")
