@@ -57,3 +57,44 @@ def to_dataclass(cfg: DictConfig, schema: type[T]) -> T:
     """A composed config as its plain schema dataclass (nested dataclasses included)."""
     obj: Any = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
     return obj
+
+
+# ---------------------------------------------------------------------- the agent (policies)
+
+
+@dataclass
+class AgentConfig:
+    """The agent's model: a named size (``policies.config.SIZES``) plus optional overrides.
+
+    Fields left ``None`` keep the size's value, so the numbers of each size live in one
+    place; ``agent=small agent.d_model=320`` changes one of them. ``checkpoint`` loads
+    weights (and the config stored with them) instead of building a fresh model.
+    """
+
+    size: str = "tiny"
+    device: str = "cpu"
+    d_model: Optional[int] = None
+    n_layers: Optional[int] = None
+    n_heads: Optional[int] = None
+    ffn_mult: Optional[int] = None
+    experts: Optional[list[str]] = None
+    qk_norm: Optional[bool] = None
+    image_size: Optional[int] = None
+    patch_size: Optional[int] = None
+    history: Optional[int] = None
+    chunk: Optional[int] = None
+    flow_steps: Optional[int] = None
+    text_max: Optional[int] = None
+    checkpoint: Optional[str] = None
+
+
+@dataclass
+class RoutesConfig:
+    """``flywheel routes``: the routes (inputs -> output) the configured agent supports."""
+
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    json_out: Optional[str] = None  # also write the table as JSON here
+
+
+_store.store(group="agent", name="agent_schema", node=AgentConfig)
+_store.store(name="routes_schema", node=RoutesConfig)

@@ -4,6 +4,7 @@
     flywheel sims check NAME... [--all]         the conformance suite
     flywheel sims rollout [hydra overrides]     demonstrator rollouts and a timing table
     flywheel sims twins [--plot PNG]            how far MuJoCo/PyBullet twins drift apart
+    flywheel routes [agent=tiny | --checkpoint DIR]   the routes (inputs -> output) a model supports
 
 Commands that take a configuration are composed by Hydra (``key=value`` overrides,
 ``-m`` for multirun); the rest take plain flags.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
+from flywheel.commands import routes as routes_commands
 from flywheel.commands import sims as sims_commands
 
 USAGE = __doc__
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     group, rest = argv[0], argv[1:]
     if group == "sims":
         return report_user_errors(sims_commands.main, rest)
+    if group == "routes":
+        return report_user_errors(routes_commands.main, rest)
     print(f"flywheel: unknown command {group!r}\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated sim registry and fake installed plug-in distributions."""
+"""Shared fixtures: one torch thread per test process, an isolated sim registry and fake
+installed plug-in distributions."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 import sims.registry as registry
 
 EXAMPLE_PLUGIN_SRC = Path(__file__).resolve().parents[1] / "examples" / "acme-sims" / "src"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """``make test`` runs two pytest workers on 2 cores; two OpenMP threads each would
+    oversubscribe the machine and make tiny model steps ~30x slower (measured 260 ms vs 8 ms)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture

@@ -1,0 +1,210 @@
+"""``Model``: tokenizers -> MoT backbone -> heads, over a sequence of segments.
+
+The model is driven by ``Item``s: one modality's ``Data``, clean or noisy (with its flow
+time t). ``run`` tokenizes the items, lays them out as segments after an optional cached
+prefix, and returns each item's hidden states. Everything above (the agent's loop, the
+routes, training losses) is built from ``run``, ``sample`` and the tokenizers' heads.
+
+Ownership: an expert owns its backbone weights, the tokenizers of the modalities routed to
+it, and the heads it reads out (the return head belongs to ``cfg.return_expert``).
+``freeze`` and ``add_expert`` act on all of that at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from policies import flow
+from policies.config import ModelConfig
+from policies.data import Data
+from policies.layout import Layout, Segment
+from policies.mot import KVCache, MoT
+from policies.tokenizers import FlowTokenizer, Tokenizer, build_tokenizer
+
+
+@dataclass
+class Item:
+    """One segment to run: ``modality`` data, clean (t = 1) or noisy at flow time ``t`` (B,)."""
+
+    modality: str
+    data: Data
+    noisy: bool = False
+    t: torch.Tensor | None = None
+
+
+class ReturnHead(nn.Module):
+    """Mean-pooled hidden states of an imagined future -> predicted return of the chunk."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.SiLU(), nn.Linear(cfg.d_model, 1))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.mlp(hidden.mean(dim=1)).squeeze(-1)
+
+
+class Model(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = MoT(cfg)
+        self.tokenizers = nn.ModuleDict({m: build_tokenizer(m, cfg) for m in cfg.active_modalities()})
+        self.heads = nn.ModuleDict()
+        if cfg.return_expert in cfg.experts:
+            self.heads["return"] = ReturnHead(cfg)
+
+    # ------------------------------------------------------------------ experts
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def frozen(self) -> set[str]:
+        return self.backbone.frozen
+
+    def expert_modules(self, expert: str) -> list[nn.Module]:
+        """Every module whose weights belong to ``expert``."""
+        if expert not in self.cfg.experts:
+            raise ValueError(f"unknown expert {expert!r}; experts: {list(self.cfg.experts)}")
+        mods: list[nn.Module] = [self.backbone.experts[expert]]
+        mods += [tok for m, tok in self.tokenizers.items() if self.cfg.expert_of(m) == expert]
+        if expert == self.cfg.return_expert and "return" in self.heads:
+            mods.append(self.heads["return"])
+        return mods
+
+    def expert_parameters(self, expert: str) -> list[nn.Parameter]:
+        return [p for mod in self.expert_modules(expert) for p in mod.parameters()]
+
+    def freeze(self, expert: str) -> None:
+        """No gradient, eval mode, and no autograd graph in the forward pass for ``expert``.
+
+        Other experts still attend to its tokens' keys and values.
+        """
+        for mod in self.expert_modules(expert):
+            mod.requires_grad_(False)
+            mod.eval()
+            for p in mod.parameters():
+                p.grad = None  # a stale gradient would still move it in the next optimizer step
+        self.backbone.frozen.add(expert)
+
+    def unfreeze(self, expert: str) -> None:
+        for mod in self.expert_modules(expert):
+            mod.requires_grad_(True)
+            mod.train(self.training)
+        self.backbone.frozen.discard(expert)
+
+    def train(self, mode: bool = True) -> "Model":
+        super().train(mode)
+        for expert in self.frozen:  # frozen experts stay in eval mode whatever the caller does
+            for mod in self.expert_modules(expert):
+                mod.eval()
+        return self
+
+    def add_expert(self, name: str, init_from: str | None = None,
+                   modalities: dict[str, str] | None = None) -> None:
+        """Grow the model by one expert (and the tokenizers of the modalities routed to it).
+
+        ``init_from`` copies another expert's backbone weights (tokenizers are per modality
+        and start fresh). ``modalities`` adds new ``{modality: expert}`` routes to the config;
+        modalities the config already routes to ``name`` get their tokenizers now.
+        """
+        if name in self.cfg.experts:
+            raise ValueError(f"expert {name!r} already exists")
+        new_routes = tuple((m, e) for m, e in (modalities or {}).items())
+        cfg = replace(self.cfg, experts=self.cfg.experts + (name,),
+                      modalities=self.cfg.modalities + new_routes)
+        self.backbone.add_expert(name, init_from)
+        self.cfg = self.backbone.cfg = cfg
+        device = self.device
+        for m in cfg.active_modalities():
+            if m not in self.tokenizers:
+                self.tokenizers[m] = build_tokenizer(m, cfg).to(device)
+        if name == cfg.return_expert and "return" not in self.heads:
+            self.heads["return"] = ReturnHead(cfg).to(device)
+        self.train(self.training)
+
+    def _context(self, expert: str):
+        return torch.no_grad() if expert in self.frozen else contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ running sequences
+
+    def tokenizer(self, modality: str) -> Tokenizer:
+        if modality not in self.tokenizers:
+            raise ValueError(f"this model has no {modality!r} tokenizer (modalities: {list(self.tokenizers)}; "
+                             f"experts: {list(self.cfg.experts)})")
+        return self.tokenizers[modality]
+
+    def run(self, items: list[Item], cache: KVCache | None = None, keep: bool = False
+            ) -> tuple[list[torch.Tensor], KVCache | None]:
+        """Hidden states (B, n_i, D) of each item, laid out after ``cache``.
+
+        With ``keep`` also returns the cache extended by these items (they must be clean).
+        """
+        if keep and any(it.noisy for it in items):
+            raise ValueError("only clean segments may be cached: later segments never see noisy ones")
+        tokens, segments, pads = [], [], []
+        any_pad = False
+        for it in items:
+            tok = self.tokenizer(it.modality)
+            expert = self.cfg.expert_of(it.modality)
+            with self._context(expert):
+                x = tok(it.data, it.t if it.noisy else None)
+            pad = tok.padding(it.data)
+            any_pad = any_pad or pad is not None
+            tokens.append(x)
+            pads.append(pad)
+            segments.append(Segment(it.modality, expert, x.shape[1], noisy=it.noisy, causal=tok.causal))
+        x = torch.cat(tokens, dim=1)
+        key_mask = None
+        if any_pad:
+            key_mask = torch.cat([torch.ones(x.shape[0], t.shape[1], dtype=torch.bool, device=x.device)
+                                  if p is None else p for p, t in zip(pads, tokens)], dim=1)
+        layout = Layout(tuple(segments))
+        if cache is not None:
+            layout = cache.layout + layout
+        hidden, new_cache = self.backbone(x, layout, cache, key_mask, keep)
+        return list(hidden.split([t.shape[1] for t in tokens], dim=1)), new_cache
+
+    def velocity(self, modality: str, x_t: Data, t: torch.Tensor, before: list[Item] = (),
+                 cache: KVCache | None = None) -> dict[str, torch.Tensor]:
+        """The predicted flow velocity of a noisy ``modality`` segment after ``before`` / ``cache``."""
+        hidden, _ = self.run([*before, Item(modality, x_t, noisy=True, t=t)], cache)
+        tok = self.tokenizer(modality)
+        assert isinstance(tok, FlowTokenizer)
+        return tok.velocity(hidden[-1], x_t)
+
+    @torch.no_grad()
+    def sample(self, modality: str, template: Data, cache: KVCache | None = None, before: list[Item] = (),
+               steps: int | None = None, generator: torch.Generator | None = None) -> Data:
+        """Generate a ``modality`` segment by Euler-integrating the flow (``cfg.flow_steps`` by default).
+
+        ``template`` gives shapes and padding masks. Conditioning is the cached prefix plus
+        ``before`` (clean items, recomputed every step; prefer caching them).
+        """
+        if not isinstance(self.tokenizer(modality), FlowTokenizer):
+            raise ValueError(f"{modality!r} is not generated by flow matching")
+        if cache is None and before:
+            _, cache = self.run(list(before), keep=True)
+        elif before:
+            _, cache = self.run(list(before), cache, keep=True)
+        return flow.euler_sample(lambda x, t: self.velocity(modality, x, t, cache=cache), template,
+                                 steps or self.cfg.flow_steps, generator)
+
+    def flow_target(self, modality: str, data: Data, generator: torch.Generator | None = None,
+                    t: torch.Tensor | None = None) -> tuple[Item, Data, Data]:
+        """A training pair for ``data``: the noisy item x_t, plus x0 (noise) and x1 (the data)."""
+        x1 = data.zeroed()
+        x0 = flow.noise_like(x1, generator)
+        if t is None:
+            t = flow.sample_time(x1.batch, x1.device, generator)
+        return Item(modality, flow.interpolate(x0, x1, t), noisy=True, t=t), x0, x1
+
+    def flow_loss(self, modality: str, hidden: torch.Tensor, x0: Data, x1: Data) -> torch.Tensor:
+        tok = self.tokenizer(modality)
+        assert isinstance(tok, FlowTokenizer)
+        return flow.flow_loss(tok.velocity(hidden, x1), x0, x1)
