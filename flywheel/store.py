@@ -1,0 +1,271 @@
+"""The graded-rollout store: Parquet shards per worker per cycle, a manifest per cycle.
+
+Layout under the store root::
+
+    cycle-000003/worker-01.parquet        one shard per rollout worker
+    cycle-000003/quarantine.parquet       episodes with NaN/inf in them (never trained on)
+    cycle-000003/manifest.json            rows, episodes and sha256 of every shard
+
+Guarantees:
+
+- A shard is written to a temp file and renamed, so no reader ever sees half a shard.
+- Readers only read shards listed in a committed manifest, and the manifest is written
+  last (also atomically): a cycle that crashed before its manifest is invisible, and its
+  stray shards are rewritten when the cycle is collected again.
+- Every shard is checksummed in the manifest and verified on read; a mismatch is skipped,
+  logged and counted in ``ReadReport``, never silently trained on.
+- An episode with a non-finite value in any float column is moved, whole, to the cycle's
+  quarantine shard and counted in the manifest.
+
+Columns are numpy arrays with one row per chunk; an array column of shape (N, *shape) is
+stored as a fixed-size list with its shape in the schema metadata, so plain Parquet readers
+(``ray.data.read_parquet`` included) read every shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flywheel.atomic import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+EPISODE_COLUMN = "episode"  # every shard has it: rows of one episode share its id
+_SHAPE_KEY = b"flywheel.shapes"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str  # relative to the store root
+    rows: int
+    episodes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    cycle: int
+    shards: list[ShardInfo]
+    quarantine: ShardInfo | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def episodes(self) -> int:
+        return sum(s.episodes for s in self.shards)
+
+    @property
+    def quarantined_episodes(self) -> int:
+        return self.quarantine.episodes if self.quarantine else 0
+
+    def to_json(self) -> dict:
+        return {"cycle": self.cycle, "rows": self.rows, "episodes": self.episodes,
+                "quarantined_episodes": self.quarantined_episodes,
+                "shards": [asdict(s) for s in self.shards],
+                "quarantine": asdict(self.quarantine) if self.quarantine else None, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Manifest:
+        q = data.get("quarantine")
+        return cls(int(data["cycle"]), [ShardInfo(**s) for s in data["shards"]],
+                   ShardInfo(**q) if q else None, dict(data.get("meta", {})))
+
+
+@dataclass
+class ReadReport:
+    """What a read skipped, so callers can log and count it."""
+
+    shards_read: int = 0
+    rows: int = 0
+    corrupt_shards: list[str] = field(default_factory=list)
+    missing_cycles: list[int] = field(default_factory=list)
+
+
+class RolloutStore:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_shard(self, cycle: int, worker: int, columns: Mapping[str, np.ndarray]) -> tuple[ShardInfo | None, dict]:
+        """Write one worker's chunks of a cycle; returns the clean shard (None if every
+        episode was quarantined) and the quarantined columns (possibly empty)."""
+        check_columns(columns)
+        clean, bad = split_quarantine(columns)
+        info = None
+        if _rows(clean):
+            info = self._write(f"{_cycle_dir(cycle)}/worker-{worker:02d}.parquet", clean)
+        return info, bad
+
+    def commit_cycle(self, cycle: int, shards: Iterable[ShardInfo | None],
+                     quarantined: Iterable[Mapping[str, np.ndarray]] = (), meta: dict | None = None) -> Manifest:
+        """Make a cycle's shards visible: write its quarantine shard, then its manifest."""
+        bad = [q for q in quarantined if q and _rows(q)]
+        quarantine = self._write(f"{_cycle_dir(cycle)}/quarantine.parquet", _concat(bad)) if bad else None
+        manifest = Manifest(cycle, sorted((s for s in shards if s), key=lambda s: s.path), quarantine, meta or {})
+        if quarantine:
+            log.warning("cycle %d: %d episode(s) quarantined for non-finite values", cycle, quarantine.episodes)
+        write_json_atomic(self.root / _cycle_dir(cycle) / "manifest.json", manifest.to_json())
+        return manifest
+
+    def _write(self, relative: str, columns: Mapping[str, np.ndarray]) -> ShardInfo:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(to_table(columns), tmp)
+            digest = sha256_of(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        episodes = len(np.unique(columns[EPISODE_COLUMN]))
+        return ShardInfo(relative, _rows(columns), episodes, digest)
+
+    # ------------------------------------------------------------------ reading
+
+    def manifest(self, cycle: int) -> Manifest | None:
+        path = self.root / _cycle_dir(cycle) / "manifest.json"
+        if not path.exists():
+            return None
+        return Manifest.from_json(json.loads(path.read_text()))
+
+    def committed_cycles(self) -> list[int]:
+        return sorted(int(p.parent.name.split("-")[1]) for p in self.root.glob("cycle-*/manifest.json"))
+
+    def shard_paths(self, cycles: Iterable[int]) -> list[str]:
+        """Absolute paths of the committed shards of ``cycles`` (e.g. for ray.data.read_parquet)."""
+        return [str(self.root / s.path) for c in cycles if (m := self.manifest(c)) for s in m.shards]
+
+    def read(self, cycles: Iterable[int]) -> tuple[dict[str, np.ndarray], ReadReport]:
+        """Concatenate the verified shards of ``cycles``; corrupt or missing ones are reported."""
+        report = ReadReport()
+        parts = []
+        for cycle in cycles:
+            manifest = self.manifest(cycle)
+            if manifest is None:
+                report.missing_cycles.append(cycle)
+                continue
+            for shard in manifest.shards:
+                path = self.root / shard.path
+                if not path.exists() or sha256_of(path) != shard.sha256:
+                    log.warning("skipping shard %s: missing or checksum mismatch", shard.path)
+                    report.corrupt_shards.append(shard.path)
+                    continue
+                parts.append(from_table(pq.read_table(path)))
+                report.shards_read += 1
+        columns = _concat(parts) if parts else {}
+        report.rows = _rows(columns) if columns else 0
+        return columns, report
+
+    def replay_window(self, last_cycle: int, k: int) -> tuple[dict[str, np.ndarray], ReadReport]:
+        """The last ``k`` committed cycles up to ``last_cycle``: what the learners train on."""
+        if k < 1:
+            raise ValueError(f"replay window must be >= 1 cycle, got {k}")
+        cycles = [c for c in self.committed_cycles() if c <= last_cycle][-k:]
+        return self.read(cycles)
+
+
+# ---------------------------------------------------------------------- encoding
+
+
+def check_columns(columns: Mapping[str, np.ndarray]) -> None:
+    """An episode id column, and the same number of rows in every column."""
+    if EPISODE_COLUMN not in columns:
+        raise ValueError(f"rollout columns need an {EPISODE_COLUMN!r} column (the episode id of each row)")
+    n = len(np.asarray(columns[EPISODE_COLUMN]))
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if values.shape[:1] != (n,):
+            raise ValueError(f"column {name!r} has {values.shape[0] if values.ndim else 0} rows, expected {n}")
+
+
+def to_table(columns: Mapping[str, np.ndarray]) -> pa.Table:
+    check_columns(columns)
+    n = _rows(columns)
+    arrays, shapes = {}, {}
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if values.dtype == object or values.dtype.kind in "US":
+            arrays[name] = pa.array(values.astype(str).tolist())
+            continue
+        shape = values.shape[1:]
+        flat = values.reshape(n, -1) if shape else values
+        if shape:
+            width = int(np.prod(shape))
+            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), width)
+            shapes[name] = list(shape)
+        else:
+            arrays[name] = pa.array(flat)
+    table = pa.table(arrays)
+    return table.replace_schema_metadata({_SHAPE_KEY: json.dumps(shapes).encode()})
+
+
+def from_table(table: pa.Table) -> dict[str, np.ndarray]:
+    shapes = json.loads((table.schema.metadata or {}).get(_SHAPE_KEY, b"{}"))
+    out = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if name in shapes:
+            values = column.flatten().to_numpy(zero_copy_only=False)
+            out[name] = values.reshape(len(column), *shapes[name])
+        elif pa.types.is_string(column.type):
+            out[name] = np.asarray(column.to_pylist(), dtype=object)
+        else:
+            out[name] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
+def split_quarantine(columns: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+    """Split rows into (clean, quarantined): a whole episode goes if any of its rows has a
+    non-finite float anywhere."""
+    n = _rows(columns)
+    bad_row = np.zeros(n, dtype=bool)
+    for values in columns.values():
+        values = np.asarray(values)
+        if values.dtype.kind == "f":
+            bad_row |= ~np.isfinite(values.reshape(n, -1)).all(axis=1)
+    episodes = np.asarray(columns[EPISODE_COLUMN])
+    bad = np.isin(episodes, np.unique(episodes[bad_row]))
+    return ({k: np.asarray(v)[~bad] for k, v in columns.items()},
+            {k: np.asarray(v)[bad] for k, v in columns.items()} if bad.any() else {})
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cycle_dir(cycle: int) -> str:
+    return f"cycle-{cycle:06d}"
+
+
+def _rows(columns: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def _concat(parts: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    keys = list(parts[0])
+    for p in parts[1:]:
+        if list(p) != keys:
+            raise ValueError(f"shards disagree on columns: {keys} vs {list(p)}")
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
