@@ -1,0 +1,87 @@
+"""Run checkpoints: a resumed run continues bit for bit where the saved one would have."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from flywheel import checkpoint
+from flywheel.checkpoint import RunCheckpointError, TrainerState
+from policies.config import model_config
+from policies.model import Model
+
+
+def make_optimizer(model):
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01)
+
+
+def train_steps(model, optimizer, n):
+    """A few steps of a loss that touches every trainable parameter, driven by the global torch RNG."""
+    for _ in range(n):
+        optimizer.zero_grad()
+        loss = sum((p * torch.randn_like(p)).sum() ** 2 for p in model.parameters() if p.requires_grad)
+        loss.backward()
+        optimizer.step()
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
+    torch.manual_seed(0)
+    model = Model(model_config("tiny"))
+    optimizer = make_optimizer(model)
+    generator = np.random.default_rng(5)
+    train_steps(model, optimizer, 2)
+    generator.normal(size=3)
+    checkpoint.save(tmp_path, model, optimizer, TrainerState(cycle=2, weight_version=2, replay_cycles=[1, 2]),
+                    generator)
+    random.random()
+    train_steps(model, optimizer, 2)
+    expected, expected_draw, expected_py = snapshot(model), generator.normal(size=3), random.random()
+
+    torch.manual_seed(123)  # a fresh process: different global RNG state
+    generator2 = np.random.default_rng(0)
+    restored, optimizer2, state = checkpoint.load(checkpoint.latest(tmp_path), optimizer_factory=make_optimizer,
+                                                  generator=generator2)
+    assert (state.cycle, state.weight_version, state.replay_cycles) == (2, 2, [1, 2])
+    random.random()
+    train_steps(restored, optimizer2, 2)
+    got = snapshot(restored)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert np.array_equal(generator2.normal(size=3), expected_draw)
+    assert random.random() == expected_py
+
+
+def test_latest_moves_only_when_a_checkpoint_is_complete(tmp_path, monkeypatch):
+    model = Model(model_config("tiny"))
+    checkpoint.save(tmp_path, model, None, TrainerState(cycle=0, weight_version=0))
+    assert checkpoint.latest(tmp_path).name == "cycle-000000"
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", crash)
+    with pytest.raises(OSError):
+        checkpoint.save(tmp_path, model, None, TrainerState(cycle=1, weight_version=1))
+    assert checkpoint.latest(tmp_path).name == "cycle-000000"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["cycle-000000", "latest"]
+
+
+def test_a_corrupt_file_is_refused(tmp_path):
+    model = Model(model_config("tiny"))
+    path = checkpoint.save(tmp_path, model, make_optimizer(model), TrainerState(cycle=0, weight_version=0))
+    weights = path / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RunCheckpointError, match="model/model.safetensors is missing or fails its checksum"):
+        checkpoint.load(path)
+
+
+def test_a_run_without_checkpoints_has_no_latest(tmp_path):
+    assert checkpoint.latest(tmp_path) is None
+    with pytest.raises(RunCheckpointError, match="not a run checkpoint"):
+        checkpoint.load(tmp_path)
