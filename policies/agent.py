@@ -270,11 +270,13 @@ class Agent(nn.Module):
     # ------------------------------------------------------------------ training
 
     def loss(self, observed: Observed, future: Data, actions: Data, returns: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+             generator: torch.Generator | None = None,
+             action_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Imagination and acting in one sequence: [prefix, future (noisy), future (clean), action (noisy)].
 
         The noisy future is invisible to what follows, so the actions learn from the clean
-        future, which at inference is the imagined one. ``returns`` (B,) trains the return head.
+        future, which at inference is the imagined one. ``returns`` (B,) trains the return head;
+        ``action_weights`` (B,) weight each sample's action regression (the flywheel's grades).
         """
         noisy_future, f0, f1 = self.model.flow_target("future", future, generator)
         noisy_action, a0, a1 = self.model.flow_target("action", actions, generator)
@@ -282,7 +284,7 @@ class Agent(nn.Module):
         hidden, _ = self.model.run(items)
         k = len(observed.items)
         out = {"future": self.model.flow_loss("future", hidden[k], f0, f1),
-               "action": self.model.flow_loss("action", hidden[k + 2], a0, a1)}
+               "action": self.model.flow_loss("action", hidden[k + 2], a0, a1, action_weights)}
         if returns is not None and "return" in self.model.heads:
             out["return"] = torch.nn.functional.mse_loss(self.model.heads["return"](hidden[k + 1]), returns)
         out["total"] = sum(out.values())

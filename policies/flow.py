@@ -60,22 +60,30 @@ def sample_time(batch: int, device: torch.device | str, generator: torch.Generat
     return torch.sigmoid(torch.randn(batch, generator=generator, device=device))
 
 
-def flow_loss(predicted: dict[str, torch.Tensor], x0: Data, x1: Data) -> torch.Tensor:
+def flow_loss(predicted: dict[str, torch.Tensor], x0: Data, x1: Data,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
     """Masked MSE between predicted and true velocity, averaged over parts.
 
     Each part's error is summed over real entries and divided by their count, so padded
-    entries (mask False) change neither the numerator nor the denominator.
+    entries (mask False) change neither the numerator nor the denominator. ``weights`` (B,)
+    weight each sample's entries in both sums (grade-weighted regression in the flywheel);
+    all-ones weights give the unweighted loss.
     """
     losses = []
     for name, target in x1.values.items():
         mask = x1.masks.get(name)
         err = (predicted[name] - (target - x0.values[name])) ** 2
-        if mask is None:
+        if mask is None and weights is None:
             losses.append(err.mean())
+            continue
+        # torch.where, not a product, so NaN/inf in padding cannot leak in either.
+        full = torch.ones_like(err, dtype=torch.bool) if mask is None else mask.expand_as(err)
+        err = torch.where(full, err, torch.zeros_like(err))
+        if weights is None:
+            losses.append(err.sum() / full.sum().clamp_min(1))
         else:
-            # torch.where, not a product, so NaN/inf in padding cannot leak in either.
-            full = mask.expand_as(err)
-            losses.append(torch.where(full, err, torch.zeros_like(err)).sum() / full.sum().clamp_min(1))
+            w = weights.to(err.dtype).view(-1, *([1] * (err.dim() - 1)))
+            losses.append((w * err).sum() / (w * full).sum().clamp_min(1e-12))
     return torch.stack(losses).mean()
 
 

@@ -204,7 +204,8 @@ class Model(nn.Module):
             t = flow.sample_time(x1.batch, x1.device, generator)
         return Item(modality, flow.interpolate(x0, x1, t), noisy=True, t=t), x0, x1
 
-    def flow_loss(self, modality: str, hidden: torch.Tensor, x0: Data, x1: Data) -> torch.Tensor:
+    def flow_loss(self, modality: str, hidden: torch.Tensor, x0: Data, x1: Data,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
         tok = self.tokenizer(modality)
         assert isinstance(tok, FlowTokenizer)
-        return flow.flow_loss(tok.velocity(hidden, x1), x0, x1)
+        return flow.flow_loss(tok.velocity(hidden, x1), x0, x1, weights)

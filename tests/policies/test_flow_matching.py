@@ -128,3 +128,20 @@ def test_flow_loss_ignores_padding_in_numerator_and_denominator():
     x1 = Data({"a": torch.tensor([[1.0, 5.0]])}, {"a": torch.tensor([[True, False]])})
     x0 = x1.with_values({"a": torch.zeros(1, 2)})
     assert flow.flow_loss({"a": torch.tensor([[0.0, 123.0]])}, x0, x1).item() == 1.0
+
+
+def test_sample_weights_reweight_the_flow_loss():
+    from policies.data import Data
+    from policies.flow import flow_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = Data({"a": torch.randn(3, 4, 2, generator=gen)}, {"a": torch.tensor([True, True])[None, None].expand(3, 1, 2)})
+    x1 = Data({"a": torch.randn(3, 4, 2, generator=gen)}, x0.masks)
+    pred = {"a": torch.randn(3, 4, 2, generator=gen)}
+    assert torch.allclose(flow_loss(pred, x0, x1, torch.ones(3)), flow_loss(pred, x0, x1))
+    # A zero weight removes a sample: the loss equals the loss of the other samples alone.
+    only = lambda d, idx: Data({"a": d.values["a"][idx]}, {"a": d.masks["a"][idx]})  # noqa: E731
+    keep = torch.tensor([0, 2])
+    expected = flow_loss({"a": pred["a"][keep]}, only(x0, keep), only(x1, keep))
+    assert torch.allclose(flow_loss(pred, x0, x1, torch.tensor([1.0, 0.0, 1.0])), expected)
+    assert not torch.allclose(flow_loss(pred, x0, x1, torch.tensor([1.0, 5.0, 1.0])), flow_loss(pred, x0, x1))
