@@ -1,0 +1,151 @@
+"""Perceive -> Imagine -> Act in simulators: the rollout loop every rollout actor runs.
+
+``collect`` drives a vector of envs in lockstep. Each round it perceives every active env
+in one batch, plans (imagine ``n_candidates`` futures, act on each, keep the best) or acts
+on the observation alone when planning is off, then executes each env's chosen chunk
+open-loop. Every chunk becomes one row: the observation it started from, the chosen
+actions, the imagined and the realized proprio, the rewards and success, and whatever
+``grade_chunk`` says about it (the grader holds the imagination against reality there,
+while the chunk's start state is at hand).
+
+Rows are columns of numpy arrays (see ``flywheel.store``), padded to the model's shared
+sizes so chunks of different embodiments stack. ``return`` is filled in when an episode
+ends: the reward from the chunk's start to the episode's end, the return head's target.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from policies.agent import Agent
+from sims import SimEnv, SimState
+
+# grade_chunk(env, start_state, imagined (n, p), realized (n, p), actions (n, a), rewards (n,), success)
+#   -> {column: scalar}; ``n`` is the number of steps the chunk really ran.
+GradeChunk = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """How one worker collects: whose weights, how many episodes, how it plans."""
+
+    episodes: int
+    cycle: int = 0
+    worker: int = 0
+    weight_version: int = 0
+    seed: int = 0
+    planning: bool = True
+    n_candidates: int = 4
+    flow_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.planning and self.n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1 when planning, got {self.n_candidates}")
+
+
+def episode_id(cycle: int, worker: int, index: int) -> int:
+    """Unique across a run: cycles and workers never collide."""
+    return (cycle * 1_000 + worker) * 100_000 + index
+
+
+def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
+            grade_chunk: GradeChunk | None = None) -> dict[str, np.ndarray]:
+    """Run ``spec.episodes`` episodes over ``envs`` and return one row per executed chunk."""
+    cfg = agent.cfg
+    rows: dict[str, list] = defaultdict(list)
+    generator = torch.Generator(device=agent.device).manual_seed(spec.seed)
+    started = 0
+    active: dict[int, dict[str, Any]] = {}
+
+    def start(i: int) -> None:
+        nonlocal started
+        obs, info = envs[i].reset(seed=spec.seed * 100_003 + started)
+        active[i] = {"obs": obs, "id": episode_id(spec.cycle, spec.worker, started), "chunk": 0,
+                     "rows": [], "success": bool(info.get("success", False))}
+        started += 1
+
+    for i in range(min(len(envs), spec.episodes)):
+        start(i)
+    while active:
+        order = sorted(active)
+        context = agent.perceive([active[i]["obs"] for i in order], [envs[i].embodiment for i in order])
+        if spec.planning:
+            plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
+            chosen, imagined = plan.actions, plan.imagined.values["proprio"]
+        else:
+            chosen = agent.act(context, None, steps=spec.flow_steps, generator=generator).actions.values["action"]
+            imagined = None
+        chosen = chosen.detach().cpu().numpy()
+        imagined = None if imagined is None else imagined.detach().cpu().numpy()
+        for slot, i in enumerate(order):
+            env, episode = envs[i], active[i]
+            emb = env.embodiment
+            env_actions = emb.to_env_action(emb.unpad_action(chosen[slot]))
+            start_state: SimState = env.get_state()
+            proprio0 = emb.pad_proprio(episode["obs"]["proprio"], cfg.proprio_pad)
+            realized, rewards, done = [], [], False
+            for action in env_actions:
+                obs, reward, terminated, truncated, info = env.step(action)
+                realized.append(obs["proprio"])
+                rewards.append(reward)
+                episode["success"] |= bool(info.get("success", False))
+                episode["obs"] = obs
+                if terminated or truncated:
+                    done = True
+                    break
+            n = len(realized)
+            realized_pad = np.zeros((cfg.chunk, cfg.proprio_pad), np.float32)
+            realized_pad[:n] = emb.pad_proprio(np.asarray(realized), cfg.proprio_pad)
+            row = {
+                "episode": episode["id"], "cycle": spec.cycle, "worker": spec.worker,
+                "weight_version": spec.weight_version, "sim": env.name, "chunk": episode["chunk"],
+                "proprio_dim": emb.proprio_dim, "action_dim": emb.action_dim,
+                "task": env.task_text, "proprio": proprio0.astype(np.float32),
+                "actions": chosen[slot].astype(np.float32), "realized": realized_pad, "steps": n,
+                "reward": float(np.sum(rewards)), "success": episode["success"], "planned": spec.planning,
+            }
+            if imagined is not None:
+                row["imagined"] = imagined[slot].astype(np.float32)
+            if grade_chunk is not None:
+                own = None if imagined is None else imagined[slot][:n, : emb.proprio_dim]
+                row.update(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
+                                       np.asarray(rewards), episode["success"] if env.defines_success else None))
+            episode["rows"].append(row)
+            episode["chunk"] += 1
+            if done:
+                _finish(episode, rows)
+                del active[i]
+                if started < spec.episodes:
+                    start(i)
+    return {k: np.asarray(v, dtype=object if k in ("sim", "task") else None) for k, v in rows.items()}
+
+
+def _finish(episode: dict[str, Any], rows: dict[str, list]) -> None:
+    """Returns-to-go, then the episode's rows join the output."""
+    to_go = 0.0
+    for row in reversed(episode["rows"]):
+        to_go += row["reward"]
+        row["return"] = to_go
+    for row in episode["rows"]:
+        for key, value in row.items():
+            rows[key].append(value)
+
+
+def capability(columns: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per-episode success rate and mean return over the rows of ``collect``."""
+    if not len(columns.get("episode", ())):
+        raise ValueError("no rollouts to measure")
+    episodes, first = np.unique(columns["episode"], return_index=True)
+    last = {e: i for i, e in enumerate(columns["episode"])}
+    success = np.array([bool(columns["success"][last[e]]) for e in episodes])
+    returns = columns["return"][first]
+    return {"success_rate": float(success.mean()), "mean_return": float(np.mean(returns)),
+            "episodes": int(len(episodes))}

@@ -1,0 +1,100 @@
+"""The rollout loop and the learners' objective, on a tiny agent in a real simulator."""
+
+import numpy as np
+import pytest
+import torch
+
+import sims
+from flywheel.objective import ObjectiveConfig, advantage_weights, batch_loss
+from flywheel.rollout import RolloutSpec, capability, collect
+from policies.agent import Agent
+
+SIM = "mujoco/reacher-twin"
+
+
+@pytest.fixture(scope="module")
+def agent():
+    torch.manual_seed(0)
+    return Agent("tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def rows(agent):
+    envs = [sims.make(SIM, max_episode_steps=20) for _ in range(2)]
+    return collect(agent, envs, RolloutSpec(episodes=3, cycle=4, worker=1, weight_version=9, seed=3))
+
+
+def test_collect_runs_every_episode_and_records_each_chunk(rows, agent):
+    episodes = np.unique(rows["episode"])
+    assert len(episodes) == 3
+    assert rows["steps"].sum() == 3 * 20  # every step of every episode is in some chunk
+    assert set(rows["weight_version"]) == {9} and set(rows["cycle"]) == {4}
+    T, P = agent.cfg.chunk, agent.cfg.proprio_pad
+    assert rows["imagined"].shape[1:] == (T, P) and rows["realized"].shape[1:] == (T, P)
+    # Padding beyond the embodiment and beyond the steps that ran stays zero.
+    d = sims.make(SIM).embodiment.proprio_dim
+    assert not rows["realized"][:, :, d:].any()
+    short = rows["steps"] < T
+    assert short.any() and not rows["realized"][short][:, -1].any()
+
+
+def test_returns_to_go_sum_the_rest_of_the_episode(rows):
+    for e in np.unique(rows["episode"]):
+        sel = rows["episode"] == e
+        np.testing.assert_allclose(rows["return"][sel], np.cumsum(rows["reward"][sel][::-1])[::-1])
+    assert capability(rows)["episodes"] == 3
+
+
+def test_collect_is_reproducible_from_its_seed(agent):
+    envs = [sims.make(SIM, max_episode_steps=16)]
+    spec = RolloutSpec(episodes=1, seed=11, n_candidates=2)
+    a, b = collect(agent, envs, spec), collect(agent, envs, spec)
+    assert np.array_equal(a["actions"], b["actions"]) and np.array_equal(a["realized"], b["realized"])
+
+
+def test_unrun_steps_and_padding_do_not_touch_the_loss(agent, rows):
+    cfg = ObjectiveConfig()
+    base = batch_loss(agent, rows, cfg, torch.Generator().manual_seed(0))
+    messy = {k: v.copy() for k, v in rows.items()}
+    short = messy["steps"] < agent.cfg.chunk
+    messy["realized"][short, -1] = 1e6
+    messy["actions"][short, -1] = -1e6
+    messy["realized"][:, :, 40:] = 7.0
+    again = batch_loss(agent, messy, cfg, torch.Generator().manual_seed(0))
+    for key in ("future", "action", "total"):
+        assert torch.equal(base[key], again[key]), key
+
+
+def test_grades_reweight_the_action_term_only(agent, rows):
+    cfg = ObjectiveConfig()
+    graded = dict(rows, weight=np.linspace(0, 1, len(rows["steps"])))
+    plain = batch_loss(agent, rows, cfg, torch.Generator().manual_seed(0))
+    weighted = batch_loss(agent, graded, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(plain["future"], weighted["future"])
+    assert not torch.equal(plain["action"], weighted["action"])
+
+
+def test_advantage_weights_favour_better_grades():
+    w = advantage_weights(np.array([0.1, 0.5, 0.9]), ObjectiveConfig(temperature=0.2, max_weight=5.0))
+    assert np.isclose(w.mean(), 1.0) and w[0] < w[1] < w[2]
+    assert w.max() / w.min() <= 5.0 / np.exp(-2.0) + 1e-9
+    with pytest.raises(ValueError, match="temperature"):
+        ObjectiveConfig(temperature=0.0)
+
+
+def test_training_on_a_batch_lowers_its_loss(rows):
+    torch.manual_seed(1)
+    learner = Agent("tiny")
+    opt = torch.optim.AdamW(learner.parameters(), lr=3e-3)
+    cfg = ObjectiveConfig()
+
+    def loss():
+        return batch_loss(learner, rows, cfg, torch.Generator().manual_seed(0))["total"]
+
+    before = loss().item()
+    for step in range(40):
+        opt.zero_grad()
+        total = batch_loss(learner, rows, cfg, torch.Generator().manual_seed(step))["total"]
+        total.backward()
+        opt.step()
+    assert loss().item() < 0.9 * before
