@@ -50,16 +50,22 @@ class TrainerState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def save(run_dir: str | os.PathLike, model: Model, optimizer: torch.optim.Optimizer | None,
+def save(run_dir: str | os.PathLike, model: Model,
+         optimizer: torch.optim.Optimizer | tuple[dict[str, torch.Tensor], dict] | None,
          state: TrainerState, generator: np.random.Generator | None = None) -> Path:
-    """Write a complete checkpoint for ``state.cycle`` and make it the latest."""
+    """Write a complete checkpoint for ``state.cycle`` and make it the latest.
+
+    ``optimizer`` is a live optimizer, or its state already flattened by ``flatten_optimizer``
+    (what remote learners send back), or None.
+    """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"cycle-{state.cycle:06d}"
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
     try:
         model_checkpoint.save(model, staging / "model")
-        tensors, optim_meta = _flatten_optimizer(optimizer)
+        tensors, optim_meta = optimizer if isinstance(optimizer, tuple) else flatten_optimizer(optimizer)
+        tensors = dict(tensors)
         tensors["rng.torch"] = torch.get_rng_state()
         save_file(tensors, str(staging / "trainer.safetensors"))
         files = {str(p.relative_to(staging)): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()}
@@ -134,7 +140,28 @@ def _read_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def _flatten_optimizer(optimizer) -> tuple[dict[str, torch.Tensor], dict | None]:
+def optimizer_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """A checkpoint's optimizer state, flattened as ``flatten_optimizer`` makes it (checksums verified)."""
+    path = Path(path)
+    header = _read_header(path)
+    digest = header["files"].get("trainer.safetensors")
+    if digest is None or sha256_of(path / "trainer.safetensors") != digest:
+        raise RunCheckpointError(f"{path}: trainer.safetensors is missing or fails its checksum")
+    if header["optimizer"] is None:
+        return None
+    tensors = {k: v for k, v in load_file(str(path / "trainer.safetensors")).items() if k.startswith("optim.")}
+    return tensors, header["optimizer"]
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, flat: tuple[dict[str, torch.Tensor], dict],
+                         device: str = "cpu") -> None:
+    """Restore a flattened state into ``optimizer`` (built over the same parameters)."""
+    tensors, meta = flat
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta, device))
+
+
+def flatten_optimizer(optimizer) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Optimizer state as safetensors-ready tensors plus JSON-ready metadata."""
     if optimizer is None:
         return {}, None
     sd = optimizer.state_dict()
