@@ -86,6 +86,13 @@ class MujocoSimEnv(SimEnv):
         self._set_task_state(arrays)
         self._restore_mujoco_state(arrays["mujoco"])
 
+    def _write_joints(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        self.data.qpos[:] = qpos
+        self.data.qvel[:] = qvel
+        # The constraint solver's warm start belongs to the motion being replaced.
+        self.data.qacc_warmstart[:] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
     def _get_task_state(self) -> dict[str, np.ndarray]:
         """Task bookkeeping outside MjData (hold counters, targets kept in the model...)."""
         return {}

@@ -50,6 +50,10 @@ class CartpoleSwingup(DmcSuiteEnv):
         self._hold = self._hold + 1 if self.upright_and_centred() else 0
         return self._hold >= HOLD_STEPS
 
+    def _joints_from_proprio(self, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, cos, sin, x_dot, theta_dot = proprio  # position (cart, cos, sin), then velocity
+        return np.array([x, np.arctan2(sin, cos)]), np.array([x_dot, theta_dot])
+
     def _get_task_state(self) -> dict[str, np.ndarray]:
         return {**super()._get_task_state(), "hold": np.array(self._hold, dtype=np.int64)}
 

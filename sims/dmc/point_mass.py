@@ -49,6 +49,9 @@ class PointMassEasy(DmcSuiteEnv):
     def _update_success(self) -> bool:
         return self.mass_to_target_dist() <= self.target_radius()
 
+    def _joints_from_proprio(self, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return proprio[:2].copy(), proprio[2:].copy()  # position, velocity of the two slides
+
     def demonstrator(self) -> PointMassDemonstrator:
         return PointMassDemonstrator(self)
 

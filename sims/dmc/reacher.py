@@ -37,6 +37,10 @@ class ReacherEasy(DmcSuiteEnv):
     def _update_success(self) -> bool:
         return self.finger_to_target_dist() < self.success_radius()
 
+    def _joints_from_proprio(self, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # position (shoulder, wrist angles), to_target (follows from them and the target), velocity
+        return proprio[0:2].copy(), proprio[4:6].copy()
+
     def demonstrator(self) -> ReacherDemonstrator:
         return ReacherDemonstrator(self)
 

@@ -69,6 +69,9 @@ class InvertedPendulum(GymMujocoTask):
         # The count includes the reset state; success needs hold_steps steps after it.
         return self._balanced > self.hold_steps
 
+    def _joints_from_proprio(self, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return proprio[:2].copy(), proprio[2:].copy()  # (cart, hinge) positions, then velocities
+
     def _get_task_state(self) -> dict[str, np.ndarray]:
         return {"balanced": np.array(self._balanced, dtype=np.int64)}
 

@@ -79,6 +79,12 @@ class Reacher(GymMujocoTask):
         self._hold = self._hold + 1 if self.distance() < self.success_radius else 0
         return self._hold >= self.hold_steps
 
+    def _joints_from_proprio(self, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # cos(q0, q1), sin(q0, q1), target x/y (its slide joints' qpos, at rest), joint
+        # velocities; the fingertip-minus-target entries follow from the rest.
+        cos, sin, target, qvel = proprio[0:2], proprio[2:4], proprio[4:6], proprio[6:8]
+        return np.concatenate([np.arctan2(sin, cos), target]), np.concatenate([qvel, np.zeros(2)])
+
     def _get_task_state(self) -> dict[str, np.ndarray]:
         return {"hold": np.array(self._hold, dtype=np.int64)}
 

@@ -75,6 +75,10 @@ class CartpoleTask:
         (x, theta), (x_dot, theta_dot) = self.joint_state()
         return np.array([x, math.cos(theta), math.sin(theta), x_dot, theta_dot])
 
+    def _joints_from_proprio(self, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, cos, sin, x_dot, theta_dot = proprio
+        return np.array([x, math.atan2(sin, cos)]), np.array([x_dot, theta_dot])
+
     def _update_success(self) -> bool:
         (x, theta), _ = self.joint_state()
         balanced = math.cos(theta) > math.cos(UPRIGHT_ANGLE) and abs(x) < CENTRE_LIMIT

@@ -112,6 +112,9 @@ class PybulletTwinEnv(PybulletSimEnv):
         for j in self._joints:
             self.client.resetJointState(self.body, j, float(qpos[j]), float(qvel[j]))
 
+    def _write_joints(self, qpos, qvel) -> None:
+        self.set_joint_state(qpos, qvel)
+
     def _actuate(self, ctrl: np.ndarray) -> None:
         c = self.client
         forces = (np.asarray(ctrl, dtype=np.float64) * self._gears * self.actuator_gain).tolist()

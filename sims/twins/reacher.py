@@ -80,6 +80,11 @@ class ReacherTask:
         to_target = self._target - self.fingertip((q1, q2))
         return np.concatenate([[math.cos(q1), math.sin(q1), math.cos(q2), math.sin(q2)], qvel, to_target])
 
+    def _joints_from_proprio(self, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # The target-minus-fingertip entries follow from the joints and the target (from ``like``).
+        cos1, sin1, cos2, sin2, v1, v2 = proprio[:6]
+        return np.array([math.atan2(sin1, cos1), math.atan2(sin2, cos2)]), np.array([v1, v2])
+
     def _update_success(self) -> bool:
         inside = self._distance() < self.description.target_radius
         self._hold = self._hold + 1 if inside else 0
