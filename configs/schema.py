@@ -98,3 +98,176 @@ class RoutesConfig:
 
 _store.store(group="agent", name="agent_schema", node=AgentConfig)
 _store.store(name="routes_schema", node=RoutesConfig)
+
+
+# ---------------------------------------------------------------------- the world model (world_model)
+
+
+@dataclass
+class WorldModelCollectConfig:
+    """Transitions collected from the sim: demonstrator-with-noise and random-action episodes."""
+
+    steps: int = 6000
+    seed: int = 0
+    demo_fraction: float = 0.5  # episodes driven by the demonstrator (with noise), the rest random
+    noise: float = 0.3  # std of the noise on the demonstrator's normalized actions
+
+
+@dataclass
+class WorldModelNetConfig:
+    """The ensemble's size (``world_model.ModelConfig``)."""
+
+    ensemble: int = 4
+    hidden: int = 64
+    layers: int = 2
+
+
+@dataclass
+class WorldModelTrainConfig:
+    """Optimization (``world_model.FitConfig``)."""
+
+    steps: int = 600
+    batch: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    horizon: int = 2  # steps unrolled in the loss
+    seed: int = 0
+    threads: int = 1
+
+
+@dataclass
+class WorldModelReportConfig:
+    """The fidelity report written beside the checkpoint: the learned sim at each ``correct_every``."""
+
+    probes: int = 4
+    horizon: int = 30
+    seed: int = 0
+    correct_every: list[str] = field(default_factory=lambda: ["never", "16", "4", "1"])
+
+
+@dataclass
+class WorldModelFitConfig:
+    """``flywheel world-model fit``: collect transitions from ``sim``, fit, write checkpoint + report.
+
+    ``sim`` is a file of ``configs/sim`` (``sim=mujoco_inverted_pendulum``), or any name with
+    ``sim.name=...``; the checkpoint's reference sim is ``sim.name``. ``out`` defaults to
+    ``runs/world-model/<sim.name with '/' as '_'>``.
+    """
+
+    sim: SimConfig = field(default_factory=SimConfig)
+    out: Optional[str] = None
+    collect: WorldModelCollectConfig = field(default_factory=WorldModelCollectConfig)
+    model: WorldModelNetConfig = field(default_factory=WorldModelNetConfig)
+    train: WorldModelTrainConfig = field(default_factory=WorldModelTrainConfig)
+    report: WorldModelReportConfig = field(default_factory=WorldModelReportConfig)
+
+
+@dataclass
+class FidelityConfig:
+    """``flywheel fidelity``: fidelity of candidate sims against a reference on its probe set.
+
+    A candidate is ``NAME`` or ``NAME:key=value,key=value`` with ``sims.make`` keywords, e.g.
+    ``dmc/cartpole-swingup:fidelity=0.5`` or
+    ``learned/dmc/cartpole-swingup:checkpoint=runs/wm,correct_every=4``.
+    """
+
+    reference: str = "???"
+    candidates: list[str] = field(default_factory=list)
+    probes: int = 8
+    horizon: int = 50
+    seed: int = 0
+    out: str = "fidelity-report"  # directory for fidelity.json and fidelity.png
+
+
+_store.store(name="world_model_fit_schema", node=WorldModelFitConfig)
+_store.store(name="fidelity_schema", node=FidelityConfig)
+
+
+# ---------------------------------------------------------------------- staged pretraining (policies.pretrain)
+
+
+@dataclass
+class PretrainDataConfig:
+    """The four datasets, generated from ``sims`` (``policies.pretrain.datasets``).
+
+    ``first`` examples train the first stage (understanding: one question each); each later
+    stage's dataset is ``ratios[k]`` times smaller than the one before.
+    """
+
+    sims: list[str] = field(default_factory=lambda: ["mujoco/reacher-twin", "dmc/point_mass-easy",
+                                                     "mujoco/cartpole-balance-twin"])
+    first: int = 60000
+    ratios: list[float] = field(default_factory=lambda: [10.0, 10.0, 10.0])
+    held_out: float = 0.1  # eval examples per dataset, as a fraction of its train examples
+    camera: bool = True  # frames at model.image_size; the image stage needs them
+    scene_every: int = 4  # one understanding/image scene every this many steps, on average
+    random_episodes: float = 0.25  # share of scene and video episodes driven by random actions
+    scene_noise: float = 0.5  # max std of the noise injected into executed demonstrator actions
+    video_noise: float = 0.5
+    action_noise: float = 0.3
+    stride: int = 4  # steps between the starts of consecutive windows
+    after_success: int = 20  # steps recorded after an episode first succeeds
+    max_steps: int = 200  # per episode, at most
+    shard: int = 1000  # examples per generation unit (one file in the cache)
+    seed: int = 0
+    workers: int = 2  # Ray actors generating in parallel (1: in-process, no Ray)
+    cache_dir: str = "runs/pretrain/cache"
+
+
+@dataclass
+class PretrainScheduleConfig:
+    """One warmup-stable-decay learning-rate schedule over the whole run."""
+
+    steps: int = 6000
+    peak_lr: float = 1e-3
+    warmup: float = 0.02  # fraction of the steps
+    decay: float = 0.15  # fraction of the steps, at the end
+    first_share: float = 0.5  # fraction of the plateau for the first stage alone
+    shares: list[float] = field(default_factory=list)  # how the later stages split the rest (default equal)
+    final_lr_ratio: float = 0.0
+
+
+@dataclass
+class PretrainTrainConfig:
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    decay_unfreeze: bool = True  # the decay phase trains every expert (false: only the last)
+    decay_quality: float = 0.5  # the high-quality slice of each dataset the decay phase uses
+    video_uncond: float = 0.2  # share of video batches imagined without the chunk's actions
+    threads: int = 0  # torch threads (0: leave as is)
+    log_every: int = 200
+
+
+@dataclass
+class PretrainEvalConfig:
+    examples: int = 256  # held-out examples per metric, at most
+    episodes: int = 20  # closed-loop episodes per sim (0: skip)
+    execute: int = 4  # steps of each action chunk executed before the policy is asked again
+    batch_size: int = 64
+    seed: int = 1000000  # first episode seed of the closed-loop evaluation
+
+
+@dataclass
+class PretrainConfig:
+    """``flywheel pretrain``: grow the backbone one generative capability at a time.
+
+    Writes ``<root>/<name>/``: ``checkpoint/``, ``stages/<stage>/``, ``schedule.png``,
+    ``metrics.json``, ``metrics.md``, ``config.yaml``. ``curriculum=joint`` trains every
+    expert from the start on the same data and steps.
+    """
+
+    name: str = "default"
+    root: str = "runs/pretrain"
+    seed: int = 0
+    curriculum: str = "staged"  # staged | joint
+    stages: list[str] = field(default_factory=lambda: ["understand", "image", "video", "action"])
+    resume: bool = True  # continue from the last completed stage of <root>/<name>
+    model: AgentConfig = field(default_factory=AgentConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    schedule: PretrainScheduleConfig = field(default_factory=PretrainScheduleConfig)
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
+    eval: PretrainEvalConfig = field(default_factory=PretrainEvalConfig)
+
+
+_store.store(name="pretrain_schema", node=PretrainConfig)

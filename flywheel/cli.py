@@ -5,6 +5,10 @@
     flywheel sims rollout [hydra overrides]     demonstrator rollouts and a timing table
     flywheel sims twins [--plot PNG]            how far MuJoCo/PyBullet twins drift apart
     flywheel routes [agent=tiny | --checkpoint DIR]   the routes (inputs -> output) a model supports
+    flywheel run [hydra overrides]              the flywheel: rollouts, grading, learning, evaluation
+    flywheel status RUN_DIR                     a run's cycle table
+    flywheel world-model fit [sim=... out=DIR ...]    fit the learned simulator of a sim (checkpoint + fidelity report)
+    flywheel fidelity --reference SIM --candidate SIM[:k=v,...] ...   fidelity table and error-vs-horizon PNG
 
 Commands that take a configuration are composed by Hydra (``key=value`` overrides,
 ``-m`` for multirun); the rest take plain flags.
@@ -15,8 +19,11 @@ from __future__ import annotations
 import os
 import sys
 
+from flywheel.commands import fidelity as fidelity_commands
 from flywheel.commands import routes as routes_commands
+from flywheel.commands import run as run_commands
 from flywheel.commands import sims as sims_commands
+from flywheel.commands import world_model as world_model_commands
 
 USAGE = __doc__
 
@@ -31,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         return report_user_errors(sims_commands.main, rest)
     if group == "routes":
         return report_user_errors(routes_commands.main, rest)
+    if group == "run":
+        return report_user_errors(run_commands.run_main, rest)
+    if group == "status":
+        return report_user_errors(run_commands.status_main, rest)
+    if group == "world-model":
+        return report_user_errors(world_model_commands.main, rest)
+    if group == "fidelity":
+        return report_user_errors(fidelity_commands.main, rest)
     print(f"flywheel: unknown command {group!r}\n{USAGE}", file=sys.stderr)
     return 2
 
@@ -64,7 +79,8 @@ def report_user_errors(fn, *args) -> int:
     """
     import sims
 
-    user_errors = (ValueError, TypeError, sims.UnknownSimError, sims.SimPluginError, sims.RenderingUnavailable)
+    user_errors = (ValueError, TypeError, FileNotFoundError, sims.UnknownSimError, sims.SimPluginError,
+                   sims.RenderingUnavailable)
     try:
         return fn(*args) or 0
     except user_errors as exc:

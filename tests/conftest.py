@@ -4,6 +4,7 @@ installed plug-in distributions."""
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import sys
 import textwrap
 from pathlib import Path
@@ -68,6 +69,12 @@ def install_plugin(tmp_path, monkeypatch, isolated_registry):
             sys.modules.pop(module, None)
         isolated_registry.loaded = False
         isolated_registry.entries = {k: v for k, v in isolated_registry.entries.items() if v.entry_point is None}
+        # Families are rediscovered too: drop those an entry point declares, whether loaded from
+        # it or registered by the package itself on import (world_model's ``learned/``).
+        declared = {ep.name[:-1] for ep in importlib.metadata.entry_points(group=registry.ENTRY_POINT_GROUP)
+                    if ep.name.endswith("*")}
+        isolated_registry.families = [f for f in isolated_registry.families
+                                      if f.entry_point is None and f.name not in declared]
         registry._ensure_loaded()
 
     return install

@@ -1,0 +1,62 @@
+"""``flywheel run`` (Hydra) and ``flywheel status RUN_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+if not console.is_terminal:
+    console.width = 160
+
+
+def run_main(argv: list[str]) -> int:
+    import configs.run_schema  # noqa: F401  (registers the run schema)
+    from flywheel.cli import run_hydra
+
+    return run_hydra("flywheel run", "run", run_task, argv)
+
+
+def run_task(cfg) -> int:
+    from configs.run_schema import RunConfig
+    from configs.schema import to_dataclass
+    from flywheel.controller import read_cycles, run
+
+    config = to_dataclass(cfg, RunConfig)
+    run_dir = run(config, console=console.print)
+    print_cycles(read_cycles(run_dir), title=f"flywheel run {run_dir}")
+    console.print(f"run directory: {run_dir}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    return 0
+
+
+def status_main(argv: list[str]) -> int:
+    from flywheel.controller import read_cycles
+
+    ap = argparse.ArgumentParser(prog="flywheel status", description="Print a run's cycle table.")
+    ap.add_argument("run_dir")
+    args = ap.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ValueError(f"{run_dir}: not a flywheel run directory (no config.json)")
+    records = read_cycles(run_dir)
+    print_cycles(records, title=f"flywheel status {run_dir}")
+    if not records:
+        console.print("no complete cycle yet")
+    return 0
+
+
+def print_cycles(records: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for column in ("cycle", "capability", "fidelity", "grade weight", "imagination err", "env steps",
+                   "total env steps", "weights", "wall s"):
+        table.add_column(column, justify="right")
+    for r in records:
+        fidelity = r.get("fidelity")
+        table.add_row(str(r["cycle"]), f"{r['capability']:.3f}", "" if fidelity is None else f"{fidelity:.3f}",
+                      f"{r['grades']['weight']:.3f}", f"{r['grades'].get('imagination_error', float('nan')):.3f}",
+                      f"{r['env_steps']:,}", f"{r['env_steps_total']:,}",
+                      f"{r['rollout']['weight_versions']} -> {r['weight_version']}", f"{r['seconds']['cycle']:.1f}")
+    console.print(table)

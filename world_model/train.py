@@ -1,0 +1,126 @@
+"""Fitting the learned simulator to realized transitions.
+
+Each member is trained on its own random minibatches (the diversity that makes the ensemble
+spread mean something) to predict the normalized proprio delta and reward. With
+``horizon`` > 1 the loss also covers the member's own multi-step predictions along windows
+of consecutive steps (the member is unrolled on its predictions, as TD-MPC2 trains its
+latent dynamics), which is what keeps compounding error down.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from world_model.data import Transitions
+from world_model.model import Ensemble, ModelConfig
+from world_model.simulator import LearnedSimulator
+
+STD_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Optimization: AdamW with a cosine learning-rate decay over ``steps``."""
+
+    steps: int = 1500
+    batch: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    horizon: int = 3  # steps unrolled in the loss (1 = one-step loss only)
+    seed: int = 0
+    threads: int = 1  # torch threads while fitting: small matmuls lose more to threading than they gain
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "horizon", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"fit {name} must be an int >= 1, got {value!r}")
+        if not (self.lr > 0 and self.weight_decay >= 0):
+            raise ValueError(f"fit lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
+
+
+def fit(data: Transitions | Sequence[Transitions], model: ModelConfig = ModelConfig(), config: FitConfig = FitConfig(),
+        *, action_low=None, action_high=None,
+        progress: Callable[[int, float], None] | None = None) -> LearnedSimulator:
+    """Fit a learned simulator of ``data``'s sim; ``progress(step, loss)`` is called every step.
+
+    The action range defaults to the sim's embodiment (made once to read it).
+    """
+    data = Transitions.concat(data) if not isinstance(data, Transitions) else data
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _fit(data, model, config, action_low, action_high, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(data: Transitions, model: ModelConfig, config: FitConfig, action_low, action_high,
+         progress: Callable[[int, float], None] | None) -> LearnedSimulator:
+    if action_low is None or action_high is None:
+        import sims
+
+        emb = sims.make(data.sim).embodiment
+        action_low, action_high = emb.action_low, emb.action_high
+    torch.manual_seed(config.seed)
+    net = Ensemble(data.proprio_dim, data.action_dim, model, seed=config.seed)
+    delta = data.next_proprio - data.proprio
+    for name, values in (("proprio", data.proprio), ("delta", delta), ("reward", data.reward[:, None])):
+        getattr(net, f"{name}_mean").copy_(torch.as_tensor(values.mean(axis=0)))
+        getattr(net, f"{name}_std").copy_(torch.as_tensor(np.maximum(values.std(axis=0), STD_FLOOR)))
+    simulator = LearnedSimulator(data.sim, net, np.asarray(action_low), np.asarray(action_high))
+
+    horizon = config.horizon
+    starts = data.windows(horizon)
+    if len(starts) == 0:
+        horizon, starts = 1, data.windows(1)  # episodes shorter than the horizon: one-step loss
+    inputs = simulator.normalized_inputs(data.proprio, data.action)  # [N, D + A] float32
+    targets = torch.as_tensor(np.concatenate([
+        (delta - net.delta_mean.numpy()) / net.delta_std.numpy(),
+        (data.reward[:, None] - net.reward_mean.numpy()) / net.reward_std.numpy(),
+    ], axis=1), dtype=torch.float32)
+    # Unrolling happens in normalized proprio units: next = p + delta * delta_std / proprio_std.
+    delta_to_proprio = (net.delta_std / net.proprio_std).to(torch.float32)
+    delta_offset = (net.delta_mean / net.proprio_std).to(torch.float32)
+    d = data.proprio_dim
+
+    net.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    k, batch = model.ensemble, min(config.batch, len(starts))
+    starts_t = torch.as_tensor(starts)
+    losses = []
+    began = time.perf_counter()
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
+        rows = starts_t[torch.randint(len(starts_t), (k, batch), generator=gen)]  # per-member minibatches
+        p = inputs[rows][..., :d]
+        loss = torch.zeros(())
+        for h in range(horizon):
+            x = torch.cat([p, inputs[rows + h][..., d:]], dim=-1)
+            out = net(x)
+            loss = loss + torch.mean((out - targets[rows + h]) ** 2)
+            p = p + out[..., :d] * delta_to_proprio + delta_offset
+        loss = loss / horizon
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, losses[-1])
+    net.eval()
+    simulator.metadata = {
+        "transitions": len(data),
+        "episodes": int(len(np.unique(data.episode))),
+        "fit": asdict(config),
+        "final_loss": float(np.mean(losses[-max(1, config.steps // 20):])),
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+    return simulator
