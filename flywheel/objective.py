@@ -20,19 +20,39 @@ training weight of each chunk (in [0, 1]):
 
 Steps a chunk did not run (the episode ended inside it) are masked out of every term,
 and so are padded proprio/action dimensions.
+
+Exact scaling, over a batch of N rows with real-entry masks m (chunk steps that ran times
+the embodiment's real dimensions) and flow errors e = |v_pred - (x1 - x0)|^2:
+
+    L_video  = sum_{i,t,d} m e_video  / sum_{i,t,d} m                  (per part, then parts averaged)
+    L_action = sum_{i,t,d} w_i m e_act / sum_{i,t,d} w_i m
+    L_return = sum_i (R_pred_i - R_i)^2 / N
+
+Data parallelism (``flywheel.learners``): ``batch_loss(..., noise_seed=key, rank=r,
+world_size=W)`` is given the *global* batch on every rank and computes only rank r's
+contiguous slice of rows, with every denominator above (and the advantage weights' batch
+mean) taken over the global batch. Its losses are then rank r's *share*: the W shares sum
+to the global batch's losses exactly (in exact arithmetic). DDP averages gradients over
+ranks, so each learner back-propagates ``W * share["total"]``, and the averaged gradient
+is the gradient of the global ``L``: the one a single learner computes on the whole batch.
+With ``noise_seed`` set, row i of the batch draws its flow noise x0 and time t from a
+generator seeded by (noise_seed..., i, term), never from a generator shared by the batch,
+so a row's noise does not depend on which rank computes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from policies.agent import Agent
+from policies import flow
+from policies.agent import Agent, Observed
 from policies.data import Data
+from policies.model import Item
 from sims import Embodiment, make
 
 
@@ -63,8 +83,22 @@ def embodiment_of(sim: str) -> Embodiment:
 
 
 def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveConfig,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """The flywheel loss of one batch of chunk rows (see the module docstring)."""
+               generator: torch.Generator | None = None, *, noise_seed: int | Sequence[int] | None = None,
+               rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
+    """The flywheel loss of one batch of chunk rows (see the module docstring).
+
+    ``generator`` draws the flow noise of the whole batch at once; ``noise_seed`` (an int
+    or a tuple of non-negative ints, e.g. (seed, version, step)) draws each row's noise
+    from its own seed instead, which data parallelism needs: with ``world_size`` > 1 the
+    result is rank ``rank``'s share of the batch's loss (module docstring).
+    """
+    n = len(rows["proprio_dim"])
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size}")
+    if world_size > 1 and noise_seed is None:
+        raise ValueError("a batch split across ranks needs noise_seed (per-row noise), not a shared generator")
+    if n < world_size:
+        raise ValueError(f"a batch of {n} rows cannot be split across {world_size} ranks")
     embs = [embodiment_of(str(s)) for s in rows["sim"]]
     dims = rows["proprio_dim"]
     observed = agent.observe([{"proprio": p[:d], "task": str(t)} for p, d, t in zip(rows["proprio"], dims, rows["task"])],
@@ -77,9 +111,47 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     grades = rows["weight"] if "weight" in rows else np.ones(len(dims))
     weights = torch.as_tensor(advantage_weights(grades, config), dtype=torch.float32, device=dev)
     returns = torch.as_tensor(np.asarray(rows["return"], dtype=np.float32), device=dev)
-    losses = agent.loss(observed, future, actions, returns, generator=generator, action_weights=weights)
+    noise = denominators = None
+    if noise_seed is not None:
+        denominators = {"future": flow.loss_denominators(future), "action": flow.loss_denominators(actions, weights),
+                        "return": float(n)}
+        start, stop = shard_bounds(n, rank, world_size)
+        if (start, stop) != (0, n):
+            take = slice(start, stop)
+            observed = _take(observed, take)
+            future, actions = future.map(lambda t: t[take]), actions.map(lambda t: t[take])
+            weights, returns = weights[take], returns[take]
+        key = _noise_key(noise_seed)
+        noise = {term: flow.row_noise(data, [_row_seed(key, i, stream) for i in range(start, stop)])
+                 for stream, (term, data) in enumerate((("future", future), ("action", actions)))}
+    losses = agent.loss(observed, future, actions, returns, generator=generator, action_weights=weights,
+                        noise=noise, denominators=denominators)
     total = losses["future"] + losses["action"]
     if "return" in losses:
         total = total + config.return_coef * losses["return"]
     losses["total"] = total
     return losses
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous rows [start, stop) of a batch of ``n`` (sizes differ by at most 1)."""
+    return n * rank // world_size, n * (rank + 1) // world_size
+
+
+def _noise_key(noise_seed: int | Sequence[int]) -> tuple[int, ...]:
+    key = (int(noise_seed),) if isinstance(noise_seed, (int, np.integer)) else tuple(int(k) for k in noise_seed)
+    if not key or min(key) < 0:
+        raise ValueError(f"noise_seed must be non-negative ints, got {noise_seed!r}")
+    return key
+
+
+def _row_seed(key: tuple[int, ...], row: int, stream: int) -> int:
+    return int(np.random.SeedSequence([*key, row, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _take(observed: Observed, rows: slice) -> Observed:
+    """Some rows of a batch of observations (text keeps the batch's padded length)."""
+    return Observed([Item(it.modality, it.data.map(lambda t: t[rows]), it.noisy,
+                          None if it.t is None else it.t[rows]) for it in observed.items],
+                    observed.proprio_mask[rows], observed.action_mask[rows], observed.frames,
+                    observed.embodiments[rows])

@@ -271,22 +271,38 @@ class Agent(nn.Module):
 
     def loss(self, observed: Observed, future: Data, actions: Data, returns: torch.Tensor | None = None,
              generator: torch.Generator | None = None,
-             action_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+             action_weights: torch.Tensor | None = None,
+             noise: Mapping[str, tuple[Data, torch.Tensor]] | None = None,
+             denominators: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
         """Imagination and acting in one sequence: [prefix, future (noisy), future (clean), action (noisy)].
 
         The noisy future is invisible to what follows, so the actions learn from the clean
         future, which at inference is the imagined one. ``returns`` (B,) trains the return head;
         ``action_weights`` (B,) weight each sample's action regression (the flywheel's grades).
+
+        For data-parallel shares of a larger batch: ``noise`` gives ``{"future" | "action":
+        (x0, t)}`` instead of drawing them from ``generator``, and ``denominators`` gives the
+        larger batch's normalizers: ``{"future" | "action": {part: value}}`` (see
+        ``flow.loss_denominators``) and ``"return"``: the number of rows the return error
+        is averaged over.
         """
-        noisy_future, f0, f1 = self.model.flow_target("future", future, generator)
-        noisy_action, a0, a1 = self.model.flow_target("action", actions, generator)
+        noise, denominators = noise or {}, denominators or {}
+        f_x0, f_t = noise.get("future", (None, None))
+        a_x0, a_t = noise.get("action", (None, None))
+        noisy_future, f0, f1 = self.model.flow_target("future", future, generator, t=f_t, x0=f_x0)
+        noisy_action, a0, a1 = self.model.flow_target("action", actions, generator, t=a_t, x0=a_x0)
         items = [*observed.items, noisy_future, Item("future", future), noisy_action]
         hidden, _ = self.model.run(items)
         k = len(observed.items)
-        out = {"future": self.model.flow_loss("future", hidden[k], f0, f1),
-               "action": self.model.flow_loss("action", hidden[k + 2], a0, a1, action_weights)}
+        out = {"future": self.model.flow_loss("future", hidden[k], f0, f1, denominators=denominators.get("future")),
+               "action": self.model.flow_loss("action", hidden[k + 2], a0, a1, action_weights,
+                                              denominators=denominators.get("action"))}
         if returns is not None and "return" in self.model.heads:
-            out["return"] = torch.nn.functional.mse_loss(self.model.heads["return"](hidden[k + 1]), returns)
+            predicted = self.model.heads["return"](hidden[k + 1])
+            if "return" in denominators:
+                out["return"] = ((predicted - returns) ** 2).sum() / denominators["return"]
+            else:
+                out["return"] = torch.nn.functional.mse_loss(predicted, returns)
         out["total"] = sum(out.values())
         return out
 

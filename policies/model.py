@@ -196,16 +196,21 @@ class Model(nn.Module):
                                  steps or self.cfg.flow_steps, generator)
 
     def flow_target(self, modality: str, data: Data, generator: torch.Generator | None = None,
-                    t: torch.Tensor | None = None) -> tuple[Item, Data, Data]:
-        """A training pair for ``data``: the noisy item x_t, plus x0 (noise) and x1 (the data)."""
+                    t: torch.Tensor | None = None, x0: Data | None = None) -> tuple[Item, Data, Data]:
+        """A training pair for ``data``: the noisy item x_t, plus x0 (noise) and x1 (the data).
+
+        ``x0`` and ``t`` are drawn from ``generator`` unless the caller supplies them (e.g.
+        ``flow.row_noise``, which makes each row's noise independent of its batch).
+        """
         x1 = data.zeroed()
-        x0 = flow.noise_like(x1, generator)
+        x0 = flow.noise_like(x1, generator) if x0 is None else x1.with_values(x0.values).zeroed()
         if t is None:
             t = flow.sample_time(x1.batch, x1.device, generator)
         return Item(modality, flow.interpolate(x0, x1, t), noisy=True, t=t), x0, x1
 
     def flow_loss(self, modality: str, hidden: torch.Tensor, x0: Data, x1: Data,
-                  weights: torch.Tensor | None = None) -> torch.Tensor:
+                  weights: torch.Tensor | None = None,
+                  denominators: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         tok = self.tokenizer(modality)
         assert isinstance(tok, FlowTokenizer)
-        return flow.flow_loss(tok.velocity(hidden, x1), x0, x1, weights)
+        return flow.flow_loss(tok.velocity(hidden, x1), x0, x1, weights, denominators)

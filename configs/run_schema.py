@@ -1,0 +1,91 @@
+"""Typed schema of ``flywheel run`` (registered in Hydra's ConfigStore as ``run_schema``).
+
+The defaults are the README's main job: a few cycles of the default task, the reacher, on
+a laptop with an embedded Ray; every number here scales up by configuration alone
+(``ray.address=auto num_rollout_workers=64 rollout_resources.num_gpus=0.25 ...``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+from configs.schema import AgentConfig, SimConfig
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None  # None: start an embedded local Ray; "auto" or host:port: join a cluster
+    num_cpus: Optional[int] = None  # embedded Ray only; None = every core
+
+
+@dataclass
+class Resources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class LearnerConfig:
+    steps: int = 40  # optimizer steps per cycle
+    batch_size: int = 32  # global batch (chunks), split across learners
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    train_experts: list[str] = field(default_factory=lambda: ["video", "action"])
+    temperature: float = 0.1  # advantage weighting of the grade (flywheel.objective)
+    max_weight: float = 20.0
+    return_coef: float = 0.1
+    max_retries: int = 2  # a learner that dies restarts the cycle's training this many times
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 8
+    seed: int = 1_000_000  # fixed evaluation seeds: seed, seed + 1, ...
+    planning: bool = True
+
+
+@dataclass
+class GradeWeights:
+    """``world_model.grader.GradeConfig``."""
+
+    success_weight: float = 1.0
+    progress_weight: float = 1.0
+    imagination_weight: float = 1.0
+    physics_weight: float = 1.0
+    reward_scale: float = 1.0
+    imagination_tolerance: float = 0.25
+    physics_tolerance: float = 0.25
+    teleport_threshold: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"
+    run_dir: Optional[str] = None  # default runs/flywheel/<name>
+    resume: Optional[str] = None  # a run directory to continue from its last complete cycle
+    cycles: int = 3
+    seed: int = 0
+    sim: SimConfig = field(default_factory=lambda: SimConfig(name="mujoco/reacher-twin"))  # training sim
+    reference: SimConfig = field(default_factory=lambda: SimConfig(name="mujoco/reacher-twin"))
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    pretrained: Optional[str] = None  # checkpoint dir; None = runs/pretrain/default/checkpoint, pretrained if missing
+    num_rollout_workers: int = 2
+    envs_per_worker: int = 4
+    episodes_per_cycle: int = 16
+    planning: bool = True
+    n_candidates: int = 4
+    flow_steps: Optional[int] = None
+    rollout_resources: Resources = field(default_factory=Resources)
+    num_learners: int = 1
+    learner_resources: Resources = field(default_factory=Resources)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    replay_cycles: int = 2  # the learners train on the last K cycles' rollouts
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    grade: GradeWeights = field(default_factory=GradeWeights)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -1,0 +1,571 @@
+"""The learner pool: ``num_learners`` Ray actors training the agent with DistributedDataParallel.
+
+    pool = LearnerPool("tiny", num_learners=2, resources={"num_cpus": 1}, train_experts=["video", "action"])
+    result = pool.train(weights, weight_version=3, data=columns_or_shard_paths, steps=40, batch_size=32)
+    result.state_dict, result.optimizer_state, result.metrics
+    pool.shutdown()
+
+Every learner holds the whole model. A ``train`` call gives all of them the same weights
+(put in the Ray object store once) and the same rows (columns, or the Parquet shards of
+``RolloutStore.shard_paths``, which each learner reads itself). Step s draws one *global*
+batch of ``batch_size`` row indices from a sampler seeded by (seed, weight_version),
+identical on every rank; rank r computes its contiguous slice of that batch as its share
+of the global batch's loss (``flywheel.objective``: per-row flow noise seeded by (seed,
+weight_version, s, row), every normaliser taken over the global batch), back-propagates
+``world_size * share`` and DDP averages the gradients: every rank then holds the gradient
+a single learner computes on the whole batch, clips it and steps. So two learners make the
+same update as one (up to float summation order), and the result does not depend on the
+number of learners. Rank 0 returns the new weights, its optimizer state (flattened as in
+``flywheel.checkpoint``) and the mean losses.
+
+Rendezvous: rank 0 reports its node IP and a free port, every rank joins
+``init_process_group(init_method="tcp://ip:port")`` (gloo on CPU, nccl when each learner
+has a whole GPU). Learners keep their optimizer state between ``train`` calls;
+``load_optimizer`` restores one after a resume.
+
+Faults: if a learner dies (or the step hangs past ``timeout_s``, or a collective fails),
+the pool kills every learner, starts a fresh set, restores the optimizer state the cycle
+started from (the last result's, the one given to ``load_optimizer``, or the one passed to
+``train``) and trains the cycle again from the weights it was given; after ``max_retries``
+such restarts ``LearnerFailure`` names the cycle and every cause. Errors that a restart
+cannot fix (a ``ValueError`` from the data, say) raise ``LearnerFailure`` at once.
+
+Experts not in ``train_experts`` are frozen (``Model.freeze``): no gradient, not in the
+optimizer, returned bit for bit as given. Only plain data (dicts, tuples, numbers, the
+``LearnerSpec`` dataclass) crosses into the actors, never OmegaConf objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from flywheel import checkpoint as run_checkpoint
+from flywheel.objective import ObjectiveConfig, batch_loss
+from flywheel.store import from_table
+from policies import checkpoint as model_checkpoint
+from policies.agent import Agent
+from policies.config import SIZES, ModelConfig
+from policies.model import Model
+
+log = logging.getLogger(__name__)
+
+LOSS_TERMS = ("future", "action", "return", "total")
+
+
+class LearnerFailure(RuntimeError):
+    """The learner pool could not train a cycle; ``causes`` has one line per failed attempt."""
+
+    def __init__(self, message: str, cycle: int, causes: Sequence[str]) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+        self.causes = list(causes)
+
+    def __reduce__(self):
+        return type(self), (str(self), self.cycle, self.causes)
+
+
+# ---------------------------------------------------------------------- plain data
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """Everything a learner actor needs, as plain data."""
+
+    model: dict[str, Any]              # ModelConfig.to_dict()
+    world_size: int
+    train_experts: tuple[str, ...]
+    objective: dict[str, float]        # ObjectiveConfig fields
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    backend: str = "gloo"              # gloo | nccl
+    collective_timeout_s: float = 300.0
+
+
+class OptimizerState(NamedTuple):
+    """An optimizer's state as ``flywheel.checkpoint.flatten_optimizer`` makes it: tensors
+    named ``optim.<param index>.<key>`` (safetensors-ready) and JSON-ready ``meta``.
+
+    A plain ``(tensors, meta)`` tuple works wherever this does: ``checkpoint.save`` takes
+    it in place of an optimizer, and ``checkpoint.optimizer_state(path)`` returns one.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict[str, torch.Tensor]   # every weight, CPU; frozen experts exactly as given
+    optimizer_state: OptimizerState
+    metrics: dict[str, Any] = field(default_factory=dict)  # numbers (None: no step was taken)
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """Test hook: learner ``rank`` exits its process at optimizer step ``step`` on each of
+    the first ``attempts`` attempts of a ``train`` call."""
+
+    rank: int = 1
+    step: int = 0
+    attempts: int = 1
+
+
+# ---------------------------------------------------------------------- shared by driver and actors
+
+
+def make_optimizer(model: Model, train_experts: Sequence[str], lr: float = 3e-4,
+                   weight_decay: float = 0.01) -> torch.optim.AdamW:
+    """Freeze every expert not in ``train_experts`` and build the learners' optimizer.
+
+    The single definition of which parameters the optimizer holds and in which order, so
+    a ``flywheel.checkpoint.load(..., optimizer_factory=lambda m: make_optimizer(m, ...))``
+    restores state the learners can load.
+    """
+    unknown = sorted(set(train_experts) - set(model.cfg.experts))
+    if unknown:
+        raise ValueError(f"train_experts {unknown} are not experts of the model ({list(model.cfg.experts)})")
+    if not train_experts:
+        raise ValueError("train_experts is empty: nothing to train")
+    for expert in model.cfg.experts:
+        if expert in train_experts:
+            model.unfreeze(expert)
+        else:
+            model.freeze(expert)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def global_batches(n_rows: int, batch_size: int, steps: int, seed: int, version: int) -> np.ndarray:
+    """(steps, batch_size) row indices: shuffled passes over the rows, seeded by (seed, version)."""
+    if n_rows < 1:
+        raise ValueError("no rows to train on")
+    rng = np.random.default_rng([seed, version])
+    need = steps * batch_size
+    order = np.concatenate([rng.permutation(n_rows) for _ in range(-(-need // n_rows))])
+    return order[:need].reshape(steps, batch_size)
+
+
+def read_shards(paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """Concatenate Parquet shards of the rollout store, in the order given."""
+    parts = [from_table(pq.read_table(p)) for p in paths]
+    if not parts:
+        raise ValueError("no shards to train on")
+    keys = list(parts[0])
+    for path, part in zip(paths, parts):
+        if list(part) != keys:
+            raise ValueError(f"shard {path} has columns {list(part)}, expected {keys}")
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+
+# ---------------------------------------------------------------------- the actor
+
+
+class _Objective(nn.Module):
+    """What DDP wraps: its forward is this rank's share of a global batch's loss."""
+
+    def __init__(self, agent: Agent, config: ObjectiveConfig) -> None:
+        super().__init__()
+        self.agent = agent
+        self.config = config
+
+    def forward(self, rows: Mapping[str, np.ndarray], noise_seed: tuple[int, ...], rank: int,
+                world_size: int) -> dict[str, torch.Tensor]:
+        return batch_loss(self.agent, rows, self.config, noise_seed=noise_seed, rank=rank, world_size=world_size)
+
+
+class Learner:
+    """One rank of the pool: the whole model, its optimizer, and one process-group member.
+
+    The pool runs it as a Ray actor (``RemoteLearner``); it is a plain class so that one
+    rank can also run in-process (a test's single-learner reference, a debugger).
+    """
+
+    def __init__(self, rank: int, spec: LearnerSpec) -> None:
+        torch.set_num_threads(max(1, int(spec.num_cpus)))
+        torch.manual_seed(spec.seed)
+        self.rank, self.spec = rank, spec
+        use_gpu = spec.num_gpus > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
+        self.agent = Agent(ModelConfig.from_dict(spec.model), device=self.device)
+        self.optimizer = make_optimizer(self.agent.model, spec.train_experts, spec.lr, spec.weight_decay)
+        self.params = [p for p in self.agent.model.parameters() if p.requires_grad]
+        self.agent.model.train()
+        self.objective = ObjectiveConfig(**spec.objective)
+        self.ddp: DistributedDataParallel | None = None
+
+    def rendezvous(self) -> tuple[str, int]:
+        """Rank 0: this node's IP and a free port for the process group's TCP store."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def connect(self, address: str, port: int) -> int:
+        dist.init_process_group(self.spec.backend, init_method=f"tcp://{address}:{port}", rank=self.rank,
+                                world_size=self.spec.world_size,
+                                timeout=timedelta(seconds=self.spec.collective_timeout_s))
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # Some parameters get no gradient from this objective (the text head, the image
+        # tokenizer, ...): DDP must not wait for them. The model has no buffers to sync.
+        self.ddp = DistributedDataParallel(_Objective(self.agent, self.objective), device_ids=device_ids,
+                                           find_unused_parameters=True)
+        return self.rank
+
+    def load_optimizer(self, state: tuple[dict[str, torch.Tensor], dict] | None) -> None:
+        """Restore a flattened ``state``, or start a fresh optimizer when it is None."""
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.spec.lr, weight_decay=self.spec.weight_decay)
+        if state is not None:
+            run_checkpoint.load_optimizer_state(self.optimizer, tuple(state), str(self.device))
+
+    def train(self, weights: dict[str, torch.Tensor], version: int, data: Mapping[str, np.ndarray] | list[str],
+              steps: int, batch_size: int, attempt: int = 0, fault: FaultInjection | None = None) -> dict | None:
+        spec, rank, world = self.spec, self.rank, self.spec.world_size
+        started = time.perf_counter()
+        self.agent.model.load_state_dict(weights)
+        columns = read_shards(data) if isinstance(data, list) else data
+        n_rows = len(columns["proprio_dim"])
+        self._check_same_data(columns, n_rows)
+        batches = global_batches(n_rows, batch_size, steps, spec.seed, version)
+        sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+        first = last = None
+        skipped = 0
+        for step, idx in enumerate(batches):
+            if fault is not None and rank == fault.rank and step == fault.step and attempt < fault.attempts:
+                os._exit(1)  # the test hook: this learner dies mid-train
+            batch = {k: v[idx] for k, v in columns.items()}
+            self.optimizer.zero_grad(set_to_none=True)
+            share = self.ddp(batch, (spec.seed, version, step), rank, world)
+            (share["total"] * world).backward()  # DDP averages: world * share sums to the global loss
+            parts = torch.stack([share[k].detach() if k in share else torch.zeros((), device=self.device)
+                                 for k in LOSS_TERMS]).float()
+            dist.all_reduce(parts)  # the shares' sum: the global batch's losses, identical on every rank
+            parts = parts.cpu().double()
+            if not torch.isfinite(parts).all():
+                skipped += 1  # every rank sees the same sum, so every rank skips this step
+                continue
+            if spec.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, spec.grad_clip)
+            self.optimizer.step()
+            sums += parts
+            last = parts[-1].item()
+            first = last if first is None else first
+        if rank != 0:
+            return None
+        done = steps - skipped
+        metrics: dict[str, Any] = {f"loss_{k}": (sums[i] / done).item() if done else None
+                                   for i, k in enumerate(LOSS_TERMS)}
+        metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
+                       samples=steps * batch_size, rows=n_rows, learners=world,
+                       seconds=time.perf_counter() - started)
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.agent.model.state_dict().items()}
+        optim = OptimizerState(*run_checkpoint.flatten_optimizer(self.optimizer))
+        return {"state_dict": state, "optimizer_state": optim, "metrics": metrics}
+
+    def _check_same_data(self, columns: Mapping[str, np.ndarray], n_rows: int) -> None:
+        """Every rank must sample from the same rows: compare a fingerprint across ranks."""
+        episodes = np.ascontiguousarray(np.asarray(columns["episode"], dtype=np.int64))
+        mine = torch.tensor([n_rows, zlib.crc32(episodes.tobytes())], dtype=torch.int64, device=self.device)
+        low, high = mine.clone(), mine.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if not torch.equal(low, high):
+            raise ValueError(f"learners see different rows: rank {self.rank} has {n_rows} rows "
+                             f"(fingerprint {mine.tolist()}, ranks range {low.tolist()}..{high.tolist()})")
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        self.ddp = None
+
+
+RemoteLearner = ray.remote(max_restarts=0)(Learner)
+
+
+# ---------------------------------------------------------------------- the pool
+
+
+class _Retry(Exception):
+    """A failure a fresh set of learners may not have."""
+
+
+class _Fatal(Exception):
+    """A failure every attempt would repeat (same weights, same rows)."""
+
+
+_FATAL = (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, AssertionError)
+
+
+class LearnerPool:
+    """``num_learners`` DDP learners on Ray; see the module docstring.
+
+    ``model``: a ``ModelConfig``, its dict, a size name (``"tiny"``) or a policies
+    checkpoint directory (only its config is read: weights come with every ``train``).
+    ``resources``: per learner, a mapping or object with ``num_cpus`` / ``num_gpus``.
+    ``objective``: an ``ObjectiveConfig`` or anything with its fields. ``train_experts``:
+    the experts trained (None: all); the others are frozen. ``backend``: "gloo", "nccl" or
+    "auto" (nccl when each learner has a whole GPU). ``timeout_s`` bounds one attempt of a
+    ``train`` call; ``collective_timeout_s`` the process group's collectives and start-up.
+    """
+
+    def __init__(self, model: ModelConfig | Mapping[str, Any] | str | os.PathLike, num_learners: int = 1,
+                 resources: Any = None, objective: Any = None, lr: float = 3e-4, weight_decay: float = 0.01,
+                 train_experts: Sequence[str] | None = None, seed: int = 0, *, max_retries: int = 2,
+                 grad_clip: float | None = 1.0, backend: str = "auto", timeout_s: float = 3600.0,
+                 collective_timeout_s: float = 300.0) -> None:
+        if num_learners < 1:
+            raise ValueError(f"num_learners must be >= 1, got {num_learners}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        cfg = _model_config(model)
+        num_cpus, num_gpus = float(_get(resources, "num_cpus", 1.0)), float(_get(resources, "num_gpus", 0.0))
+        if backend == "auto":
+            backend = "nccl" if num_gpus >= 1 else "gloo"
+        if backend not in ("gloo", "nccl"):
+            raise ValueError(f"backend must be gloo, nccl or auto, got {backend!r}")
+        if backend == "nccl" and num_gpus < 1:
+            raise ValueError("nccl needs a whole GPU per learner (resources.num_gpus >= 1)")
+        experts = tuple(cfg.experts) if train_experts is None else tuple(str(e) for e in train_experts)
+        unknown = sorted(set(experts) - set(cfg.experts))
+        if unknown or not experts:
+            raise ValueError(f"train_experts {list(experts)} must be a non-empty subset of {list(cfg.experts)}")
+        objective = ObjectiveConfig(**{f.name: float(_get(objective, f.name, f.default))
+                                       for f in fields(ObjectiveConfig)})
+        self.spec = LearnerSpec(model=cfg.to_dict(), world_size=int(num_learners), train_experts=experts,
+                                objective=asdict(objective), lr=float(lr), weight_decay=float(weight_decay),
+                                grad_clip=None if grad_clip is None else float(grad_clip), seed=int(seed),
+                                num_cpus=num_cpus, num_gpus=num_gpus, backend=backend,
+                                collective_timeout_s=float(collective_timeout_s))
+        self.max_retries, self.timeout_s = int(max_retries), float(timeout_s)
+        self.restarts = 0  # pool rebuilds so far, over every cycle
+        self._actors: list = []
+        self._optimizer: OptimizerState | None = None  # the state the next cycle starts from
+        self._optimizer_pending = False  # the live learners have yet to load ``_optimizer``
+        with torch.device("meta"):  # names and shapes only: nothing is allocated
+            self._shapes = {k: tuple(v.shape) for k, v in Model(cfg).state_dict().items()}
+
+    @classmethod
+    def from_config(cls, model: ModelConfig | Mapping[str, Any] | str | os.PathLike, config: Any,
+                    **overrides: Any) -> "LearnerPool":
+        """A pool as ``flywheel run`` configures it (``configs.run_schema.RunConfig``: its
+        ``num_learners``, ``learner_resources``, ``seed`` and ``learner`` section)."""
+        learner = config.learner
+        kwargs = dict(num_learners=int(config.num_learners), resources=config.learner_resources,
+                      objective=learner, lr=learner.lr, weight_decay=learner.weight_decay,
+                      train_experts=list(learner.train_experts), seed=int(config.seed),
+                      max_retries=int(learner.max_retries))
+        return cls(model, **(kwargs | overrides))
+
+    @property
+    def num_learners(self) -> int:
+        return self.spec.world_size
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the learners and their process group (``train`` does it when needed)."""
+        if self._actors:
+            return
+        spec = self.spec
+        actors = [RemoteLearner.options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus).remote(rank, spec)
+                  for rank in range(spec.world_size)]
+        self._actors = actors
+        self._optimizer_pending = self._optimizer is not None
+        timeout = spec.collective_timeout_s
+        address, port = ray.get(actors[0].rendezvous.remote(), timeout=timeout)
+        ray.get([a.connect.remote(address, port) for a in actors], timeout=timeout)
+
+    def shutdown(self) -> None:
+        """Destroy the process group and the learner actors."""
+        if self._actors:
+            try:
+                ray.get([a.close.remote() for a in self._actors], timeout=10)
+            except Exception:  # a dead or hung learner: killing it below is enough
+                pass
+        self._kill()
+
+    def __enter__(self) -> "LearnerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def _kill(self) -> None:
+        for actor in self._actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        self._actors = []
+
+    def load_optimizer(self, state: tuple[dict[str, torch.Tensor], dict] | None) -> None:
+        """The optimizer state the next ``train`` starts from (after a resume); None: fresh.
+
+        ``state`` is flattened as ``flywheel.checkpoint.optimizer_state(path)`` returns it.
+        """
+        self._optimizer = None if state is None else OptimizerState(*state)
+        self._optimizer_pending = True  # loaded by the learners at the start of the next train
+
+    def _sync_optimizer(self) -> None:
+        if self._optimizer_pending:
+            ref = ray.put(self._optimizer)
+            ray.get([a.load_optimizer.remote(ref) for a in self._actors], timeout=self.spec.collective_timeout_s)
+            self._optimizer_pending = False
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, weights: Mapping[str, torch.Tensor] | ray.ObjectRef, weight_version: int,
+              data: Mapping[str, np.ndarray] | Sequence[str], steps: int, batch_size: int, *,
+              cycle: int | None = None, optimizer_state: tuple[dict[str, torch.Tensor], dict] | None = None,
+              inject_fault: FaultInjection | None = None) -> TrainResult:
+        """``steps`` optimizer steps of global ``batch_size`` rows from ``weights``.
+
+        ``data``: rollout columns, or Parquet shard paths every learner can read.
+        ``optimizer_state``: start from this state instead of the learners' own (which is
+        where the previous ``train`` left it). ``cycle`` (default ``weight_version``) names
+        the cycle in a ``LearnerFailure``. ``inject_fault`` is a test hook.
+        """
+        cycle = weight_version if cycle is None else cycle
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if batch_size < self.num_learners:
+            raise ValueError(f"batch_size {batch_size} is smaller than the {self.num_learners} learners")
+        if weight_version < 0:
+            raise ValueError(f"weight_version must be >= 0, got {weight_version}")
+        if isinstance(weights, ray.ObjectRef):
+            weights_ref = weights
+        else:
+            self._check_weights(weights)
+            weights_ref = ray.put({k: v.detach().to("cpu") for k, v in weights.items()})
+        if isinstance(data, Mapping):
+            if not len(data.get("proprio_dim", ())):
+                raise ValueError("no rows to train on")
+            data_arg: Any = ray.put({k: np.asarray(v) for k, v in data.items()})
+        else:
+            data_arg = [str(p) for p in data]
+            if not data_arg:
+                raise ValueError("no shards to train on")
+        if optimizer_state is not None:
+            self.load_optimizer(optimizer_state)
+        causes: list[str] = []
+        started = time.perf_counter()
+        for attempt in range(self.max_retries + 1):
+            try:
+                self.start()
+                self._sync_optimizer()
+                result = self._run(weights_ref, weight_version, data_arg, steps, batch_size, attempt, inject_fault)
+            except _Retry as err:
+                causes.append(f"attempt {attempt + 1}: {err}")
+                log.warning("cycle %d: learner pool failed (%s); %s", cycle, err,
+                            "restarting it" if attempt < self.max_retries else "giving up")
+                self._kill()
+                self.restarts += 1
+                continue
+            except _Fatal as err:
+                self._kill()
+                raise LearnerFailure(f"cycle {cycle}: learner pool cannot train: {err}", cycle,
+                                     [*causes, str(err)]) from err.__cause__
+            except Exception as err:  # e.g. the start timed out, or a learner's constructor failed
+                if isinstance(err, _FATAL):
+                    self._kill()
+                    raise LearnerFailure(f"cycle {cycle}: learner pool cannot train: {_describe(err)}",
+                                         cycle, [*causes, _describe(err)]) from err
+                causes.append(f"attempt {attempt + 1}: {_describe(err)}")
+                log.warning("cycle %d: learner pool failed to start (%s)", cycle, _describe(err))
+                self._kill()
+                self.restarts += 1
+                continue
+            self._optimizer = result.optimizer_state
+            result.metrics.update(attempts=attempt + 1, wall_seconds=time.perf_counter() - started)
+            return result
+        raise LearnerFailure(f"cycle {cycle}: training failed on {len(causes)} attempt(s) with "
+                             f"{self.num_learners} learner(s); last cause: {causes[-1]}", cycle, causes)
+
+    def _check_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """Same names and shapes as the pool's model, or a ValueError before any learner works."""
+        given = {k: tuple(v.shape) for k, v in weights.items()}
+        if given != self._shapes:
+            missing, extra = sorted(set(self._shapes) - set(given)), sorted(set(given) - set(self._shapes))
+            shapes = sorted(k for k in set(given) & set(self._shapes) if given[k] != self._shapes[k])
+            raise ValueError(f"weights do not fit the pool's model: missing {missing[:5]}, unexpected {extra[:5]}, "
+                             f"other shapes {shapes[:5]}")
+
+    def _run(self, weights_ref, version, data, steps, batch_size, attempt, fault) -> TrainResult:
+        refs = [a.train.remote(weights_ref, version, data, steps, batch_size, attempt, fault) for a in self._actors]
+        rank_of = {ref: rank for rank, ref in enumerate(refs)}
+        deadline = time.monotonic() + self.timeout_s
+        pending, results = list(refs), {}
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise _Retry(f"no result within {self.timeout_s:.0f} s (ranks {sorted(rank_of[r] for r in pending)} "
+                             f"still running)")
+            try:
+                results[rank_of[ready[0]]] = ray.get(ready[0])
+            except Exception as first:
+                raise self._failure(first, rank_of[ready[0]], pending, rank_of) from first
+        out = results[0]
+        return TrainResult(out["state_dict"], out["optimizer_state"], out["metrics"])
+
+    def _failure(self, first: Exception, rank: int, pending: list, rank_of: dict) -> Exception:
+        """The most telling cause: a learner that died beats the peers that lost it."""
+        errors = [(rank, first)]
+        if pending:  # peers of a dead learner fail in their collectives (or hang): give them a moment
+            done, _ = ray.wait(pending, num_returns=len(pending), timeout=2.0)
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except Exception as err:
+                    errors.append((rank_of[ref], err))
+        died = [(r, e) for r, e in errors if isinstance(e, ray.exceptions.RayActorError)]
+        if died:
+            r, e = died[0]
+            return _Retry(f"learner rank {r} died ({_describe(e)})")
+        r, e = errors[0]
+        cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
+        if isinstance(cause, _FATAL):
+            return _Fatal(f"learner rank {r} failed: {_describe(cause)}")
+        return _Retry(f"learner rank {r} failed ({_describe(cause)})")
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    first = next((line for line in text if line.strip()), "")
+    return f"{type(err).__name__}: {first[:300]}"
+
+
+def _get(obj: Any, name: str, default: Any) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _model_config(model: ModelConfig | Mapping[str, Any] | str | os.PathLike) -> ModelConfig:
+    if isinstance(model, ModelConfig):
+        return model
+    if isinstance(model, Mapping):
+        return ModelConfig.from_dict(dict(model))
+    if isinstance(model, str) and model in SIZES:
+        return SIZES[model]
+    return model_checkpoint.read_config(model)
