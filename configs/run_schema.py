@@ -27,6 +27,12 @@ class Resources:
     num_gpus: float = 0.0
 
 
+def _half_cpu() -> "Resources":
+    # Two rollout workers and a learner fit an embedded Ray on a 2-core laptop: rollouts and
+    # learning take turns, so the reservations may overlap the cores.
+    return Resources(num_cpus=0.5)
+
+
 @dataclass
 class LearnerConfig:
     steps: int = 40  # optimizer steps per cycle
@@ -78,7 +84,7 @@ class RunConfig:
     planning: bool = True
     n_candidates: int = 4
     flow_steps: Optional[int] = None
-    rollout_resources: Resources = field(default_factory=Resources)
+    rollout_resources: Resources = field(default_factory=_half_cpu)
     num_learners: int = 1
     learner_resources: Resources = field(default_factory=Resources)
     learner: LearnerConfig = field(default_factory=LearnerConfig)

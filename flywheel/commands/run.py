@@ -25,11 +25,32 @@ def run_task(cfg) -> int:
     from configs.schema import to_dataclass
     from flywheel.controller import read_cycles, run
 
+    if cfg.resume:
+        cfg = resumed_config(cfg.resume)
     config = to_dataclass(cfg, RunConfig)
     run_dir = run(config, console=console.print)
     print_cycles(read_cycles(run_dir), title=f"flywheel run {run_dir}")
     console.print(f"run directory: {run_dir}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return 0
+
+
+def resumed_config(run_dir: str):
+    """The run's own saved config, with this command line's overrides on top (e.g. ``cycles=8``)."""
+    import json
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from configs.run_schema import RunConfig
+
+    saved = Path(run_dir) / "config.json"
+    if not saved.is_file():
+        raise ValueError(f"resume={run_dir}: not a flywheel run directory (no config.json)")
+    base = OmegaConf.merge(OmegaConf.structured(RunConfig), json.loads(saved.read_text()))
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    merged = OmegaConf.merge(base, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    merged.resume = run_dir
+    return merged
 
 
 def status_main(argv: list[str]) -> int:

@@ -1,0 +1,91 @@
+"""``flywheel run`` end to end on an embedded Ray, with a tiny agent and a short reacher."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs.run_schema import RunConfig
+from configs.schema import SimConfig
+from flywheel.cli import main
+from flywheel.controller import ConfigError, read_cycles, run, validate
+from flywheel.store import RolloutStore
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+TINY = ["pretrained=scratch", "num_rollout_workers=2", "envs_per_worker=2", "episodes_per_cycle=4",
+        "learner.steps=3", "learner.batch_size=8", "eval.episodes=2", "sim.max_episode_steps=16",
+        "reference.max_episode_steps=16", "ray.num_cpus=2", "n_candidates=2"]
+
+
+def tiny_config(run_dir, cycles=1, **changes) -> RunConfig:
+    sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
+    base = dict(run_dir=str(run_dir), cycles=cycles, pretrained="scratch", num_rollout_workers=2, envs_per_worker=2,
+                episodes_per_cycle=4, n_candidates=2, sim=sim, reference=sim)
+    config = RunConfig(**{**base, **changes})
+    config.learner.steps, config.learner.batch_size, config.eval.episodes = 3, 8, 2
+    return config
+
+
+def manifests(run_dir):
+    store = RolloutStore(Path(run_dir) / "store")
+    return {c: store.manifest(c).to_json() for c in store.committed_cycles()}
+
+
+def test_one_cycle_of_the_real_entry_point(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["run", f"run_dir={run_dir}", "cycles=1", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "cycle 0: capability" in out and "TensorBoard" in out
+    (record,) = read_cycles(run_dir)
+    assert record["cycle"] == 0 and record["weight_version"] == 1
+    assert record["rollout"]["episodes"] == 4 and record["eval"]["episodes"] == 2
+    assert 0.0 <= record["fidelity"] <= 1.0 and record["fidelity"] == pytest.approx(1.0)  # training sim = reference
+    assert (run_dir / "checkpoints" / "latest").read_text() == "cycle-000000"
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    rows, report = RolloutStore(run_dir / "store").read([0])
+    assert not report.corrupt_shards
+    assert set(rows["weight_version"]) == {0}  # every rollout of cycle 0 used the weights broadcast for it
+    assert {"weight", "grade_imagination"} <= set(rows)
+    assert main(["status", str(run_dir)]) == 0
+    assert "flywheel status" in capsys.readouterr().out
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    straight = run(tiny_config(tmp_path / "straight", cycles=2), console=lambda *a: None)
+    interrupted = run(tiny_config(tmp_path / "resumed", cycles=1), console=lambda *a: None)
+    assert main(["run", f"resume={interrupted}", "cycles=2"]) == 0
+    assert [r["cycle"] for r in read_cycles(interrupted)] == [0, 1]
+    assert manifests(straight) == manifests(interrupted)
+    saved = json.loads((interrupted / "config.json").read_text())
+    assert saved["cycles"] == 2 and saved["num_rollout_workers"] == 2  # the run's own config, plus the override
+
+
+def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path):
+    run_dir = run(tiny_config(tmp_path / "faulty"), console=lambda *a: None, fault={"worker": 1, "cycle": 0})
+    manifest = RolloutStore(run_dir / "store").manifest(0)
+    assert manifest.episodes == 4 and manifest.meta["retries"] == 1
+    assert len(manifest.shards) == 2
+
+
+@pytest.mark.parametrize("change,field", [({"num_rollout_workers": 0}, "num_rollout_workers"),
+                                          ({"episodes_per_cycle": 0}, "episodes_per_cycle"),
+                                          ({"sim": SimConfig(name="mujoco/nope")}, "sim.name")])
+def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(tiny_config(tmp_path, **change))
+
+
+def test_bad_run_config_is_one_line_on_the_command_line(tmp_path, capsys):
+    assert main(["run", f"run_dir={tmp_path}", "num_learners=0", *TINY]) == 2
+    assert "num_learners must be >= 1" in capsys.readouterr().err
+    assert main(["status", str(tmp_path / "nothing")]) == 2
+
+
+def test_actors_that_cannot_all_fit_are_a_config_error(tmp_path):
+    config = tiny_config(tmp_path, num_rollout_workers=4)
+    config.rollout_resources.num_cpus = 1.0
+    config.ray.num_cpus = 2
+    with pytest.raises(ConfigError, match=r"need 5 CPUs, but Ray has 2"):
+        validate(config)
