@@ -25,6 +25,8 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_sims.py
+	$(BIN)/python benchmarks/bench_mot.py
+	$(BIN)/python benchmarks/bench_world_model.py
 
 clean:
 	rm -rf $(VENV)

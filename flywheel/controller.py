@@ -149,14 +149,23 @@ def write_cycles(run_dir: Path, records: list[dict[str, Any]]) -> None:
     write_bytes_atomic(run_dir / "cycles.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
+# Which "applies" flag guards each optional grade column (world_model.chunk_grader).
+_GUARDED_BY = {"success": "success", "imagination": "imagination", "imagination_error": "imagination",
+               "physics": "physics", "physics_gap": "physics", "physics_worst": "physics",
+               "obeys_physics": "physics"}
+
+
 def grade_summary(columns: dict[str, np.ndarray]) -> dict[str, float]:
+    """Means of the grade columns, each over the chunks where its answer applies."""
     summary = {"weight": float(np.mean(columns["weight"]))}
-    for key in ("grade_progress", "grade_imagination", "grade_imagination_error"):
-        if key in columns:
-            summary[key.removeprefix("grade_")] = float(np.mean(columns[key]))
-    applies = columns.get("grade_physics_applies")
-    if applies is not None and applies.any():
-        summary["physics"] = float(np.mean(columns["grade_physics"][applies]))
+    for key, value in columns.items():
+        name = key.removeprefix("grade_")
+        if name == key or name.endswith("_applies"):
+            continue
+        guard = _GUARDED_BY.get(name)
+        selected = value if guard is None else value[columns[f"grade_{guard}_applies"].astype(bool)]
+        if len(selected):
+            summary[name] = float(np.mean(selected))
     return summary
 
 

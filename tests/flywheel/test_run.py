@@ -89,3 +89,16 @@ def test_actors_that_cannot_all_fit_are_a_config_error(tmp_path):
     config.ray.num_cpus = 2
     with pytest.raises(ConfigError, match=r"need 5 CPUs, but Ray has 2"):
         validate(config)
+
+
+def test_grade_summary_averages_each_answer_only_where_it_applies():
+    from flywheel.controller import grade_summary
+
+    columns = {"weight": np.array([0.2, 0.4]), "grade_physics_applies": np.array([True, False]),
+               "grade_physics": np.array([0.9, 0.0]), "grade_obeys_physics": np.array([True, False]),
+               "grade_imagination_applies": np.array([True, True]), "grade_imagination": np.array([0.5, 0.7]),
+               "grade_progress": np.array([0.1, 0.3])}
+    summary = grade_summary(columns)
+    assert summary["physics"] == 0.9 and summary["obeys_physics"] == 1.0
+    assert summary["imagination"] == pytest.approx(0.6) and summary["progress"] == pytest.approx(0.2)
+    assert summary["weight"] == pytest.approx(0.3)
