@@ -102,3 +102,31 @@ def test_grade_summary_averages_each_answer_only_where_it_applies():
     assert summary["physics"] == 0.9 and summary["obeys_physics"] == 1.0
     assert summary["imagination"] == pytest.approx(0.6) and summary["progress"] == pytest.approx(0.2)
     assert summary["weight"] == pytest.approx(0.3)
+
+
+def test_sigint_finishes_the_phase_checkpoints_and_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "stopped"
+    flywheel = Path(sys.executable).parent / "flywheel"
+    proc = subprocess.Popen([str(flywheel), "run", f"run_dir={run_dir}", "cycles=6", *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    deadline = time.monotonic() + 240
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("cycle 0:"):
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "finishing the current phase" in out
+    done = [r["cycle"] for r in read_cycles(run_dir)]
+    assert done and done == list(range(len(done))) and len(done) < 6
+    assert (run_dir / "checkpoints" / "latest").read_text() == f"cycle-{done[-1]:06d}"
+    assert main(["run", f"resume={run_dir}", f"cycles={len(done) + 1}"]) == 0
+    assert [r["cycle"] for r in read_cycles(run_dir)] == list(range(len(done) + 1))
