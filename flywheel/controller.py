@@ -268,6 +268,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                 records.append(record)
                 write_cycles(run_dir, records)
                 _log(writer, record)
+                _log_imagination(writer, cycle_rows, record["env_steps_total"])
                 console(f"cycle {cycle}: capability {record['capability']:.3f}, grade weight "
                         f"{record['grades']['weight']:.3f}, {record['env_steps']} env steps, {elapsed(began):.1f} s")
                 if stop.requested:
@@ -328,6 +329,33 @@ def _collect_cycle(ray, workers, worker_cls, options, spec, weights, cycle: int,
     return store.commit_cycle(cycle, [r["shard"] for r in results.values()],
                               [r["quarantined"] for r in results.values()],
                               meta={"weight_version": cycle, "retries": retries})
+
+
+def imagination_figure(rows: dict[str, np.ndarray], chunks: int = 3, dims: int = 2):
+    """Imagined (dashed) against realized (solid) proprio for a few chunks of a cycle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = np.linspace(0, len(rows["steps"]) - 1, chunks).astype(int)
+    fig, axes = plt.subplots(1, chunks, figsize=(3.2 * chunks, 2.6), squeeze=False)
+    for ax, i in zip(axes[0], picks):
+        n = int(rows["steps"][i])
+        for d in range(min(dims, int(rows["proprio_dim"][i]))):
+            (line,) = ax.plot(rows["realized"][i, :n, d], label=f"dim {d} realized")
+            ax.plot(rows["imagined"][i, :n, d], linestyle="--", color=line.get_color(), label=f"dim {d} imagined")
+        ax.set(title=f"{rows['sim'][i]} ep {rows['episode'][i] % 100_000} chunk {rows['chunk'][i]}", xlabel="step")
+        ax.title.set_fontsize(7)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def _log_imagination(writer, rows: dict[str, np.ndarray], step: int) -> None:
+    if "imagined" in rows and len(rows["steps"]):
+        writer.add_figure("rollout/imagined_vs_realized", imagination_figure(rows), step)
+        writer.flush()
 
 
 def _log(writer, record: dict[str, Any]) -> None:

@@ -130,3 +130,16 @@ def test_sigint_finishes_the_phase_checkpoints_and_resumes(tmp_path):
     assert (run_dir / "checkpoints" / "latest").read_text() == f"cycle-{done[-1]:06d}"
     assert main(["run", f"resume={run_dir}", f"cycles={len(done) + 1}"]) == 0
     assert [r["cycle"] for r in read_cycles(run_dir)] == list(range(len(done) + 1))
+
+
+def test_imagination_figure_draws_imagined_against_realized(tmp_path):
+    from flywheel.controller import imagination_figure
+
+    rng = np.random.default_rng(0)
+    rows = {"steps": np.array([8, 5]), "proprio_dim": np.array([8, 8]), "sim": np.array(["a", "b"], dtype=object),
+            "episode": np.array([1, 2]), "chunk": np.array([0, 3]), "realized": rng.normal(size=(2, 8, 64)),
+            "imagined": rng.normal(size=(2, 8, 64))}
+    fig = imagination_figure(rows, chunks=2)
+    lines = fig.axes[1].get_lines()
+    assert len(lines) == 4 and len(lines[0].get_xdata()) == 5  # only the steps that ran
+    assert [ln.get_linestyle() for ln in lines[:2]] == ["-", "--"]
