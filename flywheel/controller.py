@@ -108,6 +108,16 @@ def check_embodiment(agent: Agent, config: RunConfig) -> None:
 
 
 @contextmanager
+def progress_bar(description: str, total: int):
+    """A rich progress bar on a terminal (transient); nothing in logs or tests."""
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)
+
+
+@contextmanager
 def stop_on_signals(stop: Stop):
     """SIGINT/SIGTERM set ``stop.requested``; the loop checks it between phases."""
 
@@ -313,19 +323,22 @@ def _collect_cycle(ray, workers, worker_cls, options, spec, weights, cycle: int,
         pending[i] = worker.collect.remote(cycle, len(share[i]), config.seed * 7919 + cycle * 101 + i,
                                            config.planning, config.n_candidates, config.flow_steps)
     results, retries = {}, 0
-    while pending:
-        i, ref = next(iter(pending.items()))
-        try:
-            results[i] = ray.get(ref)
-            del pending[i]
-        except ray.exceptions.RayActorError:
-            retries += 1
-            if retries > 3 * len(workers):
-                raise RuntimeError(f"cycle {cycle}: rollout workers keep dying; giving up after {retries} retries")
-            workers[i] = worker_cls.options(**options).remote(i, spec)
-            workers[i].load_weights.remote(weights, cycle)
-            pending[i] = workers[i].collect.remote(cycle, len(share[i]), config.seed * 7919 + cycle * 101 + i,
-                                                   config.planning, config.n_candidates, config.flow_steps)
+    with progress_bar(f"cycle {cycle} rollouts", config.episodes_per_cycle) as advance:
+        while pending:
+            ready, _ = ray.wait(list(pending.values()), num_returns=1)
+            i = next(k for k, ref in pending.items() if ref == ready[0])
+            try:
+                results[i] = ray.get(ready[0])
+                del pending[i]
+                advance(len(share[i]))
+            except ray.exceptions.RayActorError:
+                retries += 1
+                if retries > 3 * len(workers):
+                    raise RuntimeError(f"cycle {cycle}: rollout workers keep dying; giving up after {retries} retries")
+                workers[i] = worker_cls.options(**options).remote(i, spec)
+                workers[i].load_weights.remote(weights, cycle)
+                pending[i] = workers[i].collect.remote(cycle, len(share[i]), config.seed * 7919 + cycle * 101 + i,
+                                                       config.planning, config.n_candidates, config.flow_steps)
     return store.commit_cycle(cycle, [r["shard"] for r in results.values()],
                               [r["quarantined"] for r in results.values()],
                               meta={"weight_version": cycle, "retries": retries})
