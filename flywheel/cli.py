@@ -26,6 +26,14 @@ from flywheel.commands import sims as sims_commands
 from flywheel.commands import world_model as world_model_commands
 
 USAGE = __doc__
+COMMANDS = {
+    "sims": sims_commands.main,
+    "routes": routes_commands.main,
+    "run": run_commands.run_main,
+    "status": run_commands.status_main,
+    "world-model": world_model_commands.main,
+    "fidelity": fidelity_commands.main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,18 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     group, rest = argv[0], argv[1:]
-    if group == "sims":
-        return report_user_errors(sims_commands.main, rest)
-    if group == "routes":
-        return report_user_errors(routes_commands.main, rest)
-    if group == "run":
-        return report_user_errors(run_commands.run_main, rest)
-    if group == "status":
-        return report_user_errors(run_commands.status_main, rest)
-    if group == "world-model":
-        return report_user_errors(world_model_commands.main, rest)
-    if group == "fidelity":
-        return report_user_errors(fidelity_commands.main, rest)
+    command = COMMANDS.get(group)
+    if command is not None:
+        return report_user_errors(command, rest)
     print(f"flywheel: unknown command {group!r}\n{USAGE}", file=sys.stderr)
     return 2
 
