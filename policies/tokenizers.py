@@ -172,6 +172,12 @@ class ProprioTokenizer(Tokenizer):
 
     One token per step; the mask is part of the input so the model knows which body it is.
     Steps are embedded counting back from the most recent, so T may be shorter than ``history``.
+
+    Inputs are standardized per padded dimension, ``(x - shift) / scale``, before the
+    projection: proprio mixes radians, m/s and centimetre-scale offsets, and a target
+    offset of std 0.07 m next to velocities of std 2 rad/s is nearly invisible to a
+    freshly initialised projection. The statistics are buffers (saved with the weights);
+    they start as the identity and are set once from training data (``set_normalization``).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -179,6 +185,18 @@ class ProprioTokenizer(Tokenizer):
         self.history = cfg.history
         self.proj = nn.Linear(2 * cfg.proprio_pad, cfg.d_model)
         self.pos = nn.Parameter(torch.randn(cfg.history, cfg.d_model) * 0.02)
+        self.register_buffer("shift", torch.zeros(cfg.proprio_pad))
+        self.register_buffer("scale", torch.ones(cfg.proprio_pad))
+
+    @torch.no_grad()
+    def set_normalization(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
+        """Per-dimension statistics of the proprio this model will read (scale > 0)."""
+        shift = torch.as_tensor(shift, dtype=self.shift.dtype).reshape(self.shift.shape)
+        scale = torch.as_tensor(scale, dtype=self.scale.dtype).reshape(self.scale.shape)
+        if not bool((scale > 0).all()) or not bool(torch.isfinite(shift).all() & torch.isfinite(scale).all()):
+            raise ValueError("proprio normalization needs finite shifts and positive finite scales")
+        self.shift.copy_(shift)
+        self.scale.copy_(scale)
 
     def length(self, data: Data) -> int:
         return data.values["proprio"].shape[1]
@@ -188,6 +206,7 @@ class ProprioTokenizer(Tokenizer):
         n = x.shape[1]
         if n > self.history:
             raise ValueError(f"proprio history of {n} steps exceeds history {self.history}")
+        x = (x - self.shift) / self.scale
         feats = torch.cat([masked(x, mask), mask.expand_as(x).to(x.dtype)], dim=-1)
         return self.proj(feats) + self.pos[self.history - n:]
 
@@ -290,3 +309,32 @@ class ActionTokenizer(FlowTokenizer):
 
     def velocity(self, hidden: torch.Tensor, data: Data) -> dict[str, torch.Tensor]:
         return {"action": self.head(hidden)}
+
+
+@register_tokenizer("command")
+class CommandTokenizer(Tokenizer):
+    """An action chunk read as a condition, not generated: ``values["action"]`` (B, T, A) in
+    [-1, 1] with ``masks["action"]`` (B, 1, A), the same ``Data`` as an action chunk.
+
+    It lets the ``video`` expert imagine the future *of given actions* (the world model)
+    before the ``action`` expert exists: the staged curriculum trains video generation
+    before action generation, and every weight a token touches belongs to one expert, so
+    the actions a future is conditioned on need a tokenizer of their own. Configure it with
+    ``("command", "video")`` (``policies.pretrain`` does).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.chunk = cfg.chunk
+        self.proj = nn.Linear(2 * cfg.action_pad, cfg.d_model)
+        self.pos = nn.Parameter(torch.randn(cfg.chunk, cfg.d_model) * 0.02)
+
+    def length(self, data: Data) -> int:
+        return data.values["action"].shape[1]
+
+    def forward(self, data: Data, t: torch.Tensor | None = None) -> torch.Tensor:
+        x, mask = data.values["action"], data.masks["action"]
+        if x.shape[1] > self.chunk:
+            raise ValueError(f"a command of {x.shape[1]} steps exceeds chunk {self.chunk}")
+        feats = torch.cat([masked(x, mask), mask.expand_as(x).to(x.dtype)], dim=-1)
+        return self.proj(feats) + self.pos[: x.shape[1]]
