@@ -200,7 +200,7 @@ class PretrainDataConfig:
     ratios: list[float] = field(default_factory=lambda: [10.0, 10.0, 10.0])
     held_out: float = 0.1  # eval examples per dataset, as a fraction of its train examples
     camera: bool = True  # frames at model.image_size; the image stage needs them
-    scene_every: int = 4  # one understanding/image scene every this many steps, on average
+    scene_every: int = 20  # one understanding/image scene every this many steps, on average
     random_episodes: float = 0.25  # share of scene and video episodes driven by random actions
     scene_noise: float = 0.5  # max std of the noise injected into executed demonstrator actions
     video_noise: float = 0.5

@@ -9,6 +9,7 @@
     flywheel status RUN_DIR                     a run's cycle table
     flywheel world-model fit [sim=... out=DIR ...]    fit the learned simulator of a sim (checkpoint + fidelity report)
     flywheel fidelity --reference SIM --candidate SIM[:k=v,...] ...   fidelity table and error-vs-horizon PNG
+    flywheel pretrain [pretrain=cpu|tiny] [curriculum=staged|joint] ...   staged pretraining of the backbone
 
 Commands that take a configuration are composed by Hydra (``key=value`` overrides,
 ``-m`` for multirun); the rest take plain flags.
@@ -20,6 +21,7 @@ import os
 import sys
 
 from flywheel.commands import fidelity as fidelity_commands
+from flywheel.commands import pretrain as pretrain_commands
 from flywheel.commands import routes as routes_commands
 from flywheel.commands import run as run_commands
 from flywheel.commands import sims as sims_commands
@@ -33,6 +35,7 @@ COMMANDS = {
     "status": run_commands.status_main,
     "world-model": world_model_commands.main,
     "fidelity": fidelity_commands.main,
+    "pretrain": pretrain_commands.main,
 }
 
 
