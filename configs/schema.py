@@ -85,6 +85,7 @@ class AgentConfig:
     chunk: Optional[int] = None
     flow_steps: Optional[int] = None
     text_max: Optional[int] = None
+    future_frames: Optional[bool] = None
     checkpoint: Optional[str] = None
 
 

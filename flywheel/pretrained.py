@@ -1,8 +1,12 @@
 """Where a run's starting weights come from.
 
 ``pretrained=scratch`` starts from freshly initialised weights of the configured ``agent``
-(for smoke tests and ablations); a path names a pretrained checkpoint directory; unset, the
-default pretrained checkpoint ``runs/pretrain/default/checkpoint`` is used.
+(for smoke tests and ablations); a path names a pretrained checkpoint directory. Unset,
+the default pretrained checkpoint ``runs/pretrain/default/checkpoint`` (``flywheel
+pretrain``) is used; when there is none, the small starter ``runs/pretrain/small``
+(``configs/pretrain/small.yaml``: the default task alone, a few minutes on 2 cores) is
+used, and pretrained first if it does not exist yet, so the README's main job works on a
+fresh clone.
 """
 
 from __future__ import annotations
@@ -11,11 +15,15 @@ from pathlib import Path
 
 import torch
 
+from configs import CONFIG_DIR
 from configs.run_schema import RunConfig
+from flywheel.controller import ConfigError
 from policies.agent import Agent
+from policies.checkpoint import CheckpointError
 from policies.config import model_config
 
 DEFAULT = Path("runs") / "pretrain" / "default" / "checkpoint"
+SMALL_PRESET = Path(CONFIG_DIR) / "pretrain" / "small.yaml"
 SCRATCH = "scratch"
 
 
@@ -25,10 +33,47 @@ def starting_agent(config: RunConfig, run_dir: Path, console=print) -> Agent:
         overrides = {k: v for k, v in vars(config.agent).items() if k not in ("size", "device", "checkpoint")}
         console(f"starting from scratch: freshly initialised '{config.agent.size}' weights (pretrained=scratch)")
         return Agent(model_config(config.agent.size, **overrides), device=config.agent.device)
-    path = Path(config.pretrained) if config.pretrained else DEFAULT
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"pretrained={path}: no pretrained checkpoint there. Run `flywheel pretrain` first, "
-            f"point pretrained= at a checkpoint directory, or use pretrained={SCRATCH}")
+    if config.pretrained:
+        path = Path(config.pretrained)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"pretrained={path}: no pretrained checkpoint there. Run `flywheel pretrain` first, "
+                f"point pretrained= at a checkpoint directory, or use pretrained={SCRATCH}")
+    elif (DEFAULT / "config.json").is_file():
+        path = DEFAULT
+    else:
+        path = small_checkpoint(console)
     console(f"starting from the pretrained checkpoint {path}")
-    return Agent.from_checkpoint(path, device=config.agent.device)
+    try:
+        agent = Agent.from_checkpoint(path, device=config.agent.device)
+    except CheckpointError as exc:
+        raise ConfigError(f"pretrained={path}: {exc}") from exc
+    missing = [e for e in config.learner.train_experts if e not in agent.cfg.experts]
+    if missing:
+        raise ConfigError(f"pretrained={path}: a model of another architecture: learner.train_experts names "
+                          f"{missing}, but its experts are {list(agent.cfg.experts)}")
+    return agent
+
+
+def small_config():
+    """The ``small`` pretraining preset as a ``PretrainConfig`` (no Hydra needed)."""
+    from omegaconf import OmegaConf
+
+    from configs.schema import PretrainConfig, to_dataclass
+
+    return to_dataclass(OmegaConf.load(SMALL_PRESET), PretrainConfig)
+
+
+def small_checkpoint(console=print) -> Path:
+    """The small starter checkpoint, pretrained now (resuming a half-finished one) if missing."""
+    from policies.pretrain import pretrain
+
+    config = small_config()
+    path = Path(config.root) / config.name / "checkpoint"
+    if (path / "config.json").is_file():
+        console(f"no checkpoint at {DEFAULT}; using the small pretrained one")
+        return path
+    console(f"no pretrained checkpoint at {DEFAULT} (`flywheel pretrain` makes it, about 40 min on 2 cores): "
+            f"pretraining a small one first into {path.parent} (`flywheel pretrain pretrain=small`, a few minutes)")
+    pretrain(config, log=console)
+    return path

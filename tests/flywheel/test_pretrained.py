@@ -1,0 +1,81 @@
+"""Where a run starts: scratch, a named checkpoint, the default one, or a small one pretrained first."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from configs import CONFIG_DIR
+from configs.run_schema import RunConfig
+from flywheel import pretrained
+
+
+@pytest.fixture
+def quick_small_preset(tmp_path, monkeypatch):
+    """The small preset shrunk to seconds (the tiny sizes), in a fresh working directory."""
+    preset = OmegaConf.merge(OmegaConf.load(f"{CONFIG_DIR}/pretrain/tiny.yaml"), {
+        "name": "small", "data": {"sims": ["mujoco/reacher-twin"], "workers": 1, "first": 2000},
+        "schedule": {"steps": 60}, "eval": {"episodes": 0, "examples": 16}})
+    path = tmp_path / "small.yaml"
+    OmegaConf.save(preset, path)
+    monkeypatch.setattr(pretrained, "SMALL_PRESET", path)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_shipped_small_preset_pretrains_the_default_task():
+    config = pretrained.small_config()
+    assert config.name == "small" and RunConfig().sim.name in config.data.sims
+    assert list(config.stages) == ["understand", "image", "video", "action"]
+
+
+def test_without_any_checkpoint_a_small_one_is_pretrained_first_then_reused(quick_small_preset):
+    lines = []
+    agent = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
+    small = quick_small_preset / "runs" / "pretrain" / "small" / "checkpoint"
+    assert (small / "model.safetensors").is_file()
+    assert any("pretraining a small one first" in line for line in lines)
+    assert agent.cfg.experts == ("understand", "image", "video", "action")
+
+    lines.clear()
+    again = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
+    assert not any("pretraining" in line for line in lines)  # reused, not trained again
+    assert all(a.equal(b) for a, b in zip(agent.model.state_dict().values(), again.model.state_dict().values()))
+
+
+def test_the_default_checkpoint_wins_over_the_small_one(quick_small_preset):
+    from policies import checkpoint
+    from policies.config import model_config
+    from policies.model import Model
+
+    checkpoint.save(Model(model_config("tiny")), quick_small_preset / pretrained.DEFAULT)
+    lines = []
+    pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
+    assert lines == [f"starting from the pretrained checkpoint {pretrained.DEFAULT}"]
+    assert not (quick_small_preset / "runs" / "pretrain" / "small").exists()
+
+
+def test_a_named_checkpoint_that_does_not_exist_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no pretrained checkpoint there"):
+        pretrained.starting_agent(RunConfig(pretrained=str(tmp_path / "nowhere")), tmp_path)
+
+
+def test_a_checkpoint_of_another_architecture_is_a_config_error_naming_pretrained(tmp_path):
+    from dataclasses import replace
+
+    from flywheel.controller import ConfigError
+    from policies import checkpoint
+    from policies.config import model_config
+    from policies.model import Model
+
+    no_video = tmp_path / "no-video"
+    checkpoint.save(Model(replace(model_config("tiny"), experts=("understand", "action"),
+                                  modalities=(("text", "understand"), ("frame", "understand"),
+                                              ("proprio", "understand"), ("action", "action")))), no_video)
+    with pytest.raises(ConfigError, match=r"pretrained=.*learner\.train_experts names \['video'\]"):
+        pretrained.starting_agent(RunConfig(pretrained=str(no_video)), tmp_path)
+
+    mismatched = tmp_path / "mismatched"
+    checkpoint.save(Model(model_config("tiny")), mismatched)
+    header = (mismatched / "config.json").read_text().replace('"d_model": 32', '"d_model": 48')
+    (mismatched / "config.json").write_text(header)
+    with pytest.raises(ConfigError, match=r"pretrained=.*does not match"):
+        pretrained.starting_agent(RunConfig(pretrained=str(mismatched)), tmp_path)
