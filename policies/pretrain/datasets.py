@@ -48,7 +48,7 @@ import torch
 from policies.pretrain import store
 from policies.pretrain.questions import describe
 
-VERSION = 4  # bump when generation changes: the cache key includes it
+VERSION = 5  # bump when generation or a sim's dynamics change: the cache key includes it
 SCENES, EPISODES = "scenes", "episodes"
 # The kind of data each known stage trains on.
 STAGE_DATA = {"understand": SCENES, "image": SCENES, "video": EPISODES, "action": EPISODES}
