@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
+# A few flywheel cycles of the default task on an embedded Ray, from the pretrained
+# checkpoint (a small one is pretrained first when there is none).
 run: setup
-	$(BIN)/flywheel sims list
-	$(BIN)/flywheel sims rollout
+	$(BIN)/flywheel run
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2
