@@ -1,13 +1,14 @@
 """The learner pool: ``num_learners`` Ray actors training the agent with DistributedDataParallel.
 
     pool = LearnerPool("tiny", num_learners=2, resources={"num_cpus": 1}, train_experts=["video", "action"])
-    result = pool.train(weights, weight_version=3, data=columns_or_shard_paths, steps=40, batch_size=32)
+    result = pool.train(weights, weight_version=3, data=columns_or_shard_refs, steps=40, batch_size=32)
     result.state_dict, result.optimizer_state, result.metrics
     pool.shutdown()
 
 Every learner holds the whole model. A ``train`` call gives all of them the same weights
 (put in the Ray object store once) and the same rows (columns, or the Parquet shards of
-``RolloutStore.shard_paths``, which each learner reads itself). Step s draws one *global*
+``RolloutStore.shard_refs``, which each learner reads and checks against the manifest's
+sha256 itself: a shard that does not match is skipped and counted in ``corrupt_shards``). Step s draws one *global*
 batch of ``batch_size`` row indices from a sampler seeded by (seed, weight_version),
 identical on every rank; rank r computes its contiguous slice of that batch as its share
 of the global batch's loss (``flywheel.objective``: per-row flow noise seeded by (seed,
@@ -57,7 +58,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from flywheel import checkpoint as run_checkpoint
 from flywheel.objective import ObjectiveConfig, batch_loss
-from flywheel.store import from_table
+from flywheel.store import from_table, sha256_of
 from policies import checkpoint as model_checkpoint
 from policies.agent import Agent
 from policies.config import SIZES, ModelConfig
@@ -165,16 +166,23 @@ def global_batches(n_rows: int, batch_size: int, steps: int, seed: int, version:
     return order[:need].reshape(steps, batch_size)
 
 
-def read_shards(paths: Sequence[str]) -> dict[str, np.ndarray]:
-    """Concatenate Parquet shards of the rollout store, in the order given."""
-    parts = [from_table(pq.read_table(p)) for p in paths]
+def read_shards(refs: Sequence[tuple[str, str]]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Concatenate the Parquet shards ``(path, sha256)`` of the rollout store, in the order
+    given, and the paths skipped because they are missing or do not match their checksum."""
+    parts, corrupt = [], []
+    for path, digest in refs:
+        if not os.path.exists(path) or sha256_of(path) != digest:
+            log.warning("skipping shard %s: missing or checksum mismatch", path)
+            corrupt.append(path)
+            continue
+        parts.append((path, from_table(pq.read_table(path))))
     if not parts:
-        raise ValueError("no shards to train on")
-    keys = list(parts[0])
-    for path, part in zip(paths, parts):
+        raise ValueError(f"no intact shards to train on ({len(corrupt)} missing or corrupt)")
+    keys = list(parts[0][1])
+    for path, part in parts:
         if list(part) != keys:
             raise ValueError(f"shard {path} has columns {list(part)}, expected {keys}")
-    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    return {k: np.concatenate([p[k] for _, p in parts]) for k in keys}, corrupt
 
 
 # ---------------------------------------------------------------------- the actor
@@ -237,12 +245,13 @@ class Learner:
         if state is not None:
             run_checkpoint.load_optimizer_state(self.optimizer, tuple(state), str(self.device))
 
-    def train(self, weights: dict[str, torch.Tensor], version: int, data: Mapping[str, np.ndarray] | list[str],
+    def train(self, weights: dict[str, torch.Tensor], version: int,
+              data: Mapping[str, np.ndarray] | list[tuple[str, str]],
               steps: int, batch_size: int, attempt: int = 0, fault: FaultInjection | None = None) -> dict | None:
         spec, rank, world = self.spec, self.rank, self.spec.world_size
         started = time.perf_counter()
         self.agent.model.load_state_dict(weights)
-        columns = read_shards(data) if isinstance(data, list) else data
+        columns, corrupt = read_shards(data) if isinstance(data, list) else (data, [])
         n_rows = len(columns["proprio_dim"])
         self._check_same_data(columns, n_rows)
         batches = global_batches(n_rows, batch_size, steps, spec.seed, version)
@@ -275,7 +284,7 @@ class Learner:
         metrics: dict[str, Any] = {f"loss_{k}": (sums[i] / done).item() if done else None
                                    for i, k in enumerate(LOSS_TERMS)}
         metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
-                       samples=steps * batch_size, rows=n_rows, learners=world,
+                       samples=steps * batch_size, rows=n_rows, learners=world, corrupt_shards=corrupt,
                        seconds=time.perf_counter() - started)
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.agent.model.state_dict().items()}
         optim = OptimizerState(*run_checkpoint.flatten_optimizer(self.optimizer))
@@ -434,12 +443,12 @@ class LearnerPool:
     # ------------------------------------------------------------------ training
 
     def train(self, weights: Mapping[str, torch.Tensor] | ray.ObjectRef, weight_version: int,
-              data: Mapping[str, np.ndarray] | Sequence[str], steps: int, batch_size: int, *,
+              data: Mapping[str, np.ndarray] | Sequence[tuple[str, str]], steps: int, batch_size: int, *,
               cycle: int | None = None, optimizer_state: tuple[dict[str, torch.Tensor], dict] | None = None,
               inject_fault: FaultInjection | None = None) -> TrainResult:
         """``steps`` optimizer steps of global ``batch_size`` rows from ``weights``.
 
-        ``data``: rollout columns, or Parquet shard paths every learner can read.
+        ``data``: rollout columns, or ``RolloutStore.shard_refs`` every learner can read.
         ``optimizer_state``: start from this state instead of the learners' own (which is
         where the previous ``train`` left it). ``cycle`` (default ``weight_version``) names
         the cycle in a ``LearnerFailure``. ``inject_fault`` is a test hook.
@@ -461,7 +470,7 @@ class LearnerPool:
                 raise ValueError("no rows to train on")
             data_arg: Any = ray.put({k: np.asarray(v) for k, v in data.items()})
         else:
-            data_arg = [str(p) for p in data]
+            data_arg = [(str(path), str(digest)) for path, digest in data]
             if not data_arg:
                 raise ValueError("no shards to train on")
         if optimizer_state is not None:

@@ -153,6 +153,11 @@ class RolloutStore:
         """Absolute paths of the committed shards of ``cycles`` (e.g. for ray.data.read_parquet)."""
         return [str(self.root / s.path) for c in cycles if (m := self.manifest(c)) for s in m.shards]
 
+    def shard_refs(self, cycles: Iterable[int]) -> list[tuple[str, str]]:
+        """(absolute path, sha256) of the committed shards of ``cycles``: for readers elsewhere
+        (the learners) that verify what they read."""
+        return [(str(self.root / s.path), s.sha256) for c in cycles if (m := self.manifest(c)) for s in m.shards]
+
     def read(self, cycles: Iterable[int]) -> tuple[dict[str, np.ndarray], ReadReport]:
         """Concatenate the verified shards of ``cycles``; corrupt or missing ones are reported."""
         report = ReadReport()

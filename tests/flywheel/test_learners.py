@@ -205,10 +205,35 @@ def test_learners_read_the_store_shards_themselves(pool, rows, weights, tmp_path
     shard, _ = store.write_shard(0, 0, rows)
     store.commit_cycle(0, [shard])
     pool.load_optimizer(None)  # both start from a fresh optimizer
-    from_shards = pool.train(weights, 0, store.shard_paths([0]), STEPS, BATCH)
+    from_shards = pool.train(weights, 0, store.shard_refs([0]), STEPS, BATCH)
     pool.load_optimizer(None)
     from_columns = pool.train(weights, 0, rows, STEPS, BATCH)
     assert _max_diff(from_shards.state_dict, from_columns.state_dict) == 0
+    assert from_shards.metrics["corrupt_shards"] == []
+
+
+def test_learners_skip_and_count_a_shard_that_fails_its_checksum(tmp_path, rows):
+    from flywheel.learners import read_shards
+
+    store = RolloutStore(tmp_path)
+    half = len(rows["steps"]) // 2
+    first = {k: v[:half] for k, v in rows.items()}
+    second = {k: v[half:] for k, v in rows.items()}
+    shards = [store.write_shard(0, w, part)[0] for w, part in enumerate((first, second))]
+    store.commit_cycle(0, shards)
+    refs = store.shard_refs([0])
+    columns, corrupt = read_shards(refs)
+    assert corrupt == [] and len(columns["steps"]) == len(rows["steps"])
+    damaged = refs[1][0]
+    with open(damaged, "r+b") as f:  # flip bytes in the middle of the file
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    columns, corrupt = read_shards(refs)
+    assert corrupt == [damaged] and len(columns["steps"]) == half
+    with open(refs[0][0], "ab") as f:
+        f.write(b"junk")
+    with pytest.raises(ValueError, match="no intact shards"):
+        read_shards(refs)
 
 
 def test_a_learner_that_dies_mid_train_is_replaced_and_the_cycle_retrained(pool, rows, two_learners):
