@@ -101,7 +101,7 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
         raise ValueError(f"a batch of {n} rows cannot be split across {world_size} ranks")
     embs = [embodiment_of(str(s)) for s in rows["sim"]]
     dims = rows["proprio_dim"]
-    observed = agent.observe([{"proprio": p[:d], "task": str(t)} for p, d, t in zip(rows["proprio"], dims, rows["task"])],
+    observed = agent.observe([{"proprio": p[..., :d], "task": str(t)} for p, d, t in zip(rows["proprio"], dims, rows["task"])],
                              embs)
     dev, cfg = agent.device, agent.cfg
     ran = torch.as_tensor(np.arange(cfg.chunk)[None, :] < rows["steps"][:, None], device=dev)[..., None]  # (B, T, 1)

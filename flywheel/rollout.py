@@ -3,8 +3,8 @@
 ``collect`` drives a vector of envs in lockstep. Each round it perceives every active env
 in one batch, plans (imagine ``n_candidates`` futures, act on each, keep the best) or acts
 on the observation alone when planning is off, then executes each env's chosen chunk
-open-loop. Every chunk becomes one row: the observation it started from, the chosen
-actions, the imagined and the realized proprio, the rewards and success, and whatever
+open-loop. Every chunk becomes one row: the observation it started from (``proprio``: the
+last ``history`` steps, the model's input), the chosen actions, the imagined and the realized proprio, the rewards and success, and whatever
 ``grade_chunk`` says about it (the grader holds the imagination against reality there,
 while the chunk's start state is at hand).
 
@@ -68,7 +68,10 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
     def start(i: int) -> None:
         nonlocal started
         obs, info = envs[i].reset(seed=spec.seed * 100_003 + started)
-        active[i] = {"obs": obs, "id": episode_id(spec.cycle, spec.worker, started), "chunk": 0,
+        # The model reads the last ``history`` proprio steps; before the episode has that many,
+        # the first is repeated (as in pretraining's windows).
+        active[i] = {"obs": obs, "history": [obs["proprio"]] * cfg.history,
+                     "id": episode_id(spec.cycle, spec.worker, started), "chunk": 0,
                      "rows": [], "success": bool(info.get("success", False))}
         started += 1
 
@@ -76,7 +79,8 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
         start(i)
     while active:
         order = sorted(active)
-        context = agent.perceive([active[i]["obs"] for i in order], [envs[i].embodiment for i in order])
+        context = agent.perceive([{**active[i]["obs"], "proprio": np.stack(active[i]["history"])} for i in order],
+                                 [envs[i].embodiment for i in order])
         if spec.planning:
             plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
             chosen, imagined = plan.actions, plan.imagined.values["proprio"]
@@ -90,11 +94,12 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
             emb = env.embodiment
             env_actions = emb.to_env_action(emb.unpad_action(chosen[slot]))
             start_state: SimState = env.get_state()
-            proprio0 = emb.pad_proprio(episode["obs"]["proprio"], cfg.proprio_pad)
+            history0 = emb.pad_proprio(np.stack(episode["history"]), cfg.proprio_pad)
             realized, rewards, done = [], [], False
             for action in env_actions:
                 obs, reward, terminated, truncated, info = env.step(action)
                 realized.append(obs["proprio"])
+                episode["history"] = episode["history"][1:] + [obs["proprio"]]
                 rewards.append(reward)
                 episode["success"] |= bool(info.get("success", False))
                 episode["obs"] = obs
@@ -108,7 +113,7 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
                 "episode": episode["id"], "cycle": spec.cycle, "worker": spec.worker,
                 "weight_version": spec.weight_version, "sim": env.name, "chunk": episode["chunk"],
                 "proprio_dim": emb.proprio_dim, "action_dim": emb.action_dim,
-                "task": env.task_text, "proprio": proprio0.astype(np.float32),
+                "task": env.task_text, "proprio": history0.astype(np.float32),
                 "actions": chosen[slot].astype(np.float32), "realized": realized_pad, "steps": n,
                 "reward": float(np.sum(rewards)), "success": episode["success"], "planned": spec.planning,
             }

@@ -38,6 +38,19 @@ def test_collect_runs_every_episode_and_records_each_chunk(rows, agent):
     assert short.any() and not rows["realized"][short][:, -1].any()
 
 
+def test_each_chunk_starts_from_the_models_proprio_history(rows, agent):
+    H, d = agent.cfg.history, sims.make(SIM).embodiment.proprio_dim
+    assert H > 1 and rows["proprio"].shape[1:] == (H, agent.cfg.proprio_pad)
+    for e in np.unique(rows["episode"]):
+        sel = np.flatnonzero(rows["episode"] == e)
+        first = rows["proprio"][sel[0]]
+        assert all(np.array_equal(first[0], step) for step in first)  # the reset state, repeated
+        for prev, cur in zip(sel, sel[1:]):  # then the last steps the previous chunk realized
+            n = int(rows["steps"][prev])
+            np.testing.assert_array_equal(rows["proprio"][cur][-min(H, n):, :d],
+                                          rows["realized"][prev][max(0, n - H):n, :d])
+
+
 def test_returns_to_go_sum_the_rest_of_the_episode(rows):
     for e in np.unique(rows["episode"]):
         sel = rows["episode"] == e
