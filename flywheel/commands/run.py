@@ -30,7 +30,8 @@ def run_task(cfg) -> int:
     config = to_dataclass(cfg, RunConfig)
     run_dir = run(config, console=console.print)
     print_cycles(read_cycles(run_dir), title=f"flywheel run {run_dir}")
-    console.print(f"run directory: {run_dir}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    console.print(f"run directory: {run_dir}\ncycle records: {run_dir / 'cycles.jsonl'} (flywheel status {run_dir})\n"
+                  f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return 0
 
 
