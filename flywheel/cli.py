@@ -10,6 +10,7 @@
     flywheel world-model fit [sim=... out=DIR ...]    fit the learned simulator of a sim (checkpoint + fidelity report)
     flywheel fidelity --reference SIM --candidate SIM[:k=v,...] ...   fidelity table and error-vs-horizon PNG
     flywheel pretrain [pretrain=cpu|tiny] [curriculum=staged|joint] ...   staged pretraining of the backbone
+    flywheel report RUN_DIR... [--out DIR]      capability against fidelity over runs (or one sweep directory)
 
 Commands that take a configuration are composed by Hydra (``key=value`` overrides,
 ``-m`` for multirun); the rest take plain flags.
@@ -22,6 +23,7 @@ import sys
 
 from flywheel.commands import fidelity as fidelity_commands
 from flywheel.commands import pretrain as pretrain_commands
+from flywheel.commands import report as report_commands
 from flywheel.commands import routes as routes_commands
 from flywheel.commands import run as run_commands
 from flywheel.commands import sims as sims_commands
@@ -36,6 +38,7 @@ COMMANDS = {
     "world-model": world_model_commands.main,
     "fidelity": fidelity_commands.main,
     "pretrain": pretrain_commands.main,
+    "report": report_commands.main,
 }
 
 

@@ -1,0 +1,432 @@
+"""The fidelity report: does capability compound faster in a more faithful training sim?
+
+    runs = [load_run(d) for d in run_dirs]
+    check_comparable(runs)
+    write_report(runs, out_dir)   # capability_vs_cycle.png, compounding_vs_fidelity.png,
+                                  # imagined_vs_realized.png, report.md
+
+The **compounding rate** of a run is the least-squares slope of its capability (measured in
+the reference sim after each cycle's learning, ``cycles.jsonl``) against the cycle index, in
+capability per cycle. It uses every complete cycle, so one noisy evaluation moves it less
+than a first-to-last difference would; it needs two complete cycles and is NaN with fewer.
+Every number and sentence this module writes uses this one definition
+(``compounding_rate``). Its standard error (``rate_stderr``) comes from the scatter of
+capability about the fitted line, so the report can say whether the differences between
+runs stand out from the noise of evaluation.
+
+A run's capability at the *start* is its first complete cycle's: the controller evaluates
+only after learning, so the pretrained agent's capability before any cycle is not stored.
+A run's *measured fidelity* is the training sim's fidelity against the reference on the
+reference's probe set, recorded with every cycle (the mean of those records; they are
+measured once per start or resume of the run).
+
+Runs in one report must share the reference sim and the agent (architecture and starting
+weights); otherwise their capabilities are different quantities and ``check_comparable``
+refuses them, naming the run. A run with fewer complete cycles than it was configured for
+is reported with the cycles it has, and the report names the missing ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flywheel.atomic import write_bytes_atomic
+
+# Below these, a correlation across runs says little: stated in the paragraph, not hidden.
+FEW_RUNS = 8
+FEW_EPISODES = 30
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    cycles: list[dict[str, Any]]  # complete cycles, in cycle order
+    missing: list[int] = field(default_factory=list)  # configured cycles with no record
+
+    @property
+    def sim(self) -> str:
+        return self.config["sim"]["name"]
+
+    @property
+    def knob(self) -> float:
+        return float(self.config["sim"].get("fidelity", 1.0))
+
+    @property
+    def measured_fidelity(self) -> float:
+        values = [c["fidelity"] for c in self.cycles if c.get("fidelity") is not None]
+        return float(np.mean(values)) if values else math.nan
+
+    @property
+    def cycle_index(self) -> np.ndarray:
+        return np.array([c["cycle"] for c in self.cycles], dtype=float)
+
+    @property
+    def capabilities(self) -> np.ndarray:
+        return np.array([c["capability"] for c in self.cycles], dtype=float)
+
+    @property
+    def rate(self) -> float:
+        return compounding_rate(self.capabilities, self.cycle_index)
+
+    @property
+    def label(self) -> str:
+        return f"{self.sim} (fidelity knob {self.knob:g}, measured {self.measured_fidelity:.3f})"
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A run directory's config and complete cycles; ValueError naming the directory otherwise."""
+    run_dir = Path(run_dir)
+    config = _read_json(run_dir, "config.json")
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("sim", "reference")):
+        raise ValueError(f"{run_dir}: config.json is not a flywheel run config (no sim / reference)")
+    path = run_dir / "cycles.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no cycles.jsonl (not a flywheel run directory, or no cycle has completed)")
+    records = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            records[int(record["cycle"])] = record
+            float(record["capability"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{run_dir}: cycles.jsonl line {number} is not a cycle record ({exc})") from exc
+    if not records:
+        raise ValueError(f"{run_dir}: cycles.jsonl holds no complete cycle")
+    planned = int(config.get("cycles", max(records) + 1))
+    missing = [c for c in range(planned) if c not in records]
+    return Run(run_dir, config, [records[c] for c in sorted(records)], missing)
+
+
+def _read_json(run_dir: Path, name: str) -> Any:
+    path = run_dir / name
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: not a flywheel run directory (no {name})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{run_dir}: {name} is not valid JSON ({exc})") from exc
+
+
+def compounding_rate(capabilities, cycles=None) -> float:
+    """Least-squares slope of capability against cycle index (per cycle); NaN below two cycles."""
+    y = np.asarray(capabilities, dtype=float)
+    x = np.arange(len(y), dtype=float) if cycles is None else np.asarray(cycles, dtype=float)
+    if len(y) < 2 or np.ptp(x) == 0:
+        return math.nan
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def rate_stderr(capabilities, cycles=None) -> float:
+    """The compounding rate's standard error from the scatter of capability about its fitted
+    line (ordinary least squares); NaN below three cycles, where the scatter is unknown."""
+    y = np.asarray(capabilities, dtype=float)
+    x = np.arange(len(y), dtype=float) if cycles is None else np.asarray(cycles, dtype=float)
+    if len(y) < 3 or np.ptp(x) == 0:
+        return math.nan
+    residuals = y - np.polyval(np.polyfit(x, y, 1), x)
+    return float(np.sqrt(np.sum(residuals**2) / (len(y) - 2) / np.sum((x - x.mean()) ** 2)))
+
+
+def check_comparable(runs: list[Run]) -> None:
+    """Same reference sim and same agent in every run, or a ValueError naming the odd one."""
+    if not runs:
+        raise ValueError("no runs to report")
+    first = runs[0]
+    for run in runs[1:]:
+        for what, key in (("reference sim", _reference), ("agent", _agent)):
+            if key(run) != key(first):
+                raise ValueError(f"{run.path}: {what} {key(run)} differs from {key(first)} of {first.path}; "
+                                 f"a report compares runs against one reference with one agent")
+
+
+def _reference(run: Run) -> dict[str, Any]:
+    # The physics the capability is measured in; camera and seeds do not change it.
+    ref = run.config["reference"]
+    return {"name": ref.get("name"), "fidelity": ref.get("fidelity"), "params": ref.get("params") or {}}
+
+
+def _agent(run: Run) -> dict[str, Any]:
+    # Where the model runs does not change which agent it is.
+    agent = {k: v for k, v in (run.config.get("agent") or {}).items() if k != "device"}
+    return {"agent": agent, "pretrained": run.config.get("pretrained")}
+
+
+# ---------------------------------------------------------------------- numbers
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """One row of the report's table."""
+    caps = run.capabilities
+    return {
+        "run": run.path.name, "sim": run.sim, "knob": run.knob, "fidelity": run.measured_fidelity,
+        "cycles": len(run.cycles), "planned": len(run.cycles) + len(run.missing), "missing": run.missing,
+        "capability_start": float(caps[0]), "capability_end": float(caps[-1]), "rate": run.rate,
+        "rate_stderr": rate_stderr(caps, run.cycle_index),
+        "grade_weight": float(np.mean([c["grades"]["weight"] for c in run.cycles if "grades" in c] or [math.nan])),
+        "env_steps": int(run.cycles[-1].get("env_steps_total", 0)),
+        "seconds": float(sum(c.get("seconds", {}).get("cycle", 0.0) for c in run.cycles)),
+    }
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties sharing their mean rank, as Spearman's rho needs."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    for value in np.unique(x):
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def trend(runs: list[Run]) -> dict[str, Any]:
+    """How the compounding rate moves with measured fidelity across runs."""
+    points = [(r.measured_fidelity, r.rate) for r in runs if np.isfinite(r.measured_fidelity) and np.isfinite(r.rate)]
+    f = np.array([p[0] for p in points])
+    rate = np.array([p[1] for p in points])
+    out: dict[str, Any] = {"fidelity": f, "rate": rate, "points": len(points),
+                           "distinct_fidelities": len(np.unique(f)), "slope": math.nan, "intercept": math.nan,
+                           "pearson": math.nan, "spearman": math.nan}
+    if out["distinct_fidelities"] >= 2:
+        out["slope"], out["intercept"] = (float(v) for v in np.polyfit(f, rate, 1))
+        if np.ptp(rate) > 0:
+            out["pearson"] = float(np.corrcoef(f, rate)[0, 1])
+            out["spearman"] = float(np.corrcoef(_ranks(f), _ranks(rate))[0, 1])
+    return out
+
+
+def finding(runs: list[Run]) -> str:
+    """The paragraph of report.md: what the numbers show, written from them."""
+    t = trend(runs)
+    rates = np.array([r.rate for r in runs])
+    episodes = min(int((r.config.get("eval") or {}).get("episodes", 0)) for r in runs)
+    cycles = min(len(r.cycles) for r in runs)
+    sentences = []
+    finite = rates[np.isfinite(rates)]
+    if len(finite) and np.all(finite <= 0):
+        sentences.append("Capability did not compound in any run: every compounding rate is zero or negative.")
+    if t["distinct_fidelities"] < 2:
+        n = t["distinct_fidelities"]
+        sentences.append(f"The runs give a compounding rate (which needs two complete cycles) at {n} distinct measured "
+                         f"fidelit{'y' if n == 1 else 'ies'}, fewer than the two needed to say whether compounding "
+                         "depends on fidelity.")
+    elif not np.isfinite(t["spearman"]):
+        sentences.append(f"The compounding rate is the same ({finite[0]:+.4f} per cycle) at every measured fidelity: "
+                         "it does not rise with fidelity.")
+    else:
+        stats = (f"(Spearman {t['spearman']:+.2f}, Pearson {t['pearson']:+.2f}, fitted slope {t['slope']:+.4f} "
+                 f"capability per cycle per unit of fidelity, over {t['points']} runs)")
+        if t["spearman"] >= 0.5 and t["slope"] > 0:
+            sentences.append(f"The compounding rate rises with measured fidelity {stats}, as the thesis predicts.")
+        elif t["spearman"] <= -0.5 and t["slope"] < 0:
+            sentences.append(f"The compounding rate falls as measured fidelity rises {stats}: the opposite of the "
+                             "thesis.")
+        else:
+            sentences.append(f"The compounding rate does not rise with measured fidelity {stats}: no clear relation "
+                             "in these runs.")
+        if t["points"] == 2:
+            sentences.append("Two points always correlate perfectly, so the correlation itself means nothing here.")
+    errors = [e for r in runs if np.isfinite(e := rate_stderr(r.capabilities, r.cycle_index))]
+    if errors and len(finite) >= 2:
+        sentences.append(f"A rate's standard error, from the scatter of capability about its run's fitted line, is "
+                         f"{np.median(errors):.4f} per cycle (median over runs), against a spread of "
+                         f"{np.ptp(finite):.4f} between the runs' rates: the differences are "
+                         + ("within" if np.ptp(finite) < 2 * np.median(errors) else "larger than") + " that noise.")
+    if len(runs) < FEW_RUNS or episodes < FEW_EPISODES:
+        sentences.append(f"With {len(runs)} runs, as few as {cycles} complete cycles in a run and {episodes} "
+                         "evaluation episodes per capability, this is weak evidence either way.")
+    return " ".join(sentences)
+
+
+# ---------------------------------------------------------------------- figures
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _labels(runs: list[Run]) -> list[str]:
+    # Two runs of one sim at one knob (different seeds, say) would otherwise share a legend entry.
+    labels = [r.label for r in runs]
+    return [f"{label} [{r.path.name}]" if labels.count(label) > 1 else label for label, r in zip(labels, runs)]
+
+
+def capability_figure(runs: list[Run]) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for run, label in zip(runs, _labels(runs)):
+        ax.plot(run.cycle_index, run.capabilities, "o-", label=label)
+    ax.set(xlabel="cycle", ylabel=f"capability in {runs[0].config['reference']['name']}",
+           title="Capability against cycle, one line per training sim")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def compounding_figure(runs: list[Run]) -> bytes:
+    plt = _pyplot()
+    t = trend(runs)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for run, label in zip(runs, _labels(runs)):
+        if np.isfinite(run.rate) and np.isfinite(run.measured_fidelity):
+            ax.plot(run.measured_fidelity, run.rate, "o", label=label)
+    if np.isfinite(t["slope"]):
+        xs = np.array([t["fidelity"].min(), t["fidelity"].max()])
+        ax.plot(xs, t["slope"] * xs + t["intercept"], color="grey", linestyle="--",
+                label=f"least-squares fit (slope {t['slope']:+.4f})")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set(xlabel="measured fidelity against the reference", ylabel="compounding rate (capability per cycle)",
+           title="Compounding rate against measured fidelity")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def imagination_rows(run: Run) -> tuple[dict[int, dict[str, np.ndarray]], str]:
+    """The first and last stored cycles' rows with imagined proprio, or ({}, why not)."""
+    if not (run.path / "store").is_dir():  # RolloutStore() would create it
+        return {}, f"{run.path} has no store/"
+    from flywheel.store import RolloutStore
+
+    store = RolloutStore(run.path / "store")
+    committed = store.committed_cycles()
+    if not committed:
+        return {}, f"{run.path}/store has no committed cycle"
+    out = {}
+    for cycle in sorted({committed[0], committed[-1]}):
+        rows, _ = store.read([cycle])
+        if "imagined" in rows and len(rows.get("steps", [])):
+            out[cycle] = rows
+    return out, "" if out else f"{run.path}/store holds no imagined trajectories (the agent did not imagine)"
+
+
+def imagination_figure(run: Run, cycles: dict[int, dict[str, np.ndarray]], chunks: int = 3, dims: int = 2) -> bytes:
+    """Imagined (dashed) against realized (solid) proprio: a row per cycle, a panel per chunk."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(cycles), chunks, figsize=(3.2 * chunks, 2.6 * len(cycles)), squeeze=False)
+    for row_axes, (cycle, rows) in zip(axes, sorted(cycles.items())):
+        # Chunks cut short by the episode's end show little: prefer full ones.
+        candidates = np.flatnonzero(rows["steps"] >= 2)
+        candidates = candidates if len(candidates) else np.arange(len(rows["steps"]))
+        picks = candidates[np.linspace(0, len(candidates) - 1, chunks).astype(int)]
+        for ax, i in zip(row_axes, picks):
+            n = int(rows["steps"][i])
+            for d in range(min(dims, int(rows["proprio_dim"][i]))):
+                (line,) = ax.plot(rows["realized"][i, :n, d], label=f"dim {d} realized")
+                ax.plot(rows["imagined"][i, :n, d], linestyle="--", color=line.get_color(), label=f"dim {d} imagined")
+            ax.set(title=f"cycle {cycle}, episode {int(rows['episode'][i]) % 100_000} chunk {int(rows['chunk'][i])}",
+                   xlabel="step")
+            ax.title.set_fontsize(7)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(f"Imagined (dashed) vs realized (solid) proprio in {run.label}", fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _num(value: float, fmt: str) -> str:
+    return "n/a" if not np.isfinite(value) else format(value, fmt)
+
+
+TABLE_HEADER = ["run", "training sim", "fidelity knob", "measured fidelity", "cycles", "capability start",
+                "capability end", "compounding rate (/cycle)", "rate std. error", "mean grade weight", "env steps",
+                "wall s"]
+
+
+def table_rows(runs: list[Run]) -> list[list[str]]:
+    rows = []
+    for run in runs:
+        s = summary(run)
+        rows.append([s["run"], s["sim"], f"{s['knob']:g}", _num(s["fidelity"], ".3f"), f"{s['cycles']}/{s['planned']}",
+                     f"{s['capability_start']:.3f}", f"{s['capability_end']:.3f}", _num(s["rate"], "+.4f"),
+                     _num(s["rate_stderr"], ".4f"), _num(s["grade_weight"], ".3f"), str(s["env_steps"]),
+                     f"{s['seconds']:.1f}"])
+    return rows
+
+
+def markdown(runs: list[Run], imagination_note: str) -> str:
+    first = runs[0]
+    agent = first.config.get("agent") or {}
+    lines = [
+        "# Simulator fidelity against compounding capability", "",
+        f"Reference sim: `{first.config['reference']['name']}`. Agent: `{agent.get('size', '?')}`, "
+        f"starting weights `{first.config.get('pretrained') or 'default pretrained'}`. "
+        f"Runs: {', '.join(f'`{r.path}`' for r in runs)}.", "",
+        "**Compounding rate**: the least-squares slope of capability (in the reference sim, after each cycle's "
+        "learning) against the cycle index, per cycle. *Capability start* is the first complete cycle's "
+        "(the capability before any cycle is not stored).", "",
+        "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(runs)]
+    lines += ["", finding(runs), ""]
+    incomplete = [r for r in runs if r.missing]
+    if incomplete:
+        lines += ["Incomplete runs (reported with their complete cycles):", ""]
+        lines += [f"- `{r.path}`: missing cycles {', '.join(map(str, r.missing))}" for r in incomplete]
+        lines.append("")
+    lines += ["## Capability by cycle", "", "| cycle | " + " | ".join(f"`{r.path.name}`" for r in runs) + " |",
+              "|" + "---|" * (len(runs) + 1)]
+    by_cycle = [{int(c["cycle"]): c["capability"] for c in r.cycles} for r in runs]
+    for cycle in sorted(set().union(*by_cycle)):
+        lines.append(f"| {cycle} | " + " | ".join(_num(b.get(cycle, math.nan), ".3f") for b in by_cycle) + " |")
+    lines += ["", "## Figures", "", "![capability against cycle](capability_vs_cycle.png)", "",
+              "![compounding rate against measured fidelity](compounding_vs_fidelity.png)", ""]
+    lines += [imagination_note, ""]
+    return "\n".join(lines)
+
+
+def write_report(runs: list[Run], out_dir: str | Path) -> dict[str, Path]:
+    """Write the figures and report.md into ``out_dir``; returns what was written, by name."""
+    check_comparable(runs)
+    out = Path(out_dir)
+    written = {}
+    for name, data in (("capability_vs_cycle.png", capability_figure(runs)),
+                       ("compounding_vs_fidelity.png", compounding_figure(runs))):
+        write_bytes_atomic(out / name, data)
+        written[name] = out / name
+    figure = out / "imagined_vs_realized.png"
+    reasons = []
+    for run in runs:
+        cycles, why = imagination_rows(run)
+        if cycles:
+            write_bytes_atomic(figure, imagination_figure(run, cycles))
+            written[figure.name] = figure
+            early, late = min(cycles), max(cycles)
+            note = (f"![imagined vs realized]({figure.name})\n\nImagined against realized proprio (the first two "
+                    f"dimensions) for a few chunks of `{run.path}` in the training sim, cycle {early}"
+                    + (f" (early) and cycle {late} (late)." if late != early else " (its only stored cycle)."))
+            break
+        reasons.append(why)
+    else:
+        figure.unlink(missing_ok=True)  # a figure left by an earlier report would describe other runs
+        note = "No imagined-vs-realized figure: " + "; ".join(reasons) + "."
+    write_bytes_atomic(out / "report.md", markdown(runs, note).encode())
+    written["report.md"] = out / "report.md"
+    return written
