@@ -28,6 +28,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sims.py
 	$(BIN)/python benchmarks/bench_mot.py
 	$(BIN)/python benchmarks/bench_world_model.py
+	$(BIN)/python benchmarks/bench_flywheel.py
+	$(BIN)/python benchmarks/bench_capability.py
 
 clean:
 	rm -rf $(VENV)

@@ -10,8 +10,7 @@ Ratios from one run are what to quote: the machine is shared and noisy. Target w
 planning off: at least 0.5 of raw. Writes ``benchmarks/results/bench_flywheel.json``.
 
 The capability curve (eval capability over >= 8 cycles from a pretrained checkpoint) is
-``flywheel run pretrained=DIR cycles=8`` followed by ``flywheel status``; it is not part of
-this script.
+``benchmarks/bench_capability.py``.
 """
 
 from __future__ import annotations

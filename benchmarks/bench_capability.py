@@ -1,0 +1,122 @@
+"""The capability curve: does the flywheel improve a pretrained agent, cycle after cycle?
+
+    python benchmarks/bench_capability.py [--pretrained DIR] [--cycles 8] [key=value ...]
+
+``key=value`` are any other ``flywheel run`` overrides. Without ``--pretrained`` the
+checkpoint is the one ``flywheel run`` would start from (``runs/pretrain/default/checkpoint``,
+else the small starter, pretrained first if missing). Runs ``flywheel run`` from it for ``--cycles`` cycles (embedded Ray)
+and measures capability (success rate in the reference sim on fixed seeds) before the
+first cycle and after each one. Prints a table, writes
+``benchmarks/results/bench_capability.json`` and a PNG of capability against cycle and
+against environment steps. One run; a change smaller than the evaluation's own noise
+(one episode is ``1 / eval.episodes``) is not an improvement, and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from configs.run_schema import RunConfig  # noqa: E402
+from configs.schema import to_dataclass  # noqa: E402
+from flywheel.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
+from flywheel.controller import evaluate, read_cycles, run  # noqa: E402
+from flywheel.pretrained import DEFAULT, small_checkpoint  # noqa: E402
+from policies.agent import Agent  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pretrained", default=None, help="checkpoint directory (default: as flywheel run)")
+    ap.add_argument("--cycles", type=int, default=8)
+    ap.add_argument("--run-dir", default="runs/flywheel/bench-capability")
+    ap.add_argument("overrides", nargs="*", help="flywheel run overrides, e.g. eval.episodes=30")
+    args = ap.parse_args()
+    if args.pretrained is None:
+        args.pretrained = str(DEFAULT if (DEFAULT / "config.json").is_file() else small_checkpoint())
+    if not (Path(args.pretrained) / "config.json").is_file():
+        sys.exit(f"--pretrained {args.pretrained}: no checkpoint there (run `flywheel pretrain` first)")
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and not read_cycles(run_dir):
+        sys.exit(f"--run-dir {run_dir} exists without a completed cycle: remove it or pick another")
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.from_dotlist(
+        [f"pretrained={args.pretrained}", f"cycles={args.cycles}", f"run_dir={run_dir}", *args.overrides]))
+    config = to_dataclass(cfg, RunConfig)
+
+    before = evaluate(Agent.from_checkpoint(args.pretrained), config)
+    started = time.perf_counter()
+    run(config, console=print)
+    wall = time.perf_counter() - started
+    records = read_cycles(run_dir)
+    if not records:
+        sys.exit(f"no cycle completed in {run_dir} (stopped early?); run again to resume it")
+    curve = [{"cycle": -1, "capability": before["capability"], "env_steps_total": 0}] + [
+        {"cycle": r["cycle"], "capability": r["capability"], "env_steps_total": r["env_steps_total"],
+         "grade_weight": r["grades"]["weight"], "rollout_success": r["rollout"]["success_rate"],
+         "seconds": r["seconds"]["cycle"]} for r in records]
+    noise = 1.0 / config.eval.episodes
+    gain = curve[-1]["capability"] - curve[0]["capability"]
+    best = max(c["capability"] for c in curve[1:])
+    verdict = ("improved" if gain > noise else "no change beyond one evaluation episode" if abs(gain) <= noise
+               else "got worse")
+
+    print(f"\ncapability in {config.reference.name} over {config.eval.episodes} fixed episodes "
+          f"(one episode = {noise:.3f})")
+    print(f"{'cycle':>6} {'capability':>10} {'env steps':>10} {'rollout success':>15} {'grade weight':>12}")
+    for c in curve:
+        label = "start" if c["cycle"] < 0 else str(c["cycle"])
+        print(f"{label:>6} {c['capability']:>10.3f} {c['env_steps_total']:>10} "
+              f"{c.get('rollout_success', float('nan')):>15.3f} {c.get('grade_weight', float('nan')):>12.3f}")
+    print(f"start {curve[0]['capability']:.3f} -> after {len(records)} cycles {curve[-1]['capability']:.3f} "
+          f"(best {best:.3f}) over {curve[-1]['env_steps_total']} env steps, {wall / 60:.1f} min: {verdict}")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(RESULTS / "bench_capability.json", {
+        "pretrained": args.pretrained, "config": json.loads(json.dumps(OmegaConf.to_container(cfg))),
+        "curve": curve, "gain": gain, "best": best, "eval_noise": noise, "verdict": verdict,
+        "wall_seconds": round(wall, 1), "machine": {"cpus": __import__("os").cpu_count(),
+                                                     "platform": platform.platform()}})
+    plot(curve, config, RESULTS / "bench_capability.png")
+    print(f"wrote {RESULTS / 'bench_capability.json'} and bench_capability.png")
+
+
+def plot(curve: list[dict], config: RunConfig, path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    cycles = [c["cycle"] + 1 for c in curve]  # 0 = the pretrained start
+    steps = [c["env_steps_total"] for c in curve]
+    caps = [c["capability"] for c in curve]
+    for ax, x, label in ((axes[0], cycles, "cycles completed"), (axes[1], steps, "environment steps")):
+        ax.plot(x, caps, marker="o")
+        ax.axhline(caps[0], color="grey", linestyle=":", label="pretrained start")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"success rate, {config.reference.name}")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"flywheel capability from a pretrained checkpoint ({config.eval.episodes} eval episodes)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()
