@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--pretrained", default=None, help="checkpoint directory (default: as flywheel run)")
     ap.add_argument("--cycles", type=int, default=8)
     ap.add_argument("--run-dir", default="runs/flywheel/bench-capability")
+    ap.add_argument("--name", default="bench_capability", help="results file stem (for comparing settings)")
     ap.add_argument("overrides", nargs="*", help="flywheel run overrides, e.g. eval.episodes=30")
     args = ap.parse_args()
     if args.pretrained is None:
@@ -82,13 +83,13 @@ def main() -> None:
           f"(best {best:.3f}) over {curve[-1]['env_steps_total']} env steps, {wall / 60:.1f} min: {verdict}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(RESULTS / "bench_capability.json", {
+    write_json_atomic(RESULTS / f"{args.name}.json", {
         "pretrained": args.pretrained, "config": json.loads(json.dumps(OmegaConf.to_container(cfg))),
         "curve": curve, "gain": gain, "best": best, "eval_noise": noise, "verdict": verdict,
         "wall_seconds": round(wall, 1), "machine": {"cpus": __import__("os").cpu_count(),
                                                      "platform": platform.platform()}})
-    plot(curve, config, RESULTS / "bench_capability.png")
-    print(f"wrote {RESULTS / 'bench_capability.json'} and bench_capability.png")
+    plot(curve, config, RESULTS / f"{args.name}.png")
+    print(f"wrote {RESULTS / args.name}.json and .png")
 
 
 def plot(curve: list[dict], config: RunConfig, path: Path) -> None:

@@ -28,7 +28,8 @@ def run_task(cfg) -> int:
     if cfg.resume:
         cfg = resumed_config(cfg.resume)
     config = to_dataclass(cfg, RunConfig)
-    run_dir = run(config, console=console.print)
+    # Log lines such as pretraining's "[understand] step ..." are text, not rich markup.
+    run_dir = run(config, console=lambda line: console.print(line, markup=False, highlight=False))
     print_cycles(read_cycles(run_dir), title=f"flywheel run {run_dir}")
     console.print(f"run directory: {run_dir}\ncycle records: {run_dir / 'cycles.jsonl'} (flywheel status {run_dir})\n"
                   f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
