@@ -7,9 +7,9 @@ checkpoint is the one ``flywheel run`` would start from (``runs/pretrain/default
 else the small starter, pretrained first if missing). Runs ``flywheel run`` from it for ``--cycles`` cycles (embedded Ray)
 and measures capability (success rate in the reference sim on fixed seeds) before the
 first cycle and after each one. Prints a table, writes
-``benchmarks/results/bench_capability.json`` and a PNG of capability against cycle and
-against environment steps. One run; a change smaller than the evaluation's own noise
-(one episode is ``1 / eval.episodes``) is not an improvement, and the table says so.
+``benchmarks/results/<name>.json`` and a PNG of capability against cycle and against
+environment steps. Each evaluation is a binomial draw, so the verdict compares the mean
+capability of the later half of the cycles with the start, against two standard errors.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from configs.run_schema import RunConfig  # noqa: E402
@@ -66,12 +67,20 @@ def main() -> None:
         {"cycle": r["cycle"], "capability": r["capability"], "env_steps_total": r["env_steps_total"],
          "grade_weight": r["grades"]["weight"], "rollout_success": r["rollout"]["success_rate"],
          "seconds": r["seconds"]["cycle"]} for r in records]
-    noise = 1.0 / config.eval.episodes
-    gain = curve[-1]["capability"] - curve[0]["capability"]
+    # One evaluation is a binomial draw of eval.episodes episodes, so single cycles are noisy:
+    # the verdict compares the mean of the later half of the cycles with the start, against
+    # two standard errors of that difference.
+    n = config.eval.episodes
+    noise = 1.0 / n
+    start = curve[0]["capability"]
+    later = [c["capability"] for c in curve[1:]][len(records) // 2:]
+    late_mean = float(np.mean(later))
+    pooled = min(max((start + late_mean) / 2, 1.0 / n), 1 - 1.0 / n)
+    stderr = float(np.sqrt(pooled * (1 - pooled) * (1 / n + 1 / (n * len(later)))))
+    gain = late_mean - start
     best = max(c["capability"] for c in curve[1:])
-    verdict = ("improved" if gain > noise else "no change beyond one evaluation episode" if abs(gain) <= noise
-               else "got worse")
-
+    verdict = ("improved" if gain > 2 * stderr else "got worse" if gain < -2 * stderr
+               else "no change beyond evaluation noise")
     print(f"\ncapability in {config.reference.name} over {config.eval.episodes} fixed episodes "
           f"(one episode = {noise:.3f})")
     print(f"{'cycle':>6} {'capability':>10} {'env steps':>10} {'rollout success':>15} {'grade weight':>12}")
@@ -79,13 +88,14 @@ def main() -> None:
         label = "start" if c["cycle"] < 0 else str(c["cycle"])
         print(f"{label:>6} {c['capability']:>10.3f} {c['env_steps_total']:>10} "
               f"{c.get('rollout_success', float('nan')):>15.3f} {c.get('grade_weight', float('nan')):>12.3f}")
-    print(f"start {curve[0]['capability']:.3f} -> after {len(records)} cycles {curve[-1]['capability']:.3f} "
-          f"(best {best:.3f}) over {curve[-1]['env_steps_total']} env steps, {wall / 60:.1f} min: {verdict}")
+    print(f"start {start:.3f} -> mean of the last {len(later)} cycles {late_mean:.3f} (2 s.e. {2 * stderr:.3f}; "
+          f"best {best:.3f}) over {curve[-1]['env_steps_total']} env steps, {wall / 60:.1f} min: {verdict}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / f"{args.name}.json", {
         "pretrained": args.pretrained, "config": json.loads(json.dumps(OmegaConf.to_container(cfg))),
-        "curve": curve, "gain": gain, "best": best, "eval_noise": noise, "verdict": verdict,
+        "curve": curve, "late_mean": late_mean, "gain": gain, "stderr": stderr, "best": best,
+        "eval_noise": noise, "verdict": verdict,
         "wall_seconds": round(wall, 1), "machine": {"cpus": __import__("os").cpu_count(),
                                                      "platform": platform.platform()}})
     plot(curve, config, RESULTS / f"{args.name}.png")
