@@ -2,7 +2,6 @@
 are bit-identical across later stages, understanding beats chance; bad input fails early."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -40,21 +39,20 @@ def tiny_run(tmp_path_factory):
         if band == "video":
             raise Interrupted
 
-    start = time.perf_counter()
     with pytest.raises(Interrupted):
         pretrain(config, on_band_end=stop_after_video, log=lambda s: None, progress=False)
     run_dir = tmp / "runs" / "tiny"
     before = {s: (run_dir / "stages" / s / "done.json").read_bytes() for s in ("understand", "image", "video")}
     assert not (run_dir / "stages" / "action").exists() and not (run_dir / "checkpoint").exists()
     rc = main(["pretrain", "pretrain=tiny", f"root={tmp / 'runs'}", f"data.cache_dir={tmp / 'cache'}"])
-    seconds = time.perf_counter() - start
     assert rc == 0
-    return run_dir, before, seconds, config
+    return run_dir, before, config
 
 
-def test_tiny_run_finishes_in_time_and_writes_the_run_directory(tiny_run):
-    run_dir, _, seconds, _ = tiny_run
-    assert seconds < 120, f"the tiny run took {seconds:.0f} s"
+def test_tiny_run_writes_the_run_directory(tiny_run):
+    # Its duration (about a minute on 2 cores) shows in `pytest --durations`; the project
+    # keeps wall-clock targets out of unit tests.
+    run_dir = tiny_run[0]
     for name in ("schedule.png", "metrics.json", "metrics.md", "config.yaml", "checkpoint/model.safetensors"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -105,7 +103,7 @@ def test_understanding_beats_chance_on_held_out_questions(tiny_run):
 
 
 def test_an_interrupted_run_resumes_from_its_last_completed_stage(tiny_run):
-    run_dir, before, _, _ = tiny_run
+    run_dir, before, _ = tiny_run
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["resumed_from"] == "video"
     for stage, content in before.items():  # completed stages were not trained again
@@ -113,7 +111,7 @@ def test_an_interrupted_run_resumes_from_its_last_completed_stage(tiny_run):
 
 
 def test_joint_curriculum_trains_every_expert_from_the_start(tiny_run, tmp_path):
-    _, _, _, config = tiny_run
+    _, _, config = tiny_run
     cache = config.data.cache_dir  # the same data: the cache is reused
     rc = main(["pretrain", "pretrain=tiny", "curriculum=joint", "name=joint", f"root={tmp_path}",
                f"data.cache_dir={cache}", "schedule.steps=60", "eval.episodes=0", "eval.examples=16"])
