@@ -17,6 +17,9 @@ from policies.pretrain.schedule import DECAY
 
 STAGES = ["understand", "image", "video", "action"]
 
+# One worker builds the module fixture; split across two, each would build it at once (~4x slower).
+pytestmark = pytest.mark.xdist_group("pretrain-tiny")
+
 
 def _config(tmp_path, *overrides):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
