@@ -191,8 +191,31 @@ class Agent(nn.Module):
                  embodiment: Embodiment | Sequence[Embodiment] | None = None) -> Context:
         """Run the prefix once and keep its keys/values for every later segment."""
         observed = observation if isinstance(observation, Observed) else self.observe(observation, embodiment)
-        _, cache = self.model.run(observed.items, keep=True)
+        items, cache = observed.items, None
+        if items[0].modality == "text" and (self.cfg.dropout == 0 or not self.model.training):
+            items, cache = items[1:], self._task_prefix(items[0])
+        if items:
+            _, cache = self.model.run(items, cache, keep=True)
         return Context(observed, cache)
+
+    # A rollout perceives the same task text every chunk, and text is most of the prefix (a
+    # byte per token), so its keys and values are kept for the next call while the weights stay.
+    _TASK_PREFIXES = 8
+
+    def _task_prefix(self, text: Item) -> KVCache:
+        """The task text's keys and values. Text comes first and no segment attends to a later
+        one, so they do not depend on the frame and proprio that follow."""
+        # Every in-place update (load_state_dict, an optimizer step) bumps a tensor's version.
+        weights = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+        if getattr(self, "_prefix_weights", None) != weights:
+            self._prefix_weights, self._prefixes = weights, {}
+        ids = text.data.values["ids"]
+        key = (tuple(ids.shape), ids.cpu().numpy().tobytes())
+        if key not in self._prefixes:
+            if len(self._prefixes) >= self._TASK_PREFIXES:
+                self._prefixes.clear()
+            self._prefixes[key] = self.model.run([text], keep=True)[1]
+        return self._prefixes[key]
 
     # ------------------------------------------------------------------ Imagine
 

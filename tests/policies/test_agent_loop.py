@@ -108,3 +108,25 @@ def test_the_loop_drives_a_registered_sim():
             obs, *_ = env.step(action)
     assert env.step_count == 2 * agent.cfg.chunk
     env.close()
+
+
+def test_the_kept_task_prefix_matches_a_full_prefix_run_and_follows_the_weights():
+    torch.manual_seed(0)
+    agent = Agent("tiny").eval()
+    obs = _obs(3)
+
+    def full_prefix():
+        return agent.model.run(agent.observe(obs, ARM).items, keep=True)[1]
+
+    kept = agent.perceive(obs, ARM).cache  # text computed now and kept
+    kept_again = agent.perceive(obs, ARM).cache  # text read from what was kept
+    for cache in (kept, kept_again):
+        assert cache.layout == full_prefix().layout
+        for mine, reference in zip(cache.keys + cache.values, full_prefix().keys + full_prefix().values):
+            torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-5)
+    # New weights (loaded in place, as the rollout actors do) must not reuse the old text.
+    other = Agent("tiny").eval()
+    agent.model.load_state_dict(other.model.state_dict())
+    after = agent.perceive(obs, ARM).cache
+    torch.testing.assert_close(after.keys[0], full_prefix().keys[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(after.keys[0], kept.keys[0])
