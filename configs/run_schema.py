@@ -12,7 +12,7 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
-from configs.schema import AgentConfig, SimConfig
+from configs.schema import WORLD_MODEL_ROOT, AgentConfig, SimConfig, WorldModelRecipe
 
 
 @dataclass
@@ -68,6 +68,19 @@ class GradeWeights:
 
 
 @dataclass
+class LearnedSimConfig(WorldModelRecipe):
+    """The world model of a learned sim (``learned/<engine sim>``, as ``sim`` or ``reference``).
+
+    Its checkpoint is ``sim.checkpoint``, or ``world_model_dir(<engine sim>, root)`` when that is
+    unset; when there is no checkpoint there yet, the run fits one first with this recipe (what
+    ``flywheel world-model fit`` does; about 10 s for the reacher at the defaults), and later runs
+    reuse it.
+    """
+
+    root: str = WORLD_MODEL_ROOT
+
+
+@dataclass
 class RunConfig:
     name: str = "default"
     run_dir: Optional[str] = None  # default runs/flywheel/<name>
@@ -92,6 +105,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     grade: GradeWeights = field(default_factory=GradeWeights)
     ray: RayConfig = field(default_factory=RayConfig)
+    world_model: LearnedSimConfig = field(default_factory=LearnedSimConfig)  # learned sims only
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -8,7 +8,7 @@ nothing downstream (Ray actors included) depends on OmegaConf.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, TypeVar
 
 from hydra.core.config_store import ConfigStore
@@ -27,6 +27,18 @@ class SimConfig:
     max_episode_steps: Optional[int] = None
     # Physical parameter overrides on top of the fidelity perturbation, e.g. {mass_scale: 1.2}.
     params: dict[str, float] = field(default_factory=dict)
+    # Learned sims (``learned/<reference>``) only: the world model's checkpoint directory, and
+    # re-anchor to the engine every N steps ("1", "8", ...) or "never".
+    checkpoint: Optional[str] = None
+    correct_every: Optional[str] = None
+
+    def make_kwargs(self) -> dict[str, Any]:
+        """The ``sims.make`` keyword arguments: every field but the name, less unset learned-sim ones."""
+        kwargs = {k: v for k, v in asdict(self).items() if k != "name"}
+        for key in ("checkpoint", "correct_every", "params"):
+            if not kwargs[key]:
+                kwargs.pop(key)
+        return kwargs
 
 
 @dataclass
@@ -147,20 +159,34 @@ class WorldModelReportConfig:
 
 
 @dataclass
-class WorldModelFitConfig:
-    """``flywheel world-model fit``: collect transitions from ``sim``, fit, write checkpoint + report.
+class WorldModelRecipe:
+    """How a learned simulator is fitted: the transitions, the ensemble, the optimization, the report."""
 
-    ``sim`` is a file of ``configs/sim`` (``sim=mujoco_inverted_pendulum``), or any name with
-    ``sim.name=...``; the checkpoint's reference sim is ``sim.name``. ``out`` defaults to
-    ``runs/world-model/<sim.name with '/' as '_'>``.
-    """
-
-    sim: SimConfig = field(default_factory=SimConfig)
-    out: Optional[str] = None
     collect: WorldModelCollectConfig = field(default_factory=WorldModelCollectConfig)
     model: WorldModelNetConfig = field(default_factory=WorldModelNetConfig)
     train: WorldModelTrainConfig = field(default_factory=WorldModelTrainConfig)
     report: WorldModelReportConfig = field(default_factory=WorldModelReportConfig)
+
+
+WORLD_MODEL_ROOT = "runs/world-model"
+
+
+def world_model_dir(sim: str, root: str = WORLD_MODEL_ROOT) -> str:
+    """Where the learned simulator of ``sim`` lives unless told otherwise: ``<root>/<sim, '/' as '_'>``."""
+    return f"{root}/{sim.replace('/', '_')}"
+
+
+@dataclass
+class WorldModelFitConfig(WorldModelRecipe):
+    """``flywheel world-model fit``: collect transitions from ``sim``, fit, write checkpoint + report.
+
+    ``sim`` is a file of ``configs/sim`` (``sim=mujoco_inverted_pendulum``), or any name with
+    ``sim.name=...``; the checkpoint's reference sim is ``sim.name``. ``out`` defaults to
+    ``world_model_dir(sim.name)``: ``runs/world-model/<sim.name with '/' as '_'>``.
+    """
+
+    sim: SimConfig = field(default_factory=SimConfig)
+    out: Optional[str] = None
 
 
 @dataclass

@@ -66,6 +66,7 @@ def validate(config: RunConfig) -> None:
             sims.check_config(sim.name, {"fidelity": sim.fidelity, "params": dict(sim.params)})
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{field}.name / {field}: {exc}") from exc
+        check_learned(field, sim)
     if config.ray.address is None:  # an embedded Ray has what we give it: check before starting it
         cpus = config.ray.num_cpus or os.cpu_count() or 1
         check_resources(config, {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())})
@@ -88,19 +89,42 @@ def check_resources(config: RunConfig, available: dict[str, float]) -> None:
                 f"{per_learner} need {needed:g} {resource}s, but Ray has {available.get(resource, 0.0):g}")
 
 
-def sim_kwargs(sim_config) -> dict[str, Any]:
-    kwargs = dataclasses.asdict(sim_config)
-    kwargs.pop("name")
-    if not kwargs.get("params"):
-        kwargs.pop("params", None)
-    return kwargs
+def check_learned(field: str, sim) -> None:
+    """``checkpoint`` and ``correct_every`` belong to learned sims, and a learned sim needs ``correct_every``."""
+    from world_model.learned_env import PREFIX, parse_correct_every
+
+    if not sim.name.startswith(PREFIX):
+        for key in ("checkpoint", "correct_every"):
+            if getattr(sim, key) is not None:
+                raise ConfigError(f"{field}.{key}={getattr(sim, key)}: only a learned sim ({PREFIX}<engine sim>) "
+                                  f"takes it, and {field}.name is {sim.name!r}")
+        return
+    if sim.correct_every is None:
+        raise ConfigError(f"{field}.correct_every: {field}.name={sim.name!r} is a learned sim; say how often the "
+                          "engine corrects it: a positive int (1 = the engine itself) or never")
+    try:
+        parse_correct_every(sim.correct_every)
+    except ValueError as exc:
+        raise ConfigError(f"{field}.correct_every: {exc}") from exc
+
+
+def with_engine_names(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows whose ``sim`` names an engine: ``learned/X`` becomes ``X``.
+
+    The learners look a row's body up by its sim's name (``flywheel.objective.embodiment_of``
+    makes the sim), and a learned sim cannot be made without its checkpoint; its body is its
+    engine's, so the engine's name gives the same body.
+    """
+    from world_model.learned_env import PREFIX
+
+    return {**rows, "sim": np.array([str(s).removeprefix(PREFIX) for s in rows["sim"]], dtype=object)}
 
 
 def check_embodiment(agent: Agent, config: RunConfig) -> None:
     """The model must be able to drive the reference (and training) sim's body."""
     for field in ("sim", "reference"):
         sim = getattr(config, field)
-        emb = sims.make(sim.name, **sim_kwargs(sim)).embodiment
+        emb = sims.make(sim.name, **sim.make_kwargs()).embodiment
         if emb.proprio_dim > agent.cfg.proprio_pad or emb.action_dim > agent.cfg.action_pad:
             raise ConfigError(
                 f"{field}.name={sim.name!r}: its body ({emb.proprio_dim} proprio, {emb.action_dim} actions) does "
@@ -136,7 +160,7 @@ def stop_on_signals(stop: Stop):
 def evaluate(agent: Agent, config: RunConfig) -> dict[str, float]:
     """Capability in the reference sim (never the training sim), on fixed seeds."""
     ref = config.reference
-    envs = [sims.make(ref.name, **sim_kwargs(ref)) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
+    envs = [sims.make(ref.name, **ref.make_kwargs()) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
     spec = RolloutSpec(episodes=config.eval.episodes, seed=config.eval.seed, planning=config.eval.planning,
                        n_candidates=config.n_candidates, flow_steps=config.flow_steps)
     rows = collect(agent, envs, spec)
@@ -195,6 +219,9 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     if config.resume:
         if not (run_dir / "config.json").is_file():
             raise ConfigError(f"resume={run_dir}: not a run directory (no config.json)")
+    from flywheel.learned_sim import with_world_models
+
+    config = with_world_models(config, console)  # a learned sim's checkpoint, fitted first if missing
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", json_config(dataclasses.replace(config, resume=None)))
 
@@ -218,7 +245,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                  include_dashboard=False, log_to_driver=False)
     check_resources(config, ray.cluster_resources())
     store = RolloutStore(run_dir / "store")
-    spec = WorkerSpec(config.sim.name, sim_kwargs(config.sim), config.envs_per_worker, agent.cfg.to_dict(),
+    spec = WorkerSpec(config.sim.name, config.sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
                       str(store.root), dataclasses.asdict(config.grade), fault=fault)
     options = {"num_cpus": config.rollout_resources.num_cpus, "num_gpus": config.rollout_resources.num_gpus}
     workers = {i: RolloutWorker.options(**options).remote(i, spec) for i in range(config.num_rollout_workers)}
@@ -244,7 +271,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                 # 5. learning on the replay window
                 t = time.perf_counter()
                 rows, report = store.replay_window(cycle, config.replay_cycles)
-                result = pool.train(agent.model.state_dict(), cycle, rows, config.learner.steps,
+                result = pool.train(agent.model.state_dict(), cycle, with_engine_names(rows), config.learner.steps,
                                     config.learner.batch_size)
                 agent.model.load_state_dict(result.state_dict)
                 timings["learn"] = time.perf_counter() - t
@@ -295,7 +322,7 @@ def training_fidelity(config: RunConfig, probes: int = 8, horizon: int = 50) -> 
     """The training sim's fidelity against the reference, measured on the reference's probe set."""
     from world_model.fidelity import fidelity
 
-    kwargs = {k: v for k, v in sim_kwargs(config.sim).items() if k not in ("max_episode_steps", "camera", "image_size")}
+    kwargs = {k: v for k, v in config.sim.make_kwargs().items() if k not in ("max_episode_steps", "camera", "image_size")}
     result = fidelity(config.sim.name, config.reference.name, probes=probes, horizon=horizon, seed=config.seed, **kwargs)
     return {"fidelity": result.fidelity, "mean_error": result.score.mean_error,
             "diverges_at": result.score.diverges_at, "probes": probes, "horizon": horizon}

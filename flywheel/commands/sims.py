@@ -6,7 +6,6 @@ import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from rich.console import Console
 from rich.progress import track
@@ -139,7 +138,7 @@ def rollout(config) -> list[RolloutRow]:
     if config.episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {config.episodes}")
     if config.sim is not None:
-        targets = [(config.sim.name, _sim_kwargs(config.sim))]
+        targets = [(config.sim.name, config.sim.make_kwargs())]
     else:
         targets = [(n, {}) for n in sims.names() if all(t in sims.tags_of(n) for t in config.tags)]
     for name, kwargs in targets:  # fail on bad names and configs before any rollout
@@ -177,12 +176,6 @@ def rollout(config) -> list[RolloutRow]:
         ))
         env.close()
     return rows
-
-
-def _sim_kwargs(sim_config) -> dict[str, Any]:
-    kwargs = asdict(sim_config)
-    kwargs.pop("name")
-    return kwargs
 
 
 def print_rollout_table(rows: list[RolloutRow], camera: bool) -> None:

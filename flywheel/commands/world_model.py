@@ -57,10 +57,11 @@ def fit_world_model(config) -> dict[str, Any]:
     """Collect, fit, save, evaluate; returns the report written to ``fidelity.json``."""
     import sims
     import world_model as wm
+    from configs.schema import world_model_dir
     from world_model.fidelity import plot_curves
 
     name = config.sim.name
-    sim_kwargs = {k: v for k, v in asdict(config.sim).items() if k != "name"}
+    sim_kwargs = config.sim.make_kwargs()
     if sim_kwargs.pop("camera"):
         console.print("[yellow]camera ignored: the learned simulator is proprio-only[/yellow]")
     sims.check_config(name, sim_kwargs)  # bad names and settings fail before any work
@@ -69,7 +70,7 @@ def fit_world_model(config) -> dict[str, Any]:
     schedule = [wm.parse_correct_every(k) for k in config.report.correct_every]
     if config.collect.steps < 20:
         raise ValueError(f"collect.steps must be >= 20, got {config.collect.steps}")
-    out = Path(config.out or f"runs/world-model/{name.replace('/', '_')}")
+    out = Path(config.out or world_model_dir(name))
 
     began = time.perf_counter()
     held_out_steps = max(config.collect.steps // 4, 20)
