@@ -22,7 +22,8 @@ measured once per start or resume of the run).
 
 Runs in one report must share the reference sim and the agent (architecture and starting
 weights); otherwise their capabilities are different quantities and ``check_comparable``
-refuses them, naming the run. A run with fewer complete cycles than it was configured for
+refuses them, naming the run; a sweep directory's runs are grouped by reference instead
+(``by_reference``), one report per group. A run with fewer complete cycles than it was configured for
 is reported with the cycles it has, and the report names the missing ones.
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,12 @@ class Run:
         return self.config["sim"]["name"]
 
     @property
+    def setting(self) -> str:
+        """The training sim as configured: its name, and how often the engine corrects a learned sim."""
+        every = self.config["sim"].get("correct_every")
+        return self.sim if every is None else f"{self.sim} correct_every={every}"
+
+    @property
     def knob(self) -> float:
         return float(self.config["sim"].get("fidelity", 1.0))
 
@@ -78,7 +86,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.sim} (fidelity knob {self.knob:g}, measured {self.measured_fidelity:.3f})"
+        return f"{self.setting} (fidelity knob {self.knob:g}, measured {self.measured_fidelity:.3f})"
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -149,6 +157,31 @@ def check_comparable(runs: list[Run]) -> None:
                                  f"a report compares runs against one reference with one agent")
 
 
+def by_reference(runs: list[Run]) -> list[list[Run]]:
+    """Runs grouped by reference sim, the largest group first (then in order of first appearance).
+
+    A sweep may hold runs against more than one reference (the cross-engine twin the other way
+    round); each group is reported on its own, since capabilities in different references are
+    different quantities.
+    """
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(json.dumps(_reference(run), sort_keys=True), []).append(run)
+    return sorted(groups.values(), key=len, reverse=True)  # stable: ties keep their first appearance
+
+
+def reference_slug(run: Run) -> str:
+    """A folder name for a run's reference sim: ``reference-pybullet_reacher`` (plus its knob and
+    parameters when they differ from the nominal)."""
+    ref = _reference(run)
+    slug = "reference-" + str(ref["name"]).replace("/", "_")
+    if ref["fidelity"] is not None and float(ref["fidelity"]) != 1.0:
+        slug += f"-knob{float(ref['fidelity']):g}"
+    for key, value in sorted(ref["params"].items()):
+        slug += f"-{key}{value:g}"
+    return slug
+
+
 def _reference(run: Run) -> dict[str, Any]:
     # The physics the capability is measured in; camera and seeds do not change it.
     ref = run.config["reference"]
@@ -168,7 +201,7 @@ def summary(run: Run) -> dict[str, Any]:
     """One row of the report's table."""
     caps = run.capabilities
     return {
-        "run": run.path.name, "sim": run.sim, "knob": run.knob, "fidelity": run.measured_fidelity,
+        "run": run.path.name, "sim": run.setting, "knob": run.knob, "fidelity": run.measured_fidelity,
         "cycles": len(run.cycles), "planned": len(run.cycles) + len(run.missing), "missing": run.missing,
         "capability_start": float(caps[0]), "capability_end": float(caps[-1]), "rate": run.rate,
         "rate_stderr": rate_stderr(caps, run.cycle_index),
@@ -371,7 +404,7 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
     return rows
 
 
-def markdown(runs: list[Run], imagination_note: str) -> str:
+def markdown(runs: list[Run], imagination_note: str, see_also: Sequence[str] = ()) -> str:
     first = runs[0]
     agent = first.config.get("agent") or {}
     lines = [
@@ -399,11 +432,17 @@ def markdown(runs: list[Run], imagination_note: str) -> str:
     lines += ["", "## Figures", "", "![capability against cycle](capability_vs_cycle.png)", "",
               "![compounding rate against measured fidelity](compounding_vs_fidelity.png)", ""]
     lines += [imagination_note, ""]
+    if see_also:
+        lines += ["## Runs against other reference sims", "",
+                  "Capability in another reference sim is another quantity, so these runs of the sweep are "
+                  "reported on their own:", "", *see_also, ""]
     return "\n".join(lines)
 
 
-def write_report(runs: list[Run], out_dir: str | Path) -> dict[str, Path]:
-    """Write the figures and report.md into ``out_dir``; returns what was written, by name."""
+def write_report(runs: list[Run], out_dir: str | Path, see_also: Sequence[str] = ()) -> dict[str, Path]:
+    """Write the figures and report.md into ``out_dir``; returns what was written, by name.
+
+    ``see_also``: markdown lines pointing at the reports of a sweep's other reference groups."""
     check_comparable(runs)
     out = Path(out_dir)
     written = {}
@@ -427,6 +466,6 @@ def write_report(runs: list[Run], out_dir: str | Path) -> dict[str, Path]:
     else:
         figure.unlink(missing_ok=True)  # a figure left by an earlier report would describe other runs
         note = "No imagined-vs-realized figure: " + "; ".join(reasons) + "."
-    write_bytes_atomic(out / "report.md", markdown(runs, note).encode())
+    write_bytes_atomic(out / "report.md", markdown(runs, note, see_also).encode())
     written["report.md"] = out / "report.md"
     return written

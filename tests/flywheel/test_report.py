@@ -169,3 +169,34 @@ def test_the_command_gives_one_line_and_exit_code_2_on_a_bad_directory(tmp_path,
     assert main(["report", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "empty: neither a flywheel run directory nor a sweep" in err[0]
+
+
+def test_a_sweep_against_two_references_gets_one_report_per_reference(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for k, rate in ((1.0, 0.06), (0.5, 0.03), (0.2, 0.01)):
+        make_run(sweep, f"knob{k}", k, rate)
+    for k, rate in ((1.0, 0.05), (0.9, 0.04)):
+        make_run(sweep, f"ref-pb{k}", k, rate, reference="pybullet/reacher")
+    assert main(["report", str(sweep)]) == 0
+    main_md = (sweep / "report" / "report.md").read_text()
+    other_md = (sweep / "report" / "reference-pybullet_reacher" / "report.md").read_text()
+    assert set(table(main_md)) == {"knob1.0", "knob0.5", "knob0.2"}  # the larger group is the main report
+    assert set(table(other_md)) == {"ref-pb1.0", "ref-pb0.9"}
+    assert "Reference sim: `pybullet/reacher`" in other_md
+    assert "`ref-pb0.9`, `ref-pb1.0` ([report](reference-pybullet_reacher/report.md))" in main_md
+    assert (sweep / "report" / "reference-pybullet_reacher" / "capability_vs_cycle.png").read_bytes().startswith(PNG)
+    assert "reference sim pybullet/reacher: 2 runs" in capsys.readouterr().out
+    # Named one by one, runs against different references are still refused, naming the odd one.
+    assert main(["report", str(sweep / "knob1.0"), str(sweep / "ref-pb0.9")]) == 2
+    assert "ref-pb0.9: reference sim" in capsys.readouterr().err
+
+
+def test_a_learned_sims_rows_say_how_often_the_engine_corrects_it(tmp_path):
+    run_dir = make_run(tmp_path, "learned-every-8", 1.0, 0.02)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["sim"].update(name="learned/mujoco/reacher-twin", correct_every="8")
+    (run_dir / "config.json").write_text(json.dumps(config))
+    run = report.load_run(run_dir)
+    assert run.label.startswith("learned/mujoco/reacher-twin correct_every=8 (fidelity knob 1")
+    assert report.table_rows([run])[0][1] == "learned/mujoco/reacher-twin correct_every=8"
+    assert report.reference_slug(run) == "reference-mujoco_reacher-twin"
