@@ -66,15 +66,19 @@ def run_hydra(prog: str, config_name: str, task, overrides: list[str]) -> int:
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
     def _entry(cfg) -> None:
-        result["rc"] = report_user_errors(task, cfg)
+        # A multirun calls this once per job: the worst exit code of them all is the command's.
+        result["rc"] = max(result.get("rc", 0), report_user_errors(task, cfg) or 0)
 
     saved = sys.argv
     sys.argv = [prog, *overrides]
     try:
         _entry()
+    except run_commands.SweepStopped as stopped:
+        print(f"flywheel: {stopped}", file=sys.stderr)
+        return 130
     finally:
         sys.argv = saved
-    return result.get("rc", 0) or 0
+    return result.get("rc", 0)
 
 
 def report_user_errors(fn, *args) -> int:

@@ -21,19 +21,34 @@ def run_main(argv: list[str]) -> int:
 
 
 def run_task(cfg) -> int:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from configs.run_schema import RunConfig
     from configs.schema import to_dataclass
     from flywheel.controller import read_cycles, run
 
+    hydra = HydraConfig.get()
+    sweep = hydra.mode == RunMode.MULTIRUN
+    if sweep:
+        console.print(f"\n[bold]sweep job {hydra.job.num}[/bold]: {' '.join(hydra.overrides.task)}")
     if cfg.resume:
         cfg = resumed_config(cfg.resume)
     config = to_dataclass(cfg, RunConfig)
     # Log lines such as pretraining's "[understand] step ..." are text, not rich markup.
     run_dir = run(config, console=lambda line: console.print(line, markup=False, highlight=False))
-    print_cycles(read_cycles(run_dir), title=f"flywheel run {run_dir}")
+    records = read_cycles(run_dir)
+    print_cycles(records, title=f"flywheel run {run_dir}")
     console.print(f"run directory: {run_dir}\ncycle records: {run_dir / 'cycles.jsonl'} (flywheel status {run_dir})\n"
                   f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    if sweep and len(records) < config.cycles:
+        # The run stopped early on SIGINT/SIGTERM: stop the sweep too, rather than start its next run.
+        raise SweepStopped(f"sweep stopped in {run_dir}; the same command resumes it")
     return 0
+
+
+class SweepStopped(KeyboardInterrupt):
+    """A stop asked for during one run of a sweep ends the sweep (Hydra runs the next job after an Exception)."""
 
 
 def resumed_config(run_dir: str):
