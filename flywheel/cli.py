@@ -6,6 +6,7 @@
     flywheel sims twins [--plot PNG]            how far MuJoCo/PyBullet twins drift apart
     flywheel routes [agent=tiny | --checkpoint DIR]   the routes (inputs -> output) a model supports
     flywheel run [hydra overrides]              the flywheel: rollouts, grading, learning, evaluation
+    flywheel run experiment=fidelity_sweep      one agent in ten training sims, then flywheel report (docs/report.md)
     flywheel status RUN_DIR                     a run's cycle table
     flywheel world-model fit [sim=... out=DIR ...]    fit the learned simulator of a sim (checkpoint + fidelity report)
     flywheel fidelity --reference SIM --candidate SIM[:k=v,...] ...   fidelity table and error-vs-horizon PNG
