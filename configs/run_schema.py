@@ -40,7 +40,8 @@ class LearnerConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     train_experts: list[str] = field(default_factory=lambda: ["video", "action"])
-    temperature: float = 0.1  # advantage weighting of the grade (flywheel.objective)
+    advantage: str = "grade"  # what the action regression favours: grade | task | outcome (flywheel.objective)
+    temperature: float = 1.0  # of the advantage weights, in standard deviations of the batch's advantage
     max_weight: float = 20.0
     return_coef: float = 0.1
     max_retries: int = 2  # a learner that dies restarts the cycle's training this many times

@@ -91,7 +91,7 @@ class LearnerSpec:
     model: dict[str, Any]              # ModelConfig.to_dict()
     world_size: int
     train_experts: tuple[str, ...]
-    objective: dict[str, float]        # ObjectiveConfig fields
+    objective: dict[str, Any]          # ObjectiveConfig fields
     lr: float = 3e-4
     weight_decay: float = 0.01
     grad_clip: float | None = 1.0
@@ -357,7 +357,7 @@ class LearnerPool:
         unknown = sorted(set(experts) - set(cfg.experts))
         if unknown or not experts:
             raise ValueError(f"train_experts {list(experts)} must be a non-empty subset of {list(cfg.experts)}")
-        objective = ObjectiveConfig(**{f.name: float(_get(objective, f.name, f.default))
+        objective = ObjectiveConfig(**{f.name: type(f.default)(_get(objective, f.name, f.default))
                                        for f in fields(ObjectiveConfig)})
         self.spec = LearnerSpec(model=cfg.to_dict(), world_size=int(num_learners), train_experts=experts,
                                 objective=asdict(objective), lr=float(lr), weight_decay=float(weight_decay),

@@ -1,22 +1,34 @@
 """What the learners minimise on graded rollouts.
 
-For a batch of chunks (rows of ``flywheel.rollout.collect``), with ``g`` the grader's
-training weight of each chunk (in [0, 1]):
+For a batch of chunks (rows of ``flywheel.rollout.collect``):
 
     L = L_video + L_action + return_coef * L_return
 
 - ``L_video``: flow matching of the *realized* future of every chunk, successes and
   failures alike ("this plan led to this outcome"), given the observation: the agent's
   imagination learns what really happens.
-- ``L_action``: grade-weighted flow matching of the executed action chunk, given the
-  observation and the realized future (at inference the imagined one). The sample weights
-  are an advantage-weighted regression on the grade:
+- ``L_action``: advantage-weighted flow matching of the executed action chunk, given the
+  observation and the realized future (at inference the imagined one). Each row has an
+  advantage signal ``a_i`` (``ObjectiveConfig.advantage``):
 
-      w_i = min(exp((g_i - mean(g)) / temperature), max_weight),  then scaled to mean 1
+  - ``grade``: the grader's training weight (success, progress, imagination, physics);
+  - ``task``: success (0/1 so far in the episode) plus progress, the task answers only;
+  - ``outcome``: whether the chunk's episode ended in success (every chunk of a successful
+    episode counts), or, where every episode of the batch ended alike, the episode's return.
 
-  so chunks graded above the batch's average pull the policy towards themselves and those
-  below are damped, never reversed.
-- ``L_return``: mean squared error of the return head against the realized return-to-go.
+  The sample weights standardize it over the batch:
+
+      w_i = min(exp((a_i - mean(a)) / (std(a) * temperature)), max_weight),  then scaled to mean 1
+
+  (all 1 when the signal is constant), so chunks above the batch's average pull the policy
+  towards themselves and those below are damped, never reversed. Standardizing makes the
+  temperature mean the same thing whatever the spread of the signal: a chunk one standard
+  deviation above the mean weighs exp(1 / temperature) times an average one.
+- ``L_return``: mean squared error of the return head against the realized return-to-go,
+  standardized over the batch. Rewards of different tasks differ in scale by orders of
+  magnitude (a raw reacher return-to-go is around -20); unscaled, this term dwarfed the
+  flow losses and, through the clipped global gradient norm, starved them. Planning only
+  ranks candidates by the head, which a positive affine map of its target does not change.
 
 Steps a chunk did not run (the episode ended inside it) are masked out of every term,
 and so are padded proprio/action dimensions.
@@ -26,7 +38,7 @@ the embodiment's real dimensions) and flow errors e = |v_pred - (x1 - x0)|^2:
 
     L_video  = sum_{i,t,d} m e_video  / sum_{i,t,d} m                  (per part, then parts averaged)
     L_action = sum_{i,t,d} w_i m e_act / sum_{i,t,d} w_i m
-    L_return = sum_i (R_pred_i - R_i)^2 / N
+    L_return = sum_i (R_pred_i - z(R)_i)^2 / N,   z(R) = (R - mean(R)) / std(R) over the global batch
 
 Data parallelism (``flywheel.learners``): ``batch_loss(..., noise_seed=key, rank=r,
 world_size=W)`` is given the *global* batch on every rank and computes only rank r's
@@ -56,21 +68,49 @@ from policies.model import Item
 from sims import Embodiment, make
 
 
+# What the action regression is weighted by (``ObjectiveConfig.advantage``).
+ADVANTAGES = ("grade", "task", "outcome")
+
+
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    temperature: float = 0.1
+    temperature: float = 1.0  # in standard deviations of the batch's advantage signal
     max_weight: float = 20.0
     return_coef: float = 0.1
+    advantage: str = "grade"
 
     def __post_init__(self) -> None:
         if self.temperature <= 0 or self.max_weight <= 0 or self.return_coef < 0:
             raise ValueError(f"objective needs temperature > 0, max_weight > 0, return_coef >= 0: {self}")
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"objective advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
 
 
-def advantage_weights(grades: np.ndarray, config: ObjectiveConfig) -> np.ndarray:
-    grades = np.asarray(grades, dtype=np.float64)
-    w = np.minimum(np.exp((grades - grades.mean()) / config.temperature), config.max_weight)
+def advantage_weights(signal: np.ndarray, config: ObjectiveConfig) -> np.ndarray:
+    """exp of the standardized signal over the temperature, capped, scaled to mean 1."""
+    signal = np.asarray(signal, dtype=np.float64)
+    spread = signal.std()
+    if not spread > 1e-8:
+        return np.ones_like(signal)
+    w = np.minimum(np.exp((signal - signal.mean()) / (spread * config.temperature)), config.max_weight)
     return w / w.mean()
+
+
+def advantage_signal(rows: Mapping[str, np.ndarray], config: ObjectiveConfig) -> np.ndarray:
+    """Per row, what the action regression favours (module docstring)."""
+    n = len(rows["proprio_dim"])
+    if config.advantage == "grade":
+        return np.asarray(rows["weight"], dtype=np.float64) if "weight" in rows else np.ones(n)
+    if config.advantage == "task":
+        success = np.nan_to_num(np.asarray(rows["success"], dtype=np.float64)) if "success" in rows else 0.0
+        return success + np.asarray(rows["progress"], dtype=np.float64)
+    final = np.asarray(rows["episode_success"], dtype=np.float64)
+    return final if final.std() > 0 else np.asarray(rows["episode_return"], dtype=np.float64)
+
+
+def standardized(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return (values - values.mean()) / max(values.std(), 1e-8)
 
 
 @lru_cache(maxsize=64)
@@ -108,9 +148,9 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     future = Data({"proprio": torch.as_tensor(rows["realized"], device=dev)},
                   {"proprio": observed.proprio_mask & ran})
     actions = Data({"action": torch.as_tensor(rows["actions"], device=dev)}, {"action": observed.action_mask & ran})
-    grades = rows["weight"] if "weight" in rows else np.ones(len(dims))
-    weights = torch.as_tensor(advantage_weights(grades, config), dtype=torch.float32, device=dev)
-    returns = torch.as_tensor(np.asarray(rows["return"], dtype=np.float32), device=dev)
+    weights = torch.as_tensor(advantage_weights(advantage_signal(rows, config), config), dtype=torch.float32,
+                              device=dev)
+    returns = torch.as_tensor(standardized(rows["return"]), dtype=torch.float32, device=dev)
     noise = denominators = None
     if noise_seed is not None:
         denominators = {"future": flow.loss_denominators(future), "action": flow.loss_denominators(actions, weights),

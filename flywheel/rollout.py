@@ -93,7 +93,7 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
             env, episode = envs[i], active[i]
             emb = env.embodiment
             env_actions = emb.to_env_action(emb.unpad_action(chosen[slot]))
-            start_state: SimState = env.get_state()
+            start_state: SimState | None = env.get_state() if grade_chunk is not None else None
             history0 = emb.pad_proprio(np.stack(episode["history"]), cfg.proprio_pad)
             realized, rewards, done = [], [], False
             for action in env_actions:
@@ -139,6 +139,9 @@ def _finish(episode: dict[str, Any], rows: dict[str, list]) -> None:
     for row in reversed(episode["rows"]):
         to_go += row["reward"]
         row["return"] = to_go
+    for row in episode["rows"]:
+        row["episode_success"] = episode["success"]
+        row["episode_return"] = to_go
     for row in episode["rows"]:
         for key, value in row.items():
             rows[key].append(value)

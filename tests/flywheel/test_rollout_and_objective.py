@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import sims
-from flywheel.objective import ObjectiveConfig, advantage_weights, batch_loss
+from flywheel.objective import ObjectiveConfig, advantage_signal, advantage_weights, batch_loss
 from flywheel.rollout import RolloutSpec, capability, collect
 from policies.agent import Agent
 
@@ -55,6 +55,9 @@ def test_returns_to_go_sum_the_rest_of_the_episode(rows):
     for e in np.unique(rows["episode"]):
         sel = rows["episode"] == e
         np.testing.assert_allclose(rows["return"][sel], np.cumsum(rows["reward"][sel][::-1])[::-1])
+        # Every chunk of an episode carries how the episode ended.
+        assert np.all(rows["episode_return"][sel] == rows["return"][sel][0])
+        assert np.all(rows["episode_success"][sel] == rows["success"][sel][-1])
     assert capability(rows)["episodes"] == 3
 
 
@@ -87,12 +90,41 @@ def test_grades_reweight_the_action_term_only(agent, rows):
     assert not torch.equal(plain["action"], weighted["action"])
 
 
-def test_advantage_weights_favour_better_grades():
-    w = advantage_weights(np.array([0.1, 0.5, 0.9]), ObjectiveConfig(temperature=0.2, max_weight=5.0))
-    assert np.isclose(w.mean(), 1.0) and w[0] < w[1] < w[2]
-    assert w.max() / w.min() <= 5.0 / np.exp(-2.0) + 1e-9
+def test_advantage_weights_favour_better_grades_whatever_their_scale():
+    cfg = ObjectiveConfig(temperature=0.5, max_weight=5.0)
+    grades = np.array([0.1, 0.5, 0.9, 0.5])
+    w = advantage_weights(grades, cfg)
+    assert np.isclose(w.mean(), 1.0) and w[0] < w[1] < w[2] and w[1] == w[3]
+    # Standardized: a grade spread 100x narrower around another mean weighs the same.
+    assert np.allclose(advantage_weights(0.3 + grades / 100, cfg), w)
+    # The cap holds before the rescaling to mean 1: the best over the worst is at most max_weight / exp(z_min / T).
+    z_min = (grades.min() - grades.mean()) / grades.std()
+    assert w.max() / w.min() <= 5.0 / np.exp(z_min / 0.5) + 1e-9
+    assert np.array_equal(advantage_weights(np.full(4, 0.3), cfg), np.ones(4))
     with pytest.raises(ValueError, match="temperature"):
         ObjectiveConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="advantage"):
+        ObjectiveConfig(advantage="luck")
+
+
+def test_the_outcome_advantage_favours_every_chunk_of_a_successful_episode():
+    rows = {"proprio_dim": np.zeros(4), "episode_success": np.array([True, True, False, False]),
+            "episode_return": np.array([-3.0, -3.0, -9.0, -1.0]), "weight": np.array([0.0, 0.0, 1.0, 1.0])}
+    w = advantage_weights(advantage_signal(rows, ObjectiveConfig(advantage="outcome")), ObjectiveConfig())
+    assert w[0] == w[1] > 1.0 > w[2] == w[3]
+    # Where no episode succeeded (or all did) the episode's return decides instead.
+    rows["episode_success"][:] = False
+    signal = advantage_signal(rows, ObjectiveConfig(advantage="outcome"))
+    assert signal[3] > signal[0] > signal[2]
+    assert np.array_equal(advantage_signal(rows, ObjectiveConfig()), rows["weight"])
+
+
+def test_the_return_head_learns_standardized_returns(agent, rows):
+    cfg = ObjectiveConfig()
+    scaled = dict(rows, **{"return": 100.0 * np.asarray(rows["return"]) - 40.0})
+    base = batch_loss(agent, rows, cfg, torch.Generator().manual_seed(0))
+    again = batch_loss(agent, scaled, cfg, torch.Generator().manual_seed(0))
+    assert torch.allclose(base["return"], again["return"], rtol=1e-4)
 
 
 def test_training_on_a_batch_lowers_its_loss(rows):
