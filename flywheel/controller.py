@@ -108,18 +108,6 @@ def check_learned(field: str, sim) -> None:
         raise ConfigError(f"{field}.correct_every: {exc}") from exc
 
 
-def with_engine_names(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Rows whose ``sim`` names an engine: ``learned/X`` becomes ``X``.
-
-    The learners look a row's body up by its sim's name (``flywheel.objective.embodiment_of``
-    makes the sim), and a learned sim cannot be made without its checkpoint; its body is its
-    engine's, so the engine's name gives the same body.
-    """
-    from world_model.learned_env import PREFIX
-
-    return {**rows, "sim": np.array([str(s).removeprefix(PREFIX) for s in rows["sim"]], dtype=object)}
-
-
 def check_embodiment(agent: Agent, config: RunConfig) -> None:
     """The model must be able to drive the reference (and training) sim's body."""
     for field in ("sim", "reference"):
@@ -271,7 +259,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                 # 5. learning on the replay window
                 t = time.perf_counter()
                 rows, report = store.replay_window(cycle, config.replay_cycles)
-                result = pool.train(agent.model.state_dict(), cycle, with_engine_names(rows), config.learner.steps,
+                result = pool.train(agent.model.state_dict(), cycle, rows, config.learner.steps,
                                     config.learner.batch_size)
                 agent.model.load_state_dict(result.state_dict)
                 timings["learn"] = time.perf_counter() - t

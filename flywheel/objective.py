@@ -66,6 +66,7 @@ from policies.agent import Agent, Observed
 from policies.data import Data
 from policies.model import Item
 from sims import Embodiment, make
+from world_model.learned_env import PREFIX as LEARNED_PREFIX
 
 
 # What the action regression is weighted by (``ObjectiveConfig.advantage``).
@@ -115,8 +116,9 @@ def standardized(values: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def embodiment_of(sim: str) -> Embodiment:
-    """The embodiment of a registered sim (made once per process)."""
-    env = make(sim)
+    """The embodiment of a registered sim (made once per process). A learned sim cannot be
+    made without its checkpoint; its body is its engine's."""
+    env = make(sim.removeprefix(LEARNED_PREFIX))
     emb = env.embodiment
     env.close()
     return emb

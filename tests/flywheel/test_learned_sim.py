@@ -3,12 +3,12 @@ model is fitted once when missing, then reused (no Ray here; test_sweep.py runs 
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 from configs.run_schema import LearnedSimConfig, RunConfig
 from configs.schema import SimConfig
-from flywheel.controller import ConfigError, validate, with_engine_names
+from flywheel.controller import ConfigError, validate
+from flywheel.objective import embodiment_of
 from flywheel.learned_sim import with_world_models
 
 REF = "mujoco/reacher-twin"
@@ -64,8 +64,5 @@ def test_an_engine_sim_config_is_unchanged(tmp_path):
                                                                                      "correct_every", "params"}
 
 
-def test_learners_see_a_learned_sims_rows_as_its_engines():
-    rows = {"sim": np.array([f"learned/{REF}", "pybullet/reacher"], dtype=object), "steps": np.array([8, 8])}
-    renamed = with_engine_names(rows)
-    assert list(renamed["sim"]) == [REF, "pybullet/reacher"] and renamed["steps"] is rows["steps"]
-    assert rows["sim"][0] == f"learned/{REF}"  # the store's rows are not changed
+def test_learners_see_a_learned_sims_body_as_its_engines():
+    assert embodiment_of(f"learned/{REF}") == embodiment_of(REF)
