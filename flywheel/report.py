@@ -81,6 +81,14 @@ class Run:
         return np.array([c["capability"] for c in self.cycles], dtype=float)
 
     @property
+    def success_episodes(self) -> int | None:
+        """Evaluation episodes per capability when capability is a success rate, else None."""
+        evals = [c.get("eval") or {} for c in self.cycles]
+        if evals and all("success_rate" in e and e.get("capability") == e["success_rate"] for e in evals):
+            return int(min(e.get("episodes", 0) for e in evals)) or None
+        return None
+
+    @property
     def rate(self) -> float:
         return compounding_rate(self.capabilities, self.cycle_index)
 
@@ -134,15 +142,24 @@ def compounding_rate(capabilities, cycles=None) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def rate_stderr(capabilities, cycles=None) -> float:
+def rate_stderr(capabilities, cycles=None, episodes: int | None = None) -> float:
     """The compounding rate's standard error from the scatter of capability about its fitted
-    line (ordinary least squares); NaN below three cycles, where the scatter is unknown."""
+    line (ordinary least squares); NaN below three cycles, where the scatter is unknown.
+
+    With ``episodes`` (capability is a success rate over that many evaluation episodes) it is
+    at least the binomial noise of the evaluations: a few cycles' scatter can fall well
+    below it by chance, and would then make equal rates look different."""
     y = np.asarray(capabilities, dtype=float)
     x = np.arange(len(y), dtype=float) if cycles is None else np.asarray(cycles, dtype=float)
     if len(y) < 3 or np.ptp(x) == 0:
         return math.nan
+    spread_x = np.sum((x - x.mean()) ** 2)
     residuals = y - np.polyval(np.polyfit(x, y, 1), x)
-    return float(np.sqrt(np.sum(residuals**2) / (len(y) - 2) / np.sum((x - x.mean()) ** 2)))
+    scatter = float(np.sqrt(np.sum(residuals**2) / (len(y) - 2) / spread_x))
+    if not episodes:
+        return scatter
+    p = min(max(float(y.mean()), 1.0 / episodes), 1.0 - 1.0 / episodes)
+    return max(scatter, float(np.sqrt(p * (1 - p) / episodes / spread_x)))
 
 
 def check_comparable(runs: list[Run]) -> None:
@@ -204,7 +221,7 @@ def summary(run: Run) -> dict[str, Any]:
         "run": run.path.name, "sim": run.setting, "knob": run.knob, "fidelity": run.measured_fidelity,
         "cycles": len(run.cycles), "planned": len(run.cycles) + len(run.missing), "missing": run.missing,
         "capability_start": float(caps[0]), "capability_end": float(caps[-1]), "rate": run.rate,
-        "rate_stderr": rate_stderr(caps, run.cycle_index),
+        "rate_stderr": rate_stderr(caps, run.cycle_index, run.success_episodes),
         "grade_weight": float(np.mean([c["grades"]["weight"] for c in run.cycles if "grades" in c] or [math.nan])),
         "env_steps": int(run.cycles[-1].get("env_steps_total", 0)),
         "seconds": float(sum(c.get("seconds", {}).get("cycle", 0.0) for c in run.cycles)),
@@ -238,6 +255,19 @@ def trend(runs: list[Run]) -> dict[str, Any]:
     return out
 
 
+def equal_rates_p(rates: np.ndarray, errors: np.ndarray) -> float:
+    """p-value of the hypothesis that every run compounds at one rate, each measured with its
+    standard error: chi-square of the rates about their inverse-variance mean, k - 1 degrees.
+
+    The range of k noisy rates grows with k even when they are equal, so the range alone
+    says nothing; this test accounts for the number of runs."""
+    from scipy.stats import chi2
+
+    inverse = 1.0 / np.maximum(errors, 1e-12) ** 2
+    mean = np.sum(inverse * rates) / np.sum(inverse)
+    return float(chi2.sf(np.sum(inverse * (rates - mean) ** 2), len(rates) - 1))
+
+
 def finding(runs: list[Run]) -> str:
     """The paragraph of report.md: what the numbers show, written from them."""
     t = trend(runs)
@@ -269,12 +299,17 @@ def finding(runs: list[Run]) -> str:
                              "in these runs.")
         if t["points"] == 2:
             sentences.append("Two points always correlate perfectly, so the correlation itself means nothing here.")
-    errors = [e for r in runs if np.isfinite(e := rate_stderr(r.capabilities, r.cycle_index))]
-    if errors and len(finite) >= 2:
-        sentences.append(f"A rate's standard error, from the scatter of capability about its run's fitted line, is "
+    pairs = [(r.rate, e) for r in runs
+             if np.isfinite(r.rate) and np.isfinite(e := rate_stderr(r.capabilities, r.cycle_index, r.success_episodes))]
+    if len(pairs) >= 2:
+        p = equal_rates_p(*map(np.array, zip(*pairs)))
+        errors = [e for _, e in pairs]
+        sentences.append(f"A rate's standard error (the scatter of capability about its run's fitted line, or the "
+                         f"binomial noise of its evaluations where larger) is "
                          f"{np.median(errors):.4f} per cycle (median over runs), against a spread of "
-                         f"{np.ptp(finite):.4f} between the runs' rates: the differences are "
-                         + ("within" if np.ptp(finite) < 2 * np.median(errors) else "larger than") + " that noise.")
+                         f"{np.ptp(finite):.4f} between the runs' rates; a chi-square test that every run has the "
+                         f"same rate gives p = {p:.2g}: the differences are "
+                         + ("larger than" if p < 0.05 else "within") + " that noise.")
     if len(runs) < FEW_RUNS or episodes < FEW_EPISODES:
         sentences.append(f"With {len(runs)} runs, as few as {cycles} complete cycles in a run and {episodes} "
                          "evaluation episodes per capability, this is weak evidence either way.")
@@ -406,11 +441,14 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
 
 def markdown(runs: list[Run], imagination_note: str, see_also: Sequence[str] = ()) -> str:
     first = runs[0]
-    agent = first.config.get("agent") or {}
+    pretrained = first.config.get("pretrained")
+    # The agent config names an architecture only when it starts from scratch; otherwise the
+    # checkpoint's architecture is the agent's.
+    agent = (f"`{(first.config.get('agent') or {}).get('size', '?')}` from scratch" if pretrained == "scratch"
+             else f"the checkpoint `{pretrained}`" if pretrained else "the default pretrained checkpoint")
     lines = [
         "# Simulator fidelity against compounding capability", "",
-        f"Reference sim: `{first.config['reference']['name']}`. Agent: `{agent.get('size', '?')}`, "
-        f"starting weights `{first.config.get('pretrained') or 'default pretrained'}`. "
+        f"Reference sim: `{first.config['reference']['name']}`. Agent: {agent}. "
         f"Runs: {', '.join(f'`{r.path}`' for r in runs)}.", "",
         "**Compounding rate**: the least-squares slope of capability (in the reference sim, after each cycle's "
         "learning) against the cycle index, per cycle. *Capability start* is the first complete cycle's "

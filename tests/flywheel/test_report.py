@@ -69,6 +69,10 @@ def test_compounding_rate_is_the_least_squares_slope():
     assert report.rate_stderr([0.0, 1.0, 0.0, 1.0]) == pytest.approx(np.sqrt(0.08))
     assert report.rate_stderr([0.1, 0.3, 0.5]) == pytest.approx(0.0, abs=1e-12)
     assert np.isnan(report.rate_stderr([0.1, 0.3]))
+    # A perfect line of success rates over 40 episodes still carries their binomial noise:
+    # sqrt(0.3 * 0.7 / 40) / sqrt(sum((x - mean x)^2) = 2).
+    assert report.rate_stderr([0.1, 0.3, 0.5], episodes=40) == pytest.approx(np.sqrt(0.21 / 40 / 2))
+    assert report.rate_stderr([0.0, 1.0, 0.0, 1.0], episodes=40) == pytest.approx(np.sqrt(0.08))
 
 
 def test_a_sweep_report_has_every_file_one_row_per_run_and_a_rising_finding(tmp_path):
@@ -200,3 +204,11 @@ def test_a_learned_sims_rows_say_how_often_the_engine_corrects_it(tmp_path):
     assert run.label.startswith("learned/mujoco/reacher-twin correct_every=8 (fidelity knob 1")
     assert report.table_rows([run])[0][1] == "learned/mujoco/reacher-twin correct_every=8"
     assert report.reference_slug(run) == "reference-mujoco_reacher-twin"
+
+
+def test_equal_rates_are_judged_against_their_standard_errors_and_the_number_of_runs():
+    same = np.full(8, 0.01)
+    assert report.equal_rates_p(same, np.full(8, 0.01)) == pytest.approx(1.0)
+    spread = np.array([0.0, 0.01, 0.02, 0.03])
+    assert report.equal_rates_p(spread, np.full(4, 0.001)) < 1e-6  # ten standard errors apart
+    assert report.equal_rates_p(spread, np.full(4, 0.02)) > 0.5  # well inside one
