@@ -89,11 +89,7 @@ class ObjectiveConfig:
 
 def advantage_weights(signal: np.ndarray, config: ObjectiveConfig) -> np.ndarray:
     """exp of the standardized signal over the temperature, capped, scaled to mean 1."""
-    signal = np.asarray(signal, dtype=np.float64)
-    spread = signal.std()
-    if not spread > 1e-8:
-        return np.ones_like(signal)
-    w = np.minimum(np.exp((signal - signal.mean()) / (spread * config.temperature)), config.max_weight)
+    w = np.minimum(np.exp(standardized(signal) / config.temperature), config.max_weight)
     return w / w.mean()
 
 
@@ -110,8 +106,10 @@ def advantage_signal(rows: Mapping[str, np.ndarray], config: ObjectiveConfig) ->
 
 
 def standardized(values: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation; all zeros when the values are (nearly) constant."""
     values = np.asarray(values, dtype=np.float64)
-    return (values - values.mean()) / max(values.std(), 1e-8)
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 1e-8 else np.zeros_like(values)
 
 
 @lru_cache(maxsize=64)

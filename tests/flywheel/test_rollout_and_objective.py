@@ -117,6 +117,9 @@ def test_the_outcome_advantage_favours_every_chunk_of_a_successful_episode():
     signal = advantage_signal(rows, ObjectiveConfig(advantage="outcome"))
     assert signal[3] > signal[0] > signal[2]
     assert np.array_equal(advantage_signal(rows, ObjectiveConfig()), rows["weight"])
+    # The task answers alone: success so far plus progress; imagination and physics do not count.
+    rows.update(success=np.array([1.0, np.nan, 0.0, 0.0]), progress=np.array([0.2, 0.4, 0.1, 0.3]))
+    assert np.allclose(advantage_signal(rows, ObjectiveConfig(advantage="task")), [1.2, 0.4, 0.1, 0.3])
 
 
 def test_the_return_head_learns_standardized_returns(agent, rows):
