@@ -170,8 +170,21 @@ def check_comparable(runs: list[Run]) -> None:
     for run in runs[1:]:
         for what, key in (("reference sim", _reference), ("agent", _agent)):
             if key(run) != key(first):
-                raise ValueError(f"{run.path}: {what} {key(run)} differs from {key(first)} of {first.path}; "
+                raise ValueError(f"{run.path}: {what} differs from that of {first.path} "
+                                 f"({_differences(key(run), key(first))}); "
                                  f"a report compares runs against one reference with one agent")
+
+
+def _differences(mine: dict[str, Any], theirs: dict[str, Any], prefix: str = "") -> str:
+    """``key: mine vs theirs`` for every (nested) key whose values differ."""
+    out = []
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key), theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.append(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} vs {b!r}")
+    return ", ".join(d for d in out if d)
 
 
 def by_reference(runs: list[Run]) -> list[list[Run]]:
