@@ -63,8 +63,10 @@ def main() -> None:
     records = read_cycles(run_dir)
     if not records:
         sys.exit(f"no cycle completed in {run_dir} (stopped early?); run again to resume it")
-    curve = [{"cycle": -1, "capability": before["capability"], "env_steps_total": 0}] + [
-        {"cycle": r["cycle"], "capability": r["capability"], "env_steps_total": r["env_steps_total"],
+    curve = [{"cycle": -1, "capability": before["capability"], "mean_return": before["mean_return"],
+              "env_steps_total": 0}] + [
+        {"cycle": r["cycle"], "capability": r["capability"], "mean_return": r["eval"]["mean_return"],
+         "env_steps_total": r["env_steps_total"],
          "grade_weight": r["grades"]["weight"], "rollout_success": r["rollout"]["success_rate"],
          "seconds": r["seconds"]["cycle"]} for r in records]
     # One evaluation is a binomial draw of eval.episodes episodes, so single cycles are noisy:
@@ -83,10 +85,11 @@ def main() -> None:
                else "no change beyond evaluation noise")
     print(f"\ncapability in {config.reference.name} over {config.eval.episodes} fixed episodes "
           f"(one episode = {noise:.3f})")
-    print(f"{'cycle':>6} {'capability':>10} {'env steps':>10} {'rollout success':>15} {'grade weight':>12}")
+    print(f"{'cycle':>6} {'capability':>10} {'eval return':>11} {'env steps':>10} {'rollout success':>15} "
+          f"{'grade weight':>12}")
     for c in curve:
         label = "start" if c["cycle"] < 0 else str(c["cycle"])
-        print(f"{label:>6} {c['capability']:>10.3f} {c['env_steps_total']:>10} "
+        print(f"{label:>6} {c['capability']:>10.3f} {c['mean_return']:>11.2f} {c['env_steps_total']:>10} "
               f"{c.get('rollout_success', float('nan')):>15.3f} {c.get('grade_weight', float('nan')):>12.3f}")
     print(f"start {start:.3f} -> mean of the last {len(later)} cycles {late_mean:.3f} (2 s.e. {2 * stderr:.3f}; "
           f"best {best:.3f}) over {curve[-1]['env_steps_total']} env steps, {wall / 60:.1f} min: {verdict}")

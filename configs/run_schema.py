@@ -97,6 +97,10 @@ class RunConfig:
     episodes_per_cycle: int = 16
     planning: bool = True
     n_candidates: int = 4
+    # Which candidate a rollout runs: "model", the agent's own best score; "sim", the one that earns
+    # the most reward when the training sim runs every candidate from the current state (the
+    # engine judges the imagination). Evaluation always uses the agent's own: no sim at test time.
+    choose: str = "model"
     flow_steps: Optional[int] = None
     rollout_resources: Resources = field(default_factory=_half_cpu)
     num_learners: int = 1

@@ -73,10 +73,11 @@ class RolloutWorker:
         return version
 
     def collect(self, cycle: int, episodes: int, seed: int, planning: bool, n_candidates: int,
-                flow_steps: int | None = None) -> dict[str, Any]:
+                flow_steps: int | None = None, choose: str = "model") -> dict[str, Any]:
         self._maybe_die(cycle)
         spec = RolloutSpec(episodes=episodes, cycle=cycle, worker=self.index, weight_version=self.weight_version,
-                           seed=seed, planning=planning, n_candidates=n_candidates, flow_steps=flow_steps)
+                           seed=seed, planning=planning, n_candidates=n_candidates, flow_steps=flow_steps,
+                           choose=choose)
         rows = collect(self.agent, self.envs, spec, self.grader)
         shard, quarantined = self.store.write_shard(cycle, self.index, rows)
         return {"shard": shard, "quarantined": quarantined, "steps": int(rows["steps"].sum()),

@@ -38,7 +38,7 @@ import sims
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.atomic import write_bytes_atomic, write_json_atomic
-from flywheel.rollout import RolloutSpec, capability, collect
+from flywheel.rollout import CHOOSERS, RolloutSpec, capability, collect
 from flywheel.store import RolloutStore
 from policies.agent import Agent
 
@@ -60,6 +60,11 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"{field} must be >= 1, got {getattr(config, field)}")
     if config.planning and config.n_candidates < 1:
         raise ConfigError(f"n_candidates must be >= 1 when planning, got {config.n_candidates}")
+    if config.choose not in CHOOSERS:
+        raise ConfigError(f"choose must be one of {CHOOSERS}, got {config.choose!r}")
+    if config.choose == "sim" and not config.planning:
+        raise ConfigError("choose=sim ranks a plan's candidates in the sim, so it needs planning=true "
+                          "(or choose=model)")
     for field in ("sim", "reference"):
         sim = getattr(config, field)
         try:
@@ -336,7 +341,8 @@ def _collect_cycle(ray, workers, worker_cls, options, spec, weights, cycle: int,
     for i, worker in workers.items():
         worker.load_weights.remote(weights, cycle)
         pending[i] = worker.collect.remote(cycle, len(share[i]), config.seed * 7919 + cycle * 101 + i,
-                                           config.planning, config.n_candidates, config.flow_steps)
+                                           config.planning, config.n_candidates, config.flow_steps,
+                                           config.choose)
     results, retries = {}, 0
     with progress_bar(f"cycle {cycle} rollouts", config.episodes_per_cycle) as advance:
         while pending:
@@ -353,7 +359,8 @@ def _collect_cycle(ray, workers, worker_cls, options, spec, weights, cycle: int,
                 workers[i] = worker_cls.options(**options).remote(i, spec)
                 workers[i].load_weights.remote(weights, cycle)
                 pending[i] = workers[i].collect.remote(cycle, len(share[i]), config.seed * 7919 + cycle * 101 + i,
-                                                       config.planning, config.n_candidates, config.flow_steps)
+                                                       config.planning, config.n_candidates, config.flow_steps,
+                                                       config.choose)
     return store.commit_cycle(cycle, [r["shard"] for r in results.values()],
                               [r["quarantined"] for r in results.values()],
                               meta={"weight_version": cycle, "retries": retries})

@@ -26,6 +26,10 @@ import torch
 from policies.agent import Agent
 from sims import SimEnv, SimState
 
+# How a plan's candidate is chosen: by the agent's own score (return head), or by running
+# every candidate in the training sim from the current state and keeping the best reward.
+CHOOSERS = ("model", "sim")
+
 # grade_chunk(env, start_state, imagined (n, p), realized (n, p), actions (n, a), rewards (n,), success)
 #   -> {column: scalar}; ``n`` is the number of steps the chunk really ran.
 GradeChunk = Callable[..., dict[str, Any]]
@@ -43,8 +47,11 @@ class RolloutSpec:
     planning: bool = True
     n_candidates: int = 4
     flow_steps: int | None = None
+    choose: str = "model"  # which candidate runs: the model's best score, or the best in the sim
 
     def __post_init__(self) -> None:
+        if self.choose not in CHOOSERS:
+            raise ValueError(f"choose must be one of {CHOOSERS}, got {self.choose!r}")
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.planning and self.n_candidates < 1:
@@ -83,6 +90,9 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
                                  [envs[i].embodiment for i in order])
         if spec.planning:
             plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
+            if spec.choose == "sim":
+                plan = plan.choose([best_in_sim(envs[i], plan.candidates[slot].cpu().numpy())
+                                    for slot, i in enumerate(order)])
             chosen, imagined = plan.actions, plan.imagined.values["proprio"]
         else:
             chosen = agent.act(context, None, steps=spec.flow_steps, generator=generator).actions.values["action"]
@@ -131,6 +141,23 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
                 if started < spec.episodes:
                     start(i)
     return {k: np.asarray(v, dtype=object if k in ("sim", "task") else None) for k, v in rows.items()}
+
+
+def best_in_sim(env: SimEnv, candidates: np.ndarray) -> int:
+    """The candidate chunk (n, T, action_pad; model units) whose steps earn the most reward in
+    ``env`` from its current state; the env is left in that state."""
+    emb, start, totals = env.embodiment, env.get_state(), []
+    for chunk in candidates:
+        env.set_state(start)
+        total = 0.0
+        for action in emb.to_env_action(emb.unpad_action(chunk)):
+            _, reward, terminated, truncated, _ = env.step(action)
+            total += reward
+            if terminated or truncated:
+                break
+        totals.append(total)
+    env.set_state(start)
+    return int(np.argmax(totals))
 
 
 def _finish(episode: dict[str, Any], rows: dict[str, list]) -> None:

@@ -110,6 +110,17 @@ class Plan:
     choice: torch.Tensor              # (B,) index of the chosen candidate
     returns: torch.Tensor | None      # (B, n) learned return estimates
     embodiments: tuple[Embodiment, ...]
+    candidates: torch.Tensor | None = None  # (B, n, T, A) every candidate's actions
+    futures: Data | None = None             # every candidate's imagined future, (B * n, T, ...)
+
+    def choose(self, choice: Sequence[int] | torch.Tensor) -> "Plan":
+        """The same candidates with another choice per env (``choice`` (B,), e.g. the best
+        candidates when the training sim runs each of them, ``flywheel.rollout``)."""
+        b, n = self.scores.shape
+        choice = torch.as_tensor(choice, dtype=torch.long, device=self.scores.device)
+        envs = torch.arange(b, device=choice.device)
+        return Plan(self.candidates[envs, choice], self.futures.map(lambda t: t[envs * n + choice]), self.scores,
+                    choice, self.returns, self.embodiments, self.candidates, self.futures)
 
     def env_actions(self) -> list[np.ndarray]:
         """Per env, the chunk (T, action_dim) in that env's action units."""
@@ -281,7 +292,7 @@ class Agent(nn.Module):
         rows = torch.arange(b, device=self.device) * n + choice
         chosen = imagined.future.map(lambda t: t[rows])
         return Plan(actions[torch.arange(b, device=self.device), choice], chosen, scores, choice, returns,
-                    context.observed.embodiments)
+                    context.observed.embodiments, actions, imagined.future)
 
     # ------------------------------------------------------------------ routes
 

@@ -6,7 +6,7 @@ import torch
 
 import sims
 from flywheel.objective import ObjectiveConfig, advantage_signal, advantage_weights, batch_loss
-from flywheel.rollout import RolloutSpec, capability, collect
+from flywheel.rollout import RolloutSpec, best_in_sim, capability, collect
 from policies.agent import Agent
 
 SIM = "mujoco/reacher-twin"
@@ -66,6 +66,34 @@ def test_collect_is_reproducible_from_its_seed(agent):
     spec = RolloutSpec(episodes=1, seed=11, n_candidates=2)
     a, b = collect(agent, envs, spec), collect(agent, envs, spec)
     assert np.array_equal(a["actions"], b["actions"]) and np.array_equal(a["realized"], b["realized"])
+
+
+def test_best_in_sim_keeps_the_candidate_the_sim_rewards_most_and_restores_the_env():
+    env = sims.make(SIM)
+    env.reset(seed=5)
+    env.step(np.array([0.3, -0.2]))
+    before = env.get_state()
+    rng = np.random.default_rng(0)
+    candidates = rng.uniform(-1, 1, (6, 8, 4)).astype(np.float32)  # padded past the arm's 2 actions
+    totals = []
+    for chunk in candidates:  # each candidate from the same state, in a fresh copy of the env
+        probe = sims.make(SIM)
+        probe.reset(seed=5)
+        probe.set_state(before)
+        totals.append(sum(probe.step(a)[1] for a in env.embodiment.to_env_action(chunk[:, :2])))
+    assert np.ptp(totals) > 0
+    assert best_in_sim(env, candidates) == int(np.argmax(totals))
+    after = env.get_state()
+    assert after.step == before.step and all(np.array_equal(after.arrays[k], v) for k, v in before.arrays.items())
+
+
+def test_rollouts_that_choose_in_the_sim_earn_more_per_chunk(agent):
+    envs = [sims.make(SIM, max_episode_steps=24) for _ in range(2)]
+    by = {choose: collect(agent, envs, RolloutSpec(episodes=4, seed=8, n_candidates=6, choose=choose))
+          for choose in ("model", "sim")}
+    assert by["sim"]["reward"].mean() > by["model"]["reward"].mean()
+    with pytest.raises(ValueError, match="choose"):
+        RolloutSpec(episodes=1, choose="oracle")
 
 
 def test_unrun_steps_and_padding_do_not_touch_the_loss(agent, rows):

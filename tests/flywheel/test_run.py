@@ -63,7 +63,9 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
 
 
 def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path):
-    run_dir = run(tiny_config(tmp_path / "faulty"), console=lambda *a: None, fault={"worker": 1, "cycle": 0})
+    # choose=sim: the replacement actor must get every rollout knob, not just the defaults.
+    run_dir = run(tiny_config(tmp_path / "faulty", choose="sim"), console=lambda *a: None,
+                  fault={"worker": 1, "cycle": 0})
     manifest = RolloutStore(run_dir / "store").manifest(0)
     assert manifest.episodes == 4 and manifest.meta["retries"] == 1
     assert len(manifest.shards) == 2
@@ -71,7 +73,9 @@ def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path)
 
 @pytest.mark.parametrize("change,field", [({"num_rollout_workers": 0}, "num_rollout_workers"),
                                           ({"episodes_per_cycle": 0}, "episodes_per_cycle"),
-                                          ({"sim": SimConfig(name="mujoco/nope")}, "sim.name")])
+                                          ({"sim": SimConfig(name="mujoco/nope")}, "sim.name"),
+                                          ({"choose": "oracle"}, "choose"),
+                                          ({"planning": False, "choose": "sim"}, "choose=sim")])
 def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         validate(tiny_config(tmp_path, **change))

@@ -46,6 +46,19 @@ def test_plan_picks_the_best_candidate_under_a_known_score():
         assert torch.equal(plan.imagined.values["frames"][b], imagined.future.values["frames"][b * n + c])
 
 
+def test_a_plan_can_run_another_of_its_candidates():
+    torch.manual_seed(0)
+    agent = Agent("tiny").eval()
+    plan = agent.plan(agent.perceive(_obs(3), ARM), n_candidates=4, generator=torch.Generator().manual_seed(2))
+    other = plan.choose([3, 0, 1])
+    assert other.choice.tolist() == [3, 0, 1]
+    for b, c in enumerate([3, 0, 1]):
+        assert torch.equal(other.actions[b], plan.candidates[b, c])
+        assert torch.equal(other.imagined.values["proprio"][b], plan.futures.values["proprio"][b * 4 + c])
+    assert not torch.equal(other.actions, plan.actions)  # at least one env changed its mind
+    assert torch.equal(other.scores, plan.scores)  # the model's own scores are kept
+
+
 def test_plan_uses_the_learned_return_head():
     torch.manual_seed(0)
     agent = Agent("tiny").eval()
