@@ -4,9 +4,10 @@
 in one batch, plans (imagine ``n_candidates`` futures, act on each, keep the best: by the
 agent's own score, or with ``choose="sim"`` the one that earns the most reward when the env
 runs each from its current state, ``best_in_sim``) or acts on the observation alone when
-planning is off, then executes each env's chosen chunk open-loop. Every chunk becomes one row: the observation it started from (``proprio``: the
-last ``history`` steps, the model's input), the chosen actions, the imagined and the realized proprio, the rewards and success, and whatever
-``grade_chunk`` says about it (the grader holds the imagination against reality there,
+planning is off, then executes each env's chosen chunk open-loop. Every chunk becomes one
+row: the observation it started from (``proprio``: the last ``history`` steps, the model's
+input), the chosen actions, the imagined and the realized proprio, the rewards and success,
+and whatever ``grade_chunk`` says about it (the grader holds the imagination against reality there,
 while the chunk's start state is at hand).
 
 Rows are columns of numpy arrays (see ``flywheel.store``), padded to the model's shared
