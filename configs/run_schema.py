@@ -41,6 +41,7 @@ class LearnerConfig:
     weight_decay: float = 0.01
     train_experts: list[str] = field(default_factory=lambda: ["video", "action"])
     advantage: str = "grade"  # what the action regression favours: grade | task | outcome (flywheel.objective)
+    act_on: str = "realized"  # the future the actions learn to follow: realized | imagined (flywheel.objective)
     temperature: float = 1.0  # of the advantage weights, in standard deviations of the batch's advantage
     max_weight: float = 20.0
     return_coef: float = 0.1
@@ -52,6 +53,7 @@ class EvalConfig:
     episodes: int = 8
     seed: int = 1_000_000  # fixed evaluation seeds: seed, seed + 1, ...
     planning: bool = True
+    n_candidates: Optional[int] = None  # None: the rollouts' n_candidates
 
 
 @dataclass

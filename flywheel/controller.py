@@ -38,6 +38,7 @@ import sims
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.atomic import write_bytes_atomic, write_json_atomic
+from flywheel.objective import ObjectiveConfig
 from flywheel.rollout import CHOOSERS, RolloutSpec, capability, collect
 from flywheel.store import RolloutStore
 from policies.agent import Agent
@@ -60,6 +61,8 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"{field} must be >= 1, got {getattr(config, field)}")
     if config.planning and config.n_candidates < 1:
         raise ConfigError(f"n_candidates must be >= 1 when planning, got {config.n_candidates}")
+    if config.eval.n_candidates is not None and config.eval.n_candidates < 1:
+        raise ConfigError(f"eval.n_candidates must be >= 1 (or unset), got {config.eval.n_candidates}")
     if config.choose not in CHOOSERS:
         raise ConfigError(f"choose must be one of {CHOOSERS}, got {config.choose!r}")
     if config.choose == "sim" and not config.planning:
@@ -75,6 +78,12 @@ def validate(config: RunConfig) -> None:
     if config.ray.address is None:  # an embedded Ray has what we give it: check before starting it
         cpus = config.ray.num_cpus or os.cpu_count() or 1
         check_resources(config, {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())})
+    try:
+        ObjectiveConfig(**{f.name: getattr(config.learner, f.name) for f in dataclasses.fields(ObjectiveConfig)})
+    except ValueError as exc:
+        raise ConfigError(f"learner: {exc}") from exc
+    if config.learner.act_on == "imagined" and not config.planning:
+        raise ConfigError("learner.act_on=imagined trains on the plans rollouts imagined, so it needs planning=true")
     if config.learner.steps < 1 or config.learner.batch_size < config.num_learners:
         raise ConfigError(f"learner.steps must be >= 1 and learner.batch_size >= num_learners, got "
                           f"{config.learner.steps} and {config.learner.batch_size}")
@@ -155,7 +164,7 @@ def evaluate(agent: Agent, config: RunConfig) -> dict[str, float]:
     ref = config.reference
     envs = [sims.make(ref.name, **ref.make_kwargs()) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
     spec = RolloutSpec(episodes=config.eval.episodes, seed=config.eval.seed, planning=config.eval.planning,
-                       n_candidates=config.n_candidates, flow_steps=config.flow_steps)
+                       n_candidates=config.eval.n_candidates or config.n_candidates, flow_steps=config.flow_steps)
     rows = collect(agent, envs, spec)
     result = capability(rows)
     result["capability"] = result["success_rate"] if envs[0].defines_success else result["mean_return"]

@@ -8,8 +8,13 @@ For a batch of chunks (rows of ``flywheel.rollout.collect``):
   failures alike ("this plan led to this outcome"), given the observation: the agent's
   imagination learns what really happens.
 - ``L_action``: advantage-weighted flow matching of the executed action chunk, given the
-  observation and the realized future (at inference the imagined one). Each row has an
-  advantage signal ``a_i`` (``ObjectiveConfig.advantage``):
+  observation and a future (``ObjectiveConfig.act_on``): the realized one (the action
+  expert learns inverse dynamics: which actions lead there), or the one the rollout
+  *imagined* for the chunk, the input the action expert has at inference. With
+  ``choose=sim`` rollouts the second distills the sim's choice: given the agent's own
+  (imperfect) plan, act as the candidate the engine found best did; with realized futures
+  the choice is invisible to the action expert, since inverse dynamics holds for any
+  chunk. Each row has an advantage signal ``a_i`` (``ObjectiveConfig.advantage``):
 
   - ``grade``: the grader's training weight (success, progress, imagination, physics);
   - ``task``: success (0/1 so far in the episode) plus progress, the task answers only;
@@ -24,8 +29,8 @@ For a batch of chunks (rows of ``flywheel.rollout.collect``):
   towards themselves and those below are damped, never reversed. Standardizing makes the
   temperature mean the same thing whatever the spread of the signal: a chunk one standard
   deviation above the mean weighs exp(1 / temperature) times an average one.
-- ``L_return``: mean squared error of the return head against the realized return-to-go,
-  standardized over the batch. Rewards of different tasks differ in scale by orders of
+- ``L_return``: mean squared error of the return head (reading the same future as the
+  actions) against the realized return-to-go, standardized over the batch. Rewards of different tasks differ in scale by orders of
   magnitude (a raw reacher return-to-go is around -20); unscaled, this term dwarfed the
   flow losses and, through the clipped global gradient norm, starved them. Planning only
   ranks candidates by the head, which a positive affine map of its target does not change.
@@ -71,6 +76,8 @@ from world_model.learned_env import PREFIX as LEARNED_PREFIX
 
 # What the action regression is weighted by (``ObjectiveConfig.advantage``).
 ADVANTAGES = ("grade", "task", "outcome")
+# Which future the action expert and the return head read in training (``ObjectiveConfig.act_on``).
+ACT_ON = ("realized", "imagined")
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,15 @@ class ObjectiveConfig:
     max_weight: float = 20.0
     return_coef: float = 0.1
     advantage: str = "grade"
+    act_on: str = "realized"  # the future the actions and the return head read: realized | imagined
 
     def __post_init__(self) -> None:
         if self.temperature <= 0 or self.max_weight <= 0 or self.return_coef < 0:
             raise ValueError(f"objective needs temperature > 0, max_weight > 0, return_coef >= 0: {self}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"objective advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        if self.act_on not in ACT_ON:
+            raise ValueError(f"objective act_on must be one of {ACT_ON}, got {self.act_on!r}")
 
 
 def advantage_weights(signal: np.ndarray, config: ObjectiveConfig) -> np.ndarray:
@@ -148,6 +158,11 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     future = Data({"proprio": torch.as_tensor(rows["realized"], device=dev)},
                   {"proprio": observed.proprio_mask & ran})
     actions = Data({"action": torch.as_tensor(rows["actions"], device=dev)}, {"action": observed.action_mask & ran})
+    plan = None
+    if config.act_on == "imagined":
+        if "imagined" not in rows:
+            raise ValueError("act_on=imagined needs rows that planned (an 'imagined' column); these did not plan")
+        plan = Data({"proprio": torch.as_tensor(rows["imagined"], device=dev)}, {"proprio": observed.proprio_mask})
     weights = torch.as_tensor(advantage_weights(advantage_signal(rows, config), config), dtype=torch.float32,
                               device=dev)
     returns = torch.as_tensor(standardized(rows["return"]), dtype=torch.float32, device=dev)
@@ -160,12 +175,13 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
             take = slice(start, stop)
             observed = _take(observed, take)
             future, actions = future.map(lambda t: t[take]), actions.map(lambda t: t[take])
+            plan = None if plan is None else plan.map(lambda t: t[take])
             weights, returns = weights[take], returns[take]
         key = _noise_key(noise_seed)
         noise = {term: flow.row_noise(data, [_row_seed(key, i, stream) for i in range(start, stop)])
                  for stream, (term, data) in enumerate((("future", future), ("action", actions)))}
     losses = agent.loss(observed, future, actions, returns, generator=generator, action_weights=weights,
-                        noise=noise, denominators=denominators)
+                        noise=noise, denominators=denominators, plan=plan)
     total = losses["future"] + losses["action"]
     if "return" in losses:
         total = total + config.return_coef * losses["return"]

@@ -307,12 +307,15 @@ class Agent(nn.Module):
              generator: torch.Generator | None = None,
              action_weights: torch.Tensor | None = None,
              noise: Mapping[str, tuple[Data, torch.Tensor]] | None = None,
-             denominators: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+             denominators: Mapping[str, Any] | None = None, plan: Data | None = None) -> dict[str, torch.Tensor]:
         """Imagination and acting in one sequence: [prefix, future (noisy), future (clean), action (noisy)].
 
         The noisy future is invisible to what follows, so the actions learn from the clean
-        future, which at inference is the imagined one. ``returns`` (B,) trains the return head;
-        ``action_weights`` (B,) weight each sample's action regression (the flywheel's grades).
+        future, which at inference is the imagined one. ``plan``, where given, is the clean
+        future instead (e.g. the one a rollout imagined, so the actions learn from the input they
+        get at inference) while ``future`` stays the imagination's target. ``returns`` (B,) trains
+        the return head; ``action_weights`` (B,) weight each sample's action regression (the
+        flywheel's grades).
 
         For data-parallel shares of a larger batch: ``noise`` gives ``{"future" | "action":
         (x0, t)}`` instead of drawing them from ``generator``, and ``denominators`` gives the
@@ -325,7 +328,7 @@ class Agent(nn.Module):
         a_x0, a_t = noise.get("action", (None, None))
         noisy_future, f0, f1 = self.model.flow_target("future", future, generator, t=f_t, x0=f_x0)
         noisy_action, a0, a1 = self.model.flow_target("action", actions, generator, t=a_t, x0=a_x0)
-        items = [*observed.items, noisy_future, Item("future", future), noisy_action]
+        items = [*observed.items, noisy_future, Item("future", future if plan is None else plan), noisy_action]
         hidden, _ = self.model.run(items)
         k = len(observed.items)
         out = {"future": self.model.flow_loss("future", hidden[k], f0, f1, denominators=denominators.get("future")),

@@ -90,9 +90,11 @@ def _max_diff(a: dict, b: dict, names=None) -> float:
 # ---------------------------------------------------------------------- without Ray
 
 
-def test_shares_of_a_split_batch_sum_to_the_whole_batch(rows):
+@pytest.mark.parametrize("act_on", ["realized", "imagined"])
+def test_shares_of_a_split_batch_sum_to_the_whole_batch(rows, act_on):
     torch.manual_seed(1)
-    agent, cfg, key = Agent("tiny"), ObjectiveConfig(), (5, 0, 2)
+    agent, cfg, key = Agent("tiny"), ObjectiveConfig(act_on=act_on), (5, 0, 2)
+    rows = dict(rows, imagined=np.flip(rows["realized"], axis=1).copy())  # a plan unlike the realized future
 
     def run(**kw):
         agent.zero_grad()

@@ -118,6 +118,25 @@ def test_grades_reweight_the_action_term_only(agent, rows):
     assert not torch.equal(plain["action"], weighted["action"])
 
 
+def test_act_on_imagined_trains_the_actions_on_the_plan_the_rollout_imagined(agent, rows):
+    realized, imagined = ObjectiveConfig(), ObjectiveConfig(act_on="imagined")
+
+    def loss(data, cfg):
+        return batch_loss(agent, data, cfg, torch.Generator().manual_seed(0))
+
+    a, b = loss(rows, realized), loss(rows, imagined)
+    assert torch.equal(a["future"], b["future"])  # the imagination still learns the realized future
+    assert not torch.equal(a["action"], b["action"]) and not torch.equal(a["return"], b["return"])
+    # The plan the actions read is the rollout's imagined column: only act_on=imagined sees it change.
+    other = dict(rows, imagined=rows["imagined"] + 0.5)
+    assert torch.equal(loss(other, realized)["action"], a["action"])
+    assert not torch.equal(loss(other, imagined)["action"], b["action"])
+    with pytest.raises(ValueError, match="act_on"):
+        ObjectiveConfig(act_on="dream")
+    with pytest.raises(ValueError, match="imagined"):
+        loss({k: v for k, v in rows.items() if k != "imagined"}, imagined)
+
+
 def test_advantage_weights_favour_better_grades_whatever_their_scale():
     cfg = ObjectiveConfig(temperature=0.5, max_weight=5.0)
     grades = np.array([0.1, 0.5, 0.9, 0.5])

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configs.run_schema import RunConfig
+from configs.run_schema import EvalConfig, LearnerConfig, RunConfig
 from configs.schema import SimConfig
 from flywheel.cli import main
 from flywheel.controller import ConfigError, read_cycles, run, validate
@@ -75,7 +75,12 @@ def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path)
                                           ({"episodes_per_cycle": 0}, "episodes_per_cycle"),
                                           ({"sim": SimConfig(name="mujoco/nope")}, "sim.name"),
                                           ({"choose": "oracle"}, "choose"),
-                                          ({"planning": False, "choose": "sim"}, "choose=sim")])
+                                          ({"planning": False, "choose": "sim"}, "choose=sim"),
+                                          ({"learner": LearnerConfig(act_on="dream")}, "act_on"),
+                                          ({"learner": LearnerConfig(advantage="luck")}, "advantage"),
+                                          ({"planning": False, "learner": LearnerConfig(act_on="imagined")},
+                                           "act_on=imagined"),
+                                          ({"eval": EvalConfig(n_candidates=0)}, "eval.n_candidates")])
 def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         validate(tiny_config(tmp_path, **change))
