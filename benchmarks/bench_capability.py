@@ -64,8 +64,9 @@ def main() -> None:
     if not records:
         sys.exit(f"no cycle completed in {run_dir} (stopped early?); run again to resume it")
     curve = [{"cycle": -1, "capability": before["capability"], "mean_return": before["mean_return"],
-              "env_steps_total": 0}] + [
+              "return_std": before["return_std"], "env_steps_total": 0}] + [
         {"cycle": r["cycle"], "capability": r["capability"], "mean_return": r["eval"]["mean_return"],
+         "return_std": r["eval"].get("return_std", float("nan")),
          "env_steps_total": r["env_steps_total"],
          "grade_weight": r["grades"]["weight"], "rollout_success": r["rollout"]["success_rate"],
          "seconds": r["seconds"]["cycle"]} for r in records]
@@ -81,8 +82,13 @@ def main() -> None:
     stderr = float(np.sqrt(pooled * (1 - pooled) * (1 / n + 1 / (n * len(later)))))
     gain = late_mean - start
     best = max(c["capability"] for c in curve[1:])
-    verdict = ("improved" if gain > 2 * stderr else "got worse" if gain < -2 * stderr
-               else "no change beyond evaluation noise")
+    verdict = judge(gain, stderr)
+    # The eval return is a second, less coarse reading of the same episodes (fixed seeds).
+    late_returns = [c["mean_return"] for c in curve[1:]][len(records) // 2:]
+    return_gain = float(np.mean(late_returns)) - curve[0]["mean_return"]
+    spread = float(np.nanmean([c["return_std"] for c in curve]))
+    return_stderr = spread * float(np.sqrt(1 / n + 1 / (n * len(later))))
+    return_verdict = judge(return_gain, return_stderr)
     print(f"\ncapability in {config.reference.name} over {config.eval.episodes} fixed episodes "
           f"(one episode = {noise:.3f})")
     print(f"{'cycle':>6} {'capability':>10} {'eval return':>11} {'env steps':>10} {'rollout success':>15} "
@@ -93,16 +99,23 @@ def main() -> None:
               f"{c.get('rollout_success', float('nan')):>15.3f} {c.get('grade_weight', float('nan')):>12.3f}")
     print(f"start {start:.3f} -> mean of the last {len(later)} cycles {late_mean:.3f} (2 s.e. {2 * stderr:.3f}; "
           f"best {best:.3f}) over {curve[-1]['env_steps_total']} env steps, {wall / 60:.1f} min: {verdict}")
+    print(f"eval return {curve[0]['mean_return']:.2f} -> mean of the last {len(later)} cycles "
+          f"{curve[0]['mean_return'] + return_gain:.2f} (2 s.e. {2 * return_stderr:.2f}): {return_verdict}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / f"{args.name}.json", {
         "pretrained": args.pretrained, "config": json.loads(json.dumps(OmegaConf.to_container(cfg))),
         "curve": curve, "late_mean": late_mean, "gain": gain, "stderr": stderr, "best": best,
         "eval_noise": noise, "verdict": verdict,
+        "return_gain": return_gain, "return_stderr": return_stderr, "return_verdict": return_verdict,
         "wall_seconds": round(wall, 1), "machine": {"cpus": __import__("os").cpu_count(),
                                                      "platform": platform.platform()}})
     plot(curve, config, RESULTS / f"{args.name}.png")
     print(f"wrote {RESULTS / args.name}.json and .png")
+
+
+def judge(gain: float, stderr: float) -> str:
+    return "improved" if gain > 2 * stderr else "got worse" if gain < -2 * stderr else "no change beyond evaluation noise"
 
 
 def plot(curve: list[dict], config: RunConfig, path: Path) -> None:
@@ -117,11 +130,16 @@ def plot(curve: list[dict], config: RunConfig, path: Path) -> None:
     cycles = [c["cycle"] + 1 for c in curve]  # 0 = the pretrained start
     steps = [c["env_steps_total"] for c in curve]
     caps = [c["capability"] for c in curve]
+    returns = [c["mean_return"] for c in curve]
     for ax, x, label in ((axes[0], cycles, "cycles completed"), (axes[1], steps, "environment steps")):
-        ax.plot(x, caps, marker="o")
+        ax.plot(x, caps, marker="o", label="success rate")
         ax.axhline(caps[0], color="grey", linestyle=":", label="pretrained start")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+        twin = ax.twinx()
+        twin.plot(x, returns, color="tab:orange", linestyle="--", marker=".", label="eval return")
+        twin.tick_params(axis="y", colors="tab:orange")
+    twin.set_ylabel("mean eval return", color="tab:orange")
     axes[0].set_ylabel(f"success rate, {config.reference.name}")
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"flywheel capability from a pretrained checkpoint ({config.eval.episodes} eval episodes)")

@@ -35,13 +35,15 @@ def _half_cpu() -> "Resources":
 
 @dataclass
 class LearnerConfig:
-    steps: int = 40  # optimizer steps per cycle
+    steps: int = 200  # optimizer steps per cycle
     batch_size: int = 32  # global batch (chunks), split across learners
     lr: float = 3e-4
     weight_decay: float = 0.01
     train_experts: list[str] = field(default_factory=lambda: ["video", "action"])
-    advantage: str = "grade"  # what the action regression favours: grade | task | outcome (flywheel.objective)
-    act_on: str = "realized"  # the future the actions learn to follow: realized | imagined (flywheel.objective)
+    advantage: str = "outcome"  # what the action regression favours: grade | task | outcome (flywheel.objective)
+    # The future the action expert and return head read in training: the one the rollout imagined
+    # (their input at inference, which is how choose=sim's choices reach the agent) or the realized one.
+    act_on: str = "imagined"
     temperature: float = 1.0  # of the advantage weights, in standard deviations of the batch's advantage
     max_weight: float = 20.0
     return_coef: float = 0.1
@@ -53,7 +55,9 @@ class EvalConfig:
     episodes: int = 8
     seed: int = 1_000_000  # fixed evaluation seeds: seed, seed + 1, ...
     planning: bool = True
-    n_candidates: Optional[int] = None  # None: the rollouts' n_candidates
+    # Fewer than the rollouts: the agent's own return head barely tells its candidates apart
+    # (README, "Flywheel throughput and capability"), so more only cost time. None: the rollouts'.
+    n_candidates: Optional[int] = 4
 
 
 @dataclass
@@ -98,17 +102,18 @@ class RunConfig:
     envs_per_worker: int = 4
     episodes_per_cycle: int = 16
     planning: bool = True
-    n_candidates: int = 4
-    # Which candidate a rollout runs: "model", the agent's own best score; "sim", the one that earns
-    # the most reward when the training sim runs every candidate from the current state (the
-    # engine judges the imagination). Evaluation always uses the agent's own: no sim at test time.
-    choose: str = "model"
+    n_candidates: int = 16
+    # Which candidate a rollout runs: "sim", the one that earns the most reward when the training
+    # sim runs every candidate from the current state (the engine judges the imagination, and the
+    # learners distill its choice); "model", the agent's own best score. Evaluation always uses the
+    # agent's own: no sim at test time.
+    choose: str = "sim"
     flow_steps: Optional[int] = None
     rollout_resources: Resources = field(default_factory=_half_cpu)
     num_learners: int = 1
     learner_resources: Resources = field(default_factory=Resources)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
-    replay_cycles: int = 2  # the learners train on the last K cycles' rollouts
+    replay_cycles: int = 12  # the learners train on the last K cycles' rollouts (all of them, in short runs)
     eval: EvalConfig = field(default_factory=EvalConfig)
     grade: GradeWeights = field(default_factory=GradeWeights)
     ray: RayConfig = field(default_factory=RayConfig)

@@ -177,7 +177,7 @@ def _finish(episode: dict[str, Any], rows: dict[str, list]) -> None:
 
 
 def capability(columns: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per-episode success rate and mean return over the rows of ``collect``."""
+    """Per-episode success rate, mean return and the returns' spread over the rows of ``collect``."""
     if not len(columns.get("episode", ())):
         raise ValueError("no rollouts to measure")
     episodes, first = np.unique(columns["episode"], return_index=True)
@@ -185,4 +185,5 @@ def capability(columns: dict[str, np.ndarray]) -> dict[str, float]:
     success = np.array([bool(columns["success"][last[e]]) for e in episodes])
     returns = columns["return"][first]
     return {"success_rate": float(success.mean()), "mean_return": float(np.mean(returns)),
+            "return_std": float(np.std(returns)),
             "episodes": int(len(episodes))}

@@ -58,7 +58,10 @@ def test_returns_to_go_sum_the_rest_of_the_episode(rows):
         # Every chunk of an episode carries how the episode ended.
         assert np.all(rows["episode_return"][sel] == rows["return"][sel][0])
         assert np.all(rows["episode_success"][sel] == rows["success"][sel][-1])
-    assert capability(rows)["episodes"] == 3
+    firsts = [rows["return"][rows["episode"] == e][0] for e in np.unique(rows["episode"])]
+    measured = capability(rows)
+    assert measured["episodes"] == 3 and np.isclose(measured["mean_return"], np.mean(firsts))
+    assert np.isclose(measured["return_std"], np.std(firsts)) and measured["return_std"] > 0
 
 
 def test_collect_is_reproducible_from_its_seed(agent):

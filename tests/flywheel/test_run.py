@@ -78,8 +78,8 @@ def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path)
                                           ({"planning": False, "choose": "sim"}, "choose=sim"),
                                           ({"learner": LearnerConfig(act_on="dream")}, "act_on"),
                                           ({"learner": LearnerConfig(advantage="luck")}, "advantage"),
-                                          ({"planning": False, "learner": LearnerConfig(act_on="imagined")},
-                                           "act_on=imagined"),
+                                          ({"planning": False, "choose": "model",
+                                            "learner": LearnerConfig(act_on="imagined")}, "act_on=imagined"),
                                           ({"eval": EvalConfig(n_candidates=0)}, "eval.n_candidates")])
 def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
