@@ -5,11 +5,12 @@
 ``key=value`` are any other ``flywheel run`` overrides. Without ``--pretrained`` the
 checkpoint is the one ``flywheel run`` would start from (``runs/pretrain/default/checkpoint``,
 else the small starter, pretrained first if missing). Runs ``flywheel run`` from it for ``--cycles`` cycles (embedded Ray)
-and measures capability (success rate in the reference sim on fixed seeds) before the
-first cycle and after each one. Prints a table, writes
-``benchmarks/results/<name>.json`` and a PNG of capability against cycle and against
+and measures capability (success rate in the reference sim on fixed seeds) and the mean
+eval return before the first cycle and after each one. Prints a table, writes
+``benchmarks/results/<name>.json`` and a PNG of both against cycle and against
 environment steps. Each evaluation is a binomial draw, so the verdict compares the mean
-capability of the later half of the cycles with the start, against two standard errors.
+capability of the later half of the cycles with the start, against two standard errors;
+a second verdict does the same for the return, with the episodes' spread of returns.
 """
 
 from __future__ import annotations
