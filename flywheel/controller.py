@@ -81,7 +81,7 @@ def validate(config: RunConfig) -> None:
     try:
         ObjectiveConfig(**{f.name: getattr(config.learner, f.name) for f in dataclasses.fields(ObjectiveConfig)})
     except ValueError as exc:
-        raise ConfigError(f"learner: {exc}") from exc
+        raise ConfigError(f"learner.{exc}") from exc  # the objective's messages start with the field
     if config.learner.act_on == "imagined" and not config.planning:
         raise ConfigError("learner.act_on=imagined trains on the plans rollouts imagined, so it needs planning=true")
     if config.learner.steps < 1 or config.learner.batch_size < config.num_learners:

@@ -90,11 +90,11 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         if self.temperature <= 0 or self.max_weight <= 0 or self.return_coef < 0:
-            raise ValueError(f"objective needs temperature > 0, max_weight > 0, return_coef >= 0: {self}")
+            raise ValueError(f"temperature > 0, max_weight > 0 and return_coef >= 0 are needed: {self}")
         if self.advantage not in ADVANTAGES:
-            raise ValueError(f"objective advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+            raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if self.act_on not in ACT_ON:
-            raise ValueError(f"objective act_on must be one of {ACT_ON}, got {self.act_on!r}")
+            raise ValueError(f"act_on must be one of {ACT_ON}, got {self.act_on!r}")
 
 
 def advantage_weights(signal: np.ndarray, config: ObjectiveConfig) -> np.ndarray:
