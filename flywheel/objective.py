@@ -30,10 +30,11 @@ For a batch of chunks (rows of ``flywheel.rollout.collect``):
   temperature mean the same thing whatever the spread of the signal: a chunk one standard
   deviation above the mean weighs exp(1 / temperature) times an average one.
 - ``L_return``: mean squared error of the return head (reading the same future as the
-  actions) against the realized return-to-go, standardized over the batch. Rewards of different tasks differ in scale by orders of
-  magnitude (a raw reacher return-to-go is around -20); unscaled, this term dwarfed the
-  flow losses and, through the clipped global gradient norm, starved them. Planning only
-  ranks candidates by the head, which a positive affine map of its target does not change.
+  actions) against the realized return-to-go, standardized over the batch. Rewards of
+  different tasks differ in scale by orders of magnitude (a raw reacher return-to-go is
+  around -20); unscaled, this term dwarfed the flow losses and, through the clipped global
+  gradient norm, starved them. Planning only ranks candidates by the head, which a
+  positive affine map of its target does not change.
 
 Steps a chunk did not run (the episode ended inside it) are masked out of every term,
 and so are padded proprio/action dimensions.
