@@ -79,7 +79,7 @@ def validate(config: RunConfig) -> None:
         cpus = config.ray.num_cpus or os.cpu_count() or 1
         check_resources(config, {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())})
     try:
-        ObjectiveConfig(**{f.name: getattr(config.learner, f.name) for f in dataclasses.fields(ObjectiveConfig)})
+        ObjectiveConfig.of(config.learner)
     except ValueError as exc:
         raise ConfigError(f"learner.{exc}") from exc  # the objective's messages start with the field
     if config.learner.act_on == "imagined" and not config.planning:
@@ -346,12 +346,13 @@ def _collect_cycle(ray, workers, worker_cls, options, spec, weights, cycle: int,
                    store: RolloutStore):
     """Every worker collects its share; a worker that dies is replaced and its share re-collected."""
     share = np.array_split(np.arange(config.episodes_per_cycle), len(workers))
-    pending = {}
-    for i, worker in workers.items():
-        worker.load_weights.remote(weights, cycle)
-        pending[i] = worker.collect.remote(cycle, len(share[i]), config.seed * 7919 + cycle * 101 + i,
-                                           config.planning, config.n_candidates, config.flow_steps,
-                                           config.choose)
+
+    def start(i: int):
+        workers[i].load_weights.remote(weights, cycle)
+        return workers[i].collect.remote(cycle, len(share[i]), config.seed * 7919 + cycle * 101 + i,
+                                         config.planning, config.n_candidates, config.flow_steps, config.choose)
+
+    pending = {i: start(i) for i in workers}
     results, retries = {}, 0
     with progress_bar(f"cycle {cycle} rollouts", config.episodes_per_cycle) as advance:
         while pending:
@@ -366,10 +367,7 @@ def _collect_cycle(ray, workers, worker_cls, options, spec, weights, cycle: int,
                 if retries > 3 * len(workers):
                     raise RuntimeError(f"cycle {cycle}: rollout workers keep dying; giving up after {retries} retries")
                 workers[i] = worker_cls.options(**options).remote(i, spec)
-                workers[i].load_weights.remote(weights, cycle)
-                pending[i] = workers[i].collect.remote(cycle, len(share[i]), config.seed * 7919 + cycle * 101 + i,
-                                                       config.planning, config.n_candidates, config.flow_steps,
-                                                       config.choose)
+                pending[i] = start(i)
     return store.commit_cycle(cycle, [r["shard"] for r in results.values()],
                               [r["quarantined"] for r in results.values()],
                               meta={"weight_version": cycle, "retries": retries})

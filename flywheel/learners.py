@@ -44,7 +44,7 @@ import socket
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -357,8 +357,7 @@ class LearnerPool:
         unknown = sorted(set(experts) - set(cfg.experts))
         if unknown or not experts:
             raise ValueError(f"train_experts {list(experts)} must be a non-empty subset of {list(cfg.experts)}")
-        objective = ObjectiveConfig(**{f.name: type(f.default)(_get(objective, f.name, f.default))
-                                       for f in fields(ObjectiveConfig)})
+        objective = ObjectiveConfig.of(objective)
         self.spec = LearnerSpec(model=cfg.to_dict(), world_size=int(num_learners), train_experts=experts,
                                 objective=asdict(objective), lr=float(lr), weight_decay=float(weight_decay),
                                 grad_clip=None if grad_clip is None else float(grad_clip), seed=int(seed),

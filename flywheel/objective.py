@@ -61,8 +61,9 @@ so a row's noise does not depend on which rank computes it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,6 +89,18 @@ class ObjectiveConfig:
     return_coef: float = 0.1
     advantage: str = "grade"
     act_on: str = "realized"  # the future the actions and the return head read: realized | imagined
+
+    @classmethod
+    def of(cls, source: Any) -> "ObjectiveConfig":
+        """From any object or mapping with (some of) these fields, e.g. a run's ``learner`` config;
+        missing ones keep their defaults."""
+        def get(name: str, default: Any) -> Any:
+            if source is None:
+                return default
+            value = source.get(name, default) if isinstance(source, Mapping) else getattr(source, name, default)
+            return type(default)(value)
+
+        return cls(**{f.name: get(f.name, f.default) for f in fields(cls)})
 
     def __post_init__(self) -> None:
         if self.temperature <= 0 or self.max_weight <= 0 or self.return_coef < 0:
