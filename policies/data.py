@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 # Byte-level text: 256 byte values plus three specials.
@@ -65,16 +66,19 @@ def encode_text(texts: Sequence[str], max_len: int, device: torch.device | str =
     Longer texts are cut to ``max_len`` tokens (EOS kept). The batch is padded to its
     longest text, not to ``max_len``, so short instructions stay cheap.
     """
-    rows = []
-    for text in texts:
-        body = list(str(text).encode("utf-8"))[: max_len - 2]
-        rows.append([BOS, *body, EOS])
-    n = max(len(r) for r in rows)
-    ids = torch.full((len(rows), n), PAD, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-    ids = ids.to(device)
+    # A rollout batch repeats one instruction per env: encode each distinct text once.
+    encoded = {text: _encode(str(text), max_len) for text in dict.fromkeys(texts)}
+    n = max(len(r) for r in encoded.values())
+    ids = np.full((len(texts), n), PAD, dtype=np.int64)
+    for i, text in enumerate(texts):
+        row = encoded[text]
+        ids[i, : len(row)] = row
+    ids = torch.from_numpy(ids).to(device)
     return Data({"ids": ids}, {"ids": ids != PAD})
+
+
+def _encode(text: str, max_len: int) -> np.ndarray:
+    return np.array([BOS, *text.encode("utf-8")[: max_len - 2], EOS], dtype=np.int64)
 
 
 def decode_text(ids: torch.Tensor) -> list[str]:

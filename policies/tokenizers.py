@@ -137,7 +137,10 @@ class TextTokenizer(Tokenizer):
         return data.values["ids"].shape[1]
 
     def padding(self, data: Data) -> torch.Tensor | None:
-        return data.masks.get("ids")
+        # No mask when nothing is padded (a rollout batch shares one instruction): attention
+        # then takes one (Lq, Lk) mask for the whole batch instead of one per row.
+        mask = data.masks.get("ids")
+        return None if mask is None or bool(mask.all()) else mask
 
     def forward(self, data: Data, t: torch.Tensor | None = None) -> torch.Tensor:
         ids = data.values["ids"]

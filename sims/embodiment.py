@@ -64,9 +64,7 @@ class Embodiment:
 def _mask(dim: int, size: int, name: str, what: str) -> np.ndarray:
     if dim > size:
         raise ValueError(f"{name}: {what} has {dim} dimensions, more than the shared pad size {size}")
-    mask = np.zeros(size, dtype=bool)
-    mask[:dim] = True
-    return mask
+    return np.arange(size) < dim
 
 
 def _pad(values: np.ndarray, dim: int, size: int, name: str, what: str) -> np.ndarray:

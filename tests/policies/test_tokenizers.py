@@ -7,7 +7,7 @@ import torch
 
 from policies import checkpoint
 from policies.config import DEFAULT_MODALITIES, SIZES
-from policies.data import Data
+from policies.data import PAD, Data, encode_text
 from policies.model import Item, Model
 from policies.routes import route_loss
 
@@ -59,3 +59,14 @@ def test_the_command_modality_belongs_to_the_video_expert():
     run = lambda c: model.run([Item("proprio", _proprio()), Item("command", c), Item("future", future, True, t)])[0][-1]  # noqa: E731
     other = Data({"action": -command.values["action"]}, command.masks)
     assert not torch.allclose(run(command), run(other))
+
+
+def test_text_is_encoded_per_row_and_only_real_padding_is_masked():
+    tok = Model(SIZES["tiny"]).tokenizer("text")
+    mixed = encode_text(["go", "reach", "go"], SIZES["tiny"].text_max)
+    ids = mixed.values["ids"]
+    assert ids[0].tolist() == ids[2].tolist() and ids[0, 1:3].tolist() == list(b"go")
+    assert ids[1, 1:6].tolist() == list(b"reach") and (ids[0, 4:] == PAD).all()
+    assert torch.equal(tok.padding(mixed), ids != PAD) and not tok.padding(mixed)[0, -1]
+    # One instruction for the whole batch: nothing is padding, so attention needs no key mask.
+    assert tok.padding(encode_text(["reach"] * 4, SIZES["tiny"].text_max)) is None
