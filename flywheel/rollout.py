@@ -27,6 +27,7 @@ import torch
 
 from policies.agent import Agent
 from sims import SimEnv, SimState
+from sims.embodiment import Embodiment
 
 # How a plan's candidate is chosen: by the agent's own score (return head), or by running
 # every candidate in the training sim from the current state and keeping the best reward.
@@ -88,8 +89,9 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
         start(i)
     while active:
         order = sorted(active)
-        context = agent.perceive([{**active[i]["obs"], "proprio": np.stack(active[i]["history"])} for i in order],
-                                 [envs[i].embodiment for i in order])
+        embodiments = [envs[i].embodiment for i in order]
+        histories = [np.stack(active[i]["history"]) for i in order]
+        context = agent.perceive([{**active[i]["obs"], "proprio": h} for i, h in zip(order, histories)], embodiments)
         if spec.planning:
             plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
             if spec.choose == "sim":
@@ -99,38 +101,39 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
         else:
             chosen = agent.act(context, None, steps=spec.flow_steps, generator=generator).actions.values["action"]
             imagined = None
-        chosen = chosen.detach().cpu().numpy()
-        imagined = None if imagined is None else imagined.detach().cpu().numpy()
-        for slot, i in enumerate(order):
-            env, episode = envs[i], active[i]
-            emb = env.embodiment
-            env_actions = emb.to_env_action(emb.unpad_action(chosen[slot]))
+        chosen = chosen.detach().cpu().numpy().astype(np.float32, copy=False)
+        imagined = None if imagined is None else imagined.detach().cpu().numpy().astype(np.float32, copy=False)
+        # Batch-wide arrays, filled per env below; each row keeps a view of its slot.
+        inputs = np.zeros((len(order), cfg.history, cfg.proprio_pad), np.float32)
+        realized_pad = np.zeros((len(order), cfg.chunk, cfg.proprio_pad), np.float32)
+        for slot, env_actions in enumerate(_env_actions(chosen, embodiments)):
+            i = order[slot]
+            env, episode, emb = envs[i], active[i], embodiments[slot]
+            inputs[slot, :, : emb.proprio_dim] = histories[slot]
             start_state: SimState | None = env.get_state() if grade_chunk is not None else None
-            history0 = emb.pad_proprio(np.stack(episode["history"]), cfg.proprio_pad)
             realized, rewards, done = [], [], False
             for action in env_actions:
                 obs, reward, terminated, truncated, info = env.step(action)
                 realized.append(obs["proprio"])
-                episode["history"] = episode["history"][1:] + [obs["proprio"]]
                 rewards.append(reward)
                 episode["success"] |= bool(info.get("success", False))
-                episode["obs"] = obs
                 if terminated or truncated:
                     done = True
                     break
+            episode["obs"] = obs
+            episode["history"] = (episode["history"] + realized)[-cfg.history:]
             n = len(realized)
-            realized_pad = np.zeros((cfg.chunk, cfg.proprio_pad), np.float32)
-            realized_pad[:n] = emb.pad_proprio(np.asarray(realized), cfg.proprio_pad)
+            realized_pad[slot, :n, : emb.proprio_dim] = realized
             row = {
                 "episode": episode["id"], "cycle": spec.cycle, "worker": spec.worker,
                 "weight_version": spec.weight_version, "sim": env.name, "chunk": episode["chunk"],
                 "proprio_dim": emb.proprio_dim, "action_dim": emb.action_dim,
-                "task": env.task_text, "proprio": history0.astype(np.float32),
-                "actions": chosen[slot].astype(np.float32), "realized": realized_pad, "steps": n,
+                "task": env.task_text, "proprio": inputs[slot], "actions": chosen[slot],
+                "realized": realized_pad[slot], "steps": n,
                 "reward": float(np.sum(rewards)), "success": episode["success"], "planned": spec.planning,
             }
             if imagined is not None:
-                row["imagined"] = imagined[slot].astype(np.float32)
+                row["imagined"] = imagined[slot]
             if grade_chunk is not None:
                 own = None if imagined is None else imagined[slot][:n, : emb.proprio_dim]
                 row.update(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
@@ -143,6 +146,19 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
                 if started < spec.episodes:
                     start(i)
     return {k: np.asarray(v, dtype=object if k in ("sim", "task") else None) for k, v in rows.items()}
+
+
+def _env_actions(chosen: np.ndarray, embodiments: Sequence[Embodiment]) -> list[np.ndarray]:
+    """Per env, its chunk of ``chosen`` (B, T, action_pad; model units) in env units: one
+    conversion per embodiment in the batch, not one per env."""
+    slots: dict[Embodiment, list[int]] = defaultdict(list)
+    for slot, emb in enumerate(embodiments):
+        slots[emb].append(slot)
+    out: list[np.ndarray] = [None] * len(embodiments)  # type: ignore[list-item]
+    for emb, group in slots.items():
+        for slot, actions in zip(group, emb.to_env_action(emb.unpad_action(chosen[group]))):
+            out[slot] = actions
+    return out
 
 
 def best_in_sim(env: SimEnv, candidates: np.ndarray) -> int:

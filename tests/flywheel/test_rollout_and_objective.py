@@ -71,6 +71,26 @@ def test_collect_is_reproducible_from_its_seed(agent):
     assert np.array_equal(a["actions"], b["actions"]) and np.array_equal(a["realized"], b["realized"])
 
 
+@pytest.mark.parametrize("planning", [False, True])
+def test_each_env_of_a_mixed_batch_ran_the_actions_its_rows_record(agent, planning):
+    names = [SIM, "pybullet/cartpole-balance", SIM]
+    spec = RolloutSpec(episodes=5, seed=2, planning=planning, n_candidates=2)
+    rows = collect(agent, [sims.make(name, max_episode_steps=12) for name in names], spec)
+    assert set(rows["sim"]) == set(names) and len(np.unique(rows["episode"])) == 5
+    for e in np.unique(rows["episode"]):
+        sel = np.flatnonzero(rows["episode"] == e)
+        env = sims.make(str(rows["sim"][sel[0]]), max_episode_steps=12)
+        emb = env.embodiment
+        assert set(rows["action_dim"][sel]) == {emb.action_dim}
+        env.reset(seed=spec.seed * 100_003 + int(e) % 100_000)  # the episode's reset, by its index
+        for r in sel:
+            n = int(rows["steps"][r])
+            for t, action in enumerate(emb.to_env_action(emb.unpad_action(rows["actions"][r]))[:n]):
+                obs, *_ = env.step(action)
+                np.testing.assert_array_equal(rows["realized"][r][t, : emb.proprio_dim],
+                                              emb.pad_proprio(obs["proprio"])[: emb.proprio_dim])
+
+
 def test_best_in_sim_keeps_the_candidate_the_sim_rewards_most_and_restores_the_env():
     env = sims.make(SIM)
     env.reset(seed=5)
