@@ -217,7 +217,7 @@ class Agent(nn.Module):
         """The task text's keys and values. Text comes first and no segment attends to a later
         one, so they do not depend on the frame and proprio that follow."""
         # Every in-place update (load_state_dict, an optimizer step) bumps a tensor's version.
-        weights = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+        weights = tuple((p.data_ptr(), p._version) for p in self._text_parameters())
         if getattr(self, "_prefix_weights", None) != weights:
             self._prefix_weights, self._prefixes = weights, {}
         ids = text.data.values["ids"]
@@ -227,6 +227,15 @@ class Agent(nn.Module):
                 self._prefixes.clear()
             self._prefixes[key] = self.model.run([text], keep=True)[1]
         return self._prefixes[key]
+
+    def _text_parameters(self) -> list[nn.Parameter]:
+        """The weights the task text's keys and values depend on: the text tokenizer and the
+        text expert (walking every module of the model per chunk cost more than the text)."""
+        owners = (self.model.tokenizers["text"], self.model.backbone.experts[self.cfg.expert_of("text")])
+        cached = getattr(self, "_text_owners", ())
+        if len(cached) != len(owners) or any(a is not b for a, b in zip(cached, owners)):
+            self._text_owners, self._text_params = owners, [p for m in owners for p in m.parameters()]
+        return self._text_params
 
     # ------------------------------------------------------------------ Imagine
 
