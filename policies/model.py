@@ -192,6 +192,8 @@ class Model(nn.Module):
             _, cache = self.run(list(before), keep=True)
         elif before:
             _, cache = self.run(list(before), cache, keep=True)
+        if cache is not None:
+            cache = cache.with_room(self.tokenizer(modality).length(template))
         return flow.euler_sample(lambda x, t: self.velocity(modality, x, t, cache=cache), template,
                                  steps or self.cfg.flow_steps, generator)
 

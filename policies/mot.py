@@ -146,6 +146,13 @@ class KVCache:
     def __len__(self) -> int:
         return len(self.layout)
 
+    def with_room(self, n: int) -> "KVCache":
+        """The same prefix in buffers with ``n`` free positions after it. A run of exactly n
+        tokens (not kept) writes its keys and values there instead of concatenating a copy
+        of the prefix: a sampler's every step runs the same segment after the same prefix."""
+        grow = lambda t: torch.cat([t, t.new_empty(*t.shape[:2], n, t.shape[3])], dim=2)  # noqa: E731
+        return KVCache([grow(k) for k in self.keys], [grow(v) for v in self.values], self.layout, self.key_mask)
+
     def expand(self, n: int) -> "KVCache":
         """Each sequence repeated n times (b0, b0, ..., b1, b1, ...): candidates share a prefix."""
         if n == 1:
@@ -223,9 +230,13 @@ class MoT(nn.Module):
                 ks.append(k)
                 vs.append(v)
             q, k, v = (routing.scatter(t).transpose(1, 2) for t in (qs, ks, vs))  # (B, H, n, Dh)
-            if cache is not None:
-                k = torch.cat([cache.keys[i], k], dim=2)
-                v = torch.cat([cache.values[i], v], dim=2)
+            if cache is not None and not keep and cache.keys[i].shape[2] == start + n:  # room for these tokens
+                cache.keys[i][:, :, start:] = k
+                cache.values[i][:, :, start:] = v
+                k, v = cache.keys[i], cache.values[i]
+            elif cache is not None:
+                k = torch.cat([cache.keys[i][:, :, :start], k], dim=2)
+                v = torch.cat([cache.values[i][:, :, :start], v], dim=2)
             if keep:
                 keys.append(k)
                 values.append(v)

@@ -77,6 +77,24 @@ def test_prefix_cache_gives_the_same_result_as_one_full_pass():
     torch.testing.assert_close(got3, want[:, 7:].repeat_interleave(3, dim=0), rtol=1e-5, atol=1e-6)
 
 
+def test_a_cache_with_room_gives_the_same_result_step_after_step():
+    torch.manual_seed(5)
+    mot = MoT(TINY).eval()
+    prefix = _layout(("text", "understand", 5, False), ("proprio", "understand", 2, False))
+    full = prefix + _layout(("action", "action", 4, True))
+    _, cache = mot(torch.randn(3, 7, TINY.d_model), prefix, keep=True)
+    roomy = cache.with_room(4)
+    for _ in range(2):  # the second run overwrites the first one's keys in the room
+        x = torch.randn(3, 4, TINY.d_model)
+        want, _ = mot(x, full, cache=cache)
+        got, _ = mot(x, full, cache=roomy)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        assert torch.equal(roomy.keys[0][:, :, :7], cache.keys[0])  # the prefix itself is never written
+    # A run that keeps its keys copies them out, so nothing can later overwrite a kept cache.
+    _, kept = mot(torch.randn(3, 4, TINY.d_model), full, cache=roomy, keep=True)
+    assert kept.keys[0].data_ptr() != roomy.keys[0].data_ptr() and kept.keys[0].shape[2] == 11
+
+
 def test_padding_keys_are_ignored():
     torch.manual_seed(4)
     mot = MoT(TINY).eval()
