@@ -65,6 +65,36 @@ def test_set_state_rejects_what_is_not_a_state_of_this_sim(slider):
         env.set_state(squashed)
 
 
+def test_a_state_layout_that_changes_between_episodes_is_followed(slider):
+    class Beads(slider):
+        """A slider with as many bead markers as the episode's seed says (a world rebuilt per episode)."""
+
+        def _reset_task(self, rng):
+            super()._reset_task(rng)
+            self.beads = np.zeros(int(rng.integers(1, 4)))
+
+        def _get_task_state(self):
+            return {"beads": self.beads.copy()}
+
+        def _set_task_state(self, arrays):
+            self.beads = arrays["beads"].copy()
+
+    env = Beads()
+    env.reset(seed=0)
+    old = env.get_state()
+    env.set_state(old)  # the layout is now known for this episode
+    other = next(s for s in range(1, 50) if len(_beads(Beads(), s)) != len(env.beads))
+    env.reset(seed=other)
+    with pytest.raises(ValueError, match="do not fit this sim"):  # the last episode's layout is refused
+        env.set_state(old)
+    env.set_state(env.get_state())  # this episode's is taken
+
+
+def _beads(env, seed):
+    env.reset(seed=seed)
+    return env.beads
+
+
 def test_bad_task_text_is_caught_at_construction(slider):
     class Shouting(slider):
         task_text = "push <the> block"
