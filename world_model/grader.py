@@ -152,7 +152,7 @@ def physics_gaps(env: SimEnv, start: SimState, imagined, actions, scale) -> np.n
 
     ``env`` is the engine (the reference sim, noise-free), ``start`` its exact state when the
     chunk began, ``imagined`` [T, D] the imagined proprio after each of ``actions`` [T, A].
-    Step t restores the imagined state before it (``state_from_proprio``; the true ``start``
+    Step t restores the imagined state before it (``set_state_from_proprio``; the true ``start``
     for t = 0), steps once with ``actions[t]`` and measures the mean normalized distance of
     the engine's proprio from ``imagined[t]``. The env is left in the state it was found in.
     """
@@ -167,14 +167,17 @@ def physics_gaps(env: SimEnv, start: SimState, imagined, actions, scale) -> np.n
     saved = env.get_state()
     try:
         try:
-            # The last imagined state is only compared with, never restored; it is converted
-            # too so that a one-step chunk gets the same "not applicable" as a longer one.
-            states = [start] + [env.state_from_proprio(p, like=start) for p in imagined]
+            # The last imagined state is only compared with, never stepped from; placing the
+            # engine there first gives a one-step chunk the same "not applicable" as a longer one.
+            env.set_state_from_proprio(imagined[-1], like=start)
         except StateNotDetermined:
             return None
         gaps = np.zeros(len(imagined))
-        for t, (state, action) in enumerate(zip(states, actions)):
-            env.set_state(state)
+        for t, action in enumerate(actions):
+            if t == 0:
+                env.set_state(start)
+            else:
+                env.set_state_from_proprio(imagined[t - 1], like=start)
             obs = env.step(action)[0]["proprio"]
             gaps[t] = float(np.mean(np.abs(obs - imagined[t]) / scale))
         return gaps

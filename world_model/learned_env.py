@@ -288,7 +288,7 @@ class LearnedSimEnv(SimEnv):
     def _render_camera(self) -> np.ndarray:
         if self._painter is None:
             self._setup_camera()
-        self._painter.set_state(self._painter.state_from_proprio(self._x, like=self._shadow.get_state()))
+        self._painter.set_state_from_proprio(self._x, like=self._shadow.get_state())
         return self._painter.render()
 
     def close(self) -> None:

@@ -52,6 +52,20 @@ def test_proprio_round_trips_to_a_state_that_moves_on_alike(name):
     np.testing.assert_allclose(rebuilt_next, true_next, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", DETERMINED)
+def test_setting_the_state_from_proprio_in_place_is_setting_the_state_it_returns(name):
+    env = sims.make(name)
+    states, actions = _visited_states(env)
+    env.set_state(states[-1])
+    proprio = env._proprio().astype(np.float32)
+    rebuilt = env.state_from_proprio(proprio, like=states[3])
+    env.set_state_from_proprio(proprio, like=states[3])
+    assert env.get_state().equals(rebuilt)
+    in_place = env.step(actions[-1])[0]["proprio"]
+    env.set_state(rebuilt)
+    np.testing.assert_array_equal(in_place, env.step(actions[-1])[0]["proprio"])
+
+
 @pytest.mark.parametrize("name", NOT_DETERMINED)
 def test_tasks_whose_proprio_misses_state_say_so(name):
     env = sims.make(name)
