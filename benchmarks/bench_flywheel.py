@@ -7,7 +7,8 @@ agent (Perceive -> [Imagine] -> Act over a batch of envs, chunks executed open-l
 timed against the raw simulator stepping random actions on the same cores, with episodes
 of the same length (resets cost the same share of both). One worker runs in this process;
 two run as Ray actors, one core each, against two raw sims stepping at once in two such
-actors. The model runs once per chunk for the whole batch, so its cost per env step falls
+actors. One worker also runs with grading on, as a cycle's rollout actors do (the grader
+holds every chunk's imagination against the physics while its start state is at hand). The model runs once per chunk for the whole batch, so its cost per env step falls
 as the batch grows.
 
 This machine is shared and its speed drifts by 2x over minutes, so each agent run is
@@ -39,16 +40,18 @@ from flywheel.atomic import write_json_atomic  # noqa: E402
 from flywheel.rollout import RolloutSpec, collect  # noqa: E402
 from policies.agent import Agent  # noqa: E402
 from sims.timing import steps_per_second  # noqa: E402
+from world_model.chunk_grader import ChunkGrader  # noqa: E402
+from world_model.grader import GradeConfig  # noqa: E402
 
 
 RAW_STEPS = 3000
 
 
 def agent_steps_per_second(agent: Agent, envs: list, episodes: int, planning: bool, n_candidates: int,
-                           seed: int = 0) -> float:
+                           seed: int = 0, grader: ChunkGrader | None = None) -> float:
     spec = RolloutSpec(episodes=episodes, seed=seed, planning=planning, n_candidates=n_candidates)
     start = time.perf_counter()
-    rows = collect(agent, envs, spec)
+    rows = collect(agent, envs, spec, grader)
     return float(rows["steps"].sum()) / (time.perf_counter() - start)
 
 
@@ -61,9 +64,9 @@ def bracketed(raw, agent) -> dict:
     return {"agent": sps, "raw": base, "ratio": sps / base}
 
 
-def summarize(envs: int, workers: int, planning: bool, runs: list[dict]) -> dict:
+def summarize(envs: int, workers: int, planning: bool, runs: list[dict], graded: bool = False) -> dict:
     middle = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]
-    return {"envs": envs, "workers": workers, "planning": planning,
+    return {"envs": envs, "workers": workers, "planning": planning, "graded": graded,
             "agent_steps_per_s": round(middle["agent"], 1), "raw_steps_per_s": round(middle["raw"], 1),
             "ratio": round(middle["ratio"], 4),
             "ratio_range": [round(min(r["ratio"] for r in runs), 4), round(max(r["ratio"] for r in runs), 4)]}
@@ -103,11 +106,12 @@ def main() -> None:
         vector = [sims.make(args.sim, max_episode_steps=args.episode_steps) for _ in range(envs)]
         agent_steps_per_second(agent, vector, envs, False, args.n_candidates, seed=99)  # warm
         for planning in (False, True):
-            runs = [bracketed(lambda: steps_per_second(raw_env, steps=RAW_STEPS),
-                              lambda: agent_steps_per_second(agent, vector, episodes(envs), planning,
-                                                             args.n_candidates, seed))
-                    for seed in range(args.repeats)]
-            rows.append(summarize(envs, 1, planning, runs))
+            for grader in (None, ChunkGrader(GradeConfig())):
+                runs = [bracketed(lambda: steps_per_second(raw_env, steps=RAW_STEPS),
+                                  lambda: agent_steps_per_second(agent, vector, episodes(envs), planning,
+                                                                 args.n_candidates, seed, grader))
+                        for seed in range(args.repeats)]
+                rows.append(summarize(envs, 1, planning, runs, graded=grader is not None))
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     weights = ray.put(agent.model.state_dict())
@@ -133,15 +137,16 @@ def main() -> None:
 
     table = Table(title=f"Agent-in-loop over raw steps/s ({args.sim}, {args.episode_steps}-step episodes, "
                         f"agent={args.agent})")
-    for column in ("envs per worker", "workers", "planning", "agent steps/s", "raw steps/s", "agent / raw",
-                   "range"):
+    for column in ("envs per worker", "workers", "planning", "grading", "agent steps/s", "raw steps/s",
+                   "agent / raw", "range"):
         table.add_column(column, justify="right")
-    for r in sorted(rows, key=lambda r: (r["planning"], r["envs"], r["workers"])):
+    for r in sorted(rows, key=lambda r: (r["planning"], r["envs"], r["graded"], r["workers"])):
         lo, hi = r["ratio_range"]
         table.add_row(str(r["envs"]), str(r["workers"]), "on" if r["planning"] else "off",
+                      "on" if r["graded"] else "off",
                       f"{r['agent_steps_per_s']:,.0f}", f"{r['raw_steps_per_s']:,.0f}", f"{r['ratio']:.3f}",
                       f"{lo:.2f}-{hi:.2f}")
-    Console(width=110).print(table)
+    Console(width=120).print(table)
     write_json_atomic(args.out, {
         "benchmark": "bench_flywheel", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
