@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import sims
+import world_model as wm
 from flywheel.objective import ObjectiveConfig, advantage_signal, advantage_weights, batch_loss
 from flywheel.rollout import RolloutSpec, best_in_sim, capability, collect
 from policies.agent import Agent
@@ -108,6 +109,31 @@ def test_best_in_sim_keeps_the_candidate_the_sim_rewards_most_and_restores_the_e
     assert best_in_sim(env, candidates) == int(np.argmax(totals))
     after = env.get_state()
     assert after.step == before.step and all(np.array_equal(after.arrays[k], v) for k, v in before.arrays.items())
+
+
+def test_best_in_sim_chooses_and_restores_in_a_learned_sim_too(tmp_path):
+    reference = "dmc/cartpole-swingup"
+    fitted = wm.fit(wm.collect(reference, 200, seed=0), wm.ModelConfig(ensemble=2, hidden=8), wm.FitConfig(steps=2))
+    checkpoint = str(wm.save_checkpoint(fitted, tmp_path / "wm"))
+
+    def make():  # corrected by the engine every 5 steps: a chunk from step 3 crosses a correction
+        return sims.make(f"learned/{reference}", checkpoint=checkpoint, correct_every=5)
+
+    env = make()
+    env.reset(seed=5)
+    for _ in range(3):
+        env.step(np.array([0.4]))
+    before = env.get_state()
+    candidates = np.random.default_rng(1).uniform(-1, 1, (4, 8, 3)).astype(np.float32)
+    totals = []
+    for chunk in candidates:
+        probe = make()
+        probe.reset(seed=5)
+        probe.set_state(before)
+        totals.append(sum(probe.step(a)[1] for a in env.embodiment.to_env_action(chunk[:, :1])))
+    assert np.ptp(totals) > 0
+    assert best_in_sim(env, candidates) == int(np.argmax(totals))
+    assert env.get_state().equals(before)
 
 
 def test_rollouts_that_choose_in_the_sim_earn_more_per_chunk(agent):
