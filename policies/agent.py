@@ -232,8 +232,7 @@ class Agent(nn.Module):
         """The weights the task text's keys and values depend on: the text tokenizer and the
         text expert (walking every module of the model per chunk cost more than the text)."""
         owners = (self.model.tokenizers["text"], self.model.backbone.experts[self.cfg.expert_of("text")])
-        cached = getattr(self, "_text_owners", ())
-        if len(cached) != len(owners) or any(a is not b for a, b in zip(cached, owners)):
+        if getattr(self, "_text_owners", ()) != owners:  # modules compare by identity
             self._text_owners, self._text_params = owners, [p for m in owners for p in m.parameters()]
         return self._text_params
 
