@@ -113,14 +113,20 @@ class Plan:
     candidates: torch.Tensor | None = None  # (B, n, T, A) every candidate's actions
     futures: Data | None = None             # every candidate's imagined future, (B * n, T, ...)
 
+    @classmethod
+    def of(cls, candidates: torch.Tensor, futures: Data, scores: torch.Tensor, choice: Sequence[int] | torch.Tensor,
+           returns: torch.Tensor | None, embodiments: tuple[Embodiment, ...]) -> "Plan":
+        """Every candidate (B, n, ...) and futures (B * n, ...), with candidate ``choice[b]`` chosen for env b."""
+        b, n = scores.shape
+        choice = torch.as_tensor(choice, dtype=torch.long, device=scores.device)
+        envs = torch.arange(b, device=choice.device)
+        return cls(candidates[envs, choice], futures.map(lambda t: t[envs * n + choice]), scores, choice, returns,
+                   embodiments, candidates, futures)
+
     def choose(self, choice: Sequence[int] | torch.Tensor) -> "Plan":
         """The same candidates with another choice per env (``choice`` (B,), e.g. the best
         candidates when the training sim runs each of them, ``flywheel.rollout``)."""
-        b, n = self.scores.shape
-        choice = torch.as_tensor(choice, dtype=torch.long, device=self.scores.device)
-        envs = torch.arange(b, device=choice.device)
-        return Plan(self.candidates[envs, choice], self.futures.map(lambda t: t[envs * n + choice]), self.scores,
-                    choice, self.returns, self.embodiments, self.candidates, self.futures)
+        return Plan.of(self.candidates, self.futures, self.scores, choice, self.returns, self.embodiments)
 
     def env_actions(self) -> list[np.ndarray]:
         """Per env, the chunk (T, action_dim) in that env's action units."""
@@ -296,11 +302,7 @@ class Agent(nn.Module):
             prop = imagined.future.values["proprio"]
             reward = reward_fn(prop.view(b, n, *prop.shape[1:]), actions)
             scores = scores + torch.as_tensor(reward, dtype=scores.dtype, device=self.device).view(b, n)
-        choice = scores.argmax(dim=1)
-        rows = torch.arange(b, device=self.device) * n + choice
-        chosen = imagined.future.map(lambda t: t[rows])
-        return Plan(actions[torch.arange(b, device=self.device), choice], chosen, scores, choice, returns,
-                    context.observed.embodiments, actions, imagined.future)
+        return Plan.of(actions, imagined.future, scores, scores.argmax(dim=1), returns, context.observed.embodiments)
 
     # ------------------------------------------------------------------ routes
 
