@@ -39,7 +39,7 @@ from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.atomic import write_bytes_atomic, write_json_atomic
 from flywheel.objective import ObjectiveConfig
-from flywheel.rollout import CHOOSERS, RolloutSpec, capability, collect
+from flywheel.rollout import RolloutSpec, capability, collect
 from flywheel.store import RolloutStore
 from policies.agent import Agent
 
@@ -59,15 +59,13 @@ def validate(config: RunConfig) -> None:
                   "replay_cycles"):
         if getattr(config, field) < 1:
             raise ConfigError(f"{field} must be >= 1, got {getattr(config, field)}")
-    if config.planning and config.n_candidates < 1:
-        raise ConfigError(f"n_candidates must be >= 1 when planning, got {config.n_candidates}")
+    try:  # the spec every rollout worker will get; its messages start with the field
+        RolloutSpec(episodes=config.episodes_per_cycle, planning=config.planning,
+                    n_candidates=config.n_candidates, choose=config.choose)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if config.eval.n_candidates is not None and config.eval.n_candidates < 1:
         raise ConfigError(f"eval.n_candidates must be >= 1 (or unset), got {config.eval.n_candidates}")
-    if config.choose not in CHOOSERS:
-        raise ConfigError(f"choose must be one of {CHOOSERS}, got {config.choose!r}")
-    if config.choose == "sim" and not config.planning:
-        raise ConfigError("choose=sim ranks a plan's candidates in the sim, so it needs planning=true "
-                          "(or choose=model)")
     for field in ("sim", "reference"):
         sim = getattr(config, field)
         try:

@@ -55,6 +55,9 @@ class RolloutSpec:
     def __post_init__(self) -> None:
         if self.choose not in CHOOSERS:
             raise ValueError(f"choose must be one of {CHOOSERS}, got {self.choose!r}")
+        if self.choose == "sim" and not self.planning:
+            raise ValueError("choose=sim ranks a plan's candidates in the sim, so it needs planning=true "
+                             "(or choose=model)")
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.planning and self.n_candidates < 1:
