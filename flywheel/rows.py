@@ -1,0 +1,265 @@
+"""The chunk row: one executed action chunk and everything known about it.
+
+This module owns the row. The rollout loop (``flywheel.rollout.collect``) produces rows,
+``grade_columns`` flattens the grader's answers into them, the store validates them on write
+and read, and the objective, controller, learners and report consume them. Nobody else spells
+a column name: they import the constants below.
+
+A batch of rows is a ``ChunkRows``: one numpy array per column, one entry per chunk, padded
+to the model's shared sizes so chunks of different embodiments stack:
+
+| column | dtype | per row | meaning |
+|---|---|---|---|
+| episode | int64 | () | episode id, unique in a run (``episode_id``) |
+| cycle, worker, weight_version | int64 | () | who collected it, with which weights |
+| sim, task | str | () | the training sim's name and the task text |
+| chunk | int64 | () | the chunk's index in its episode |
+| proprio_dim, action_dim | int64 | () | the embodiment's real sizes (the rest is padding) |
+| proprio | float32 | (history, proprio_pad) | the model's input: the last ``history`` proprio steps |
+| actions | float32 | (chunk, action_pad) | the executed chunk, model units |
+| imagined | float32 | (chunk, proprio_pad) | the future the plan imagined (planning rollouts only) |
+| realized | float32 | (chunk, proprio_pad) | the future the engine produced (zeros after ``steps``) |
+| steps | int64 | () | steps the chunk really ran (the episode may end inside it) |
+| reward | float64 | () | reward summed over the chunk |
+| success | bool | () | the task succeeded at some step of the episode so far |
+| planned | bool | () | the chunk came from a plan |
+| return | float64 | () | reward from the chunk's start to the episode's end |
+| episode_success, episode_return | bool, float64 | () | how the chunk's episode ended |
+| weight, grade_* | see ``GRADE_COLUMNS`` | () | the grader's answers (graded rollouts only) |
+
+An optional grade answer that does not apply reads 0 and its ``grade_*_applies`` flag is
+false (Parquet holds no "not applicable" but NaN, which the store quarantines): read it only
+through ``guarded``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+# ---------------------------------------------------------------------- column names
+
+EPISODE = "episode"
+CYCLE = "cycle"
+WORKER = "worker"
+WEIGHT_VERSION = "weight_version"
+SIM = "sim"
+CHUNK = "chunk"
+PROPRIO_DIM = "proprio_dim"
+ACTION_DIM = "action_dim"
+TASK = "task"
+PROPRIO = "proprio"
+ACTIONS = "actions"
+REALIZED = "realized"
+STEPS = "steps"
+REWARD = "reward"
+SUCCESS = "success"
+PLANNED = "planned"
+IMAGINED = "imagined"
+RETURN = "return"
+EPISODE_SUCCESS = "episode_success"
+EPISODE_RETURN = "episode_return"
+
+WEIGHT = "weight"
+GRADE_REWARD = "grade_reward"
+GRADE_PROGRESS = "grade_progress"
+GRADE_SUCCESS_APPLIES = "grade_success_applies"
+GRADE_SUCCESS = "grade_success"
+GRADE_IMAGINATION_APPLIES = "grade_imagination_applies"
+GRADE_IMAGINATION = "grade_imagination"
+GRADE_IMAGINATION_ERROR = "grade_imagination_error"
+GRADE_PHYSICS_APPLIES = "grade_physics_applies"
+GRADE_PHYSICS = "grade_physics"
+GRADE_PHYSICS_GAP = "grade_physics_gap"
+GRADE_PHYSICS_WORST = "grade_physics_worst"
+GRADE_OBEYS_PHYSICS = "grade_obeys_physics"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, numpy dtype (``object`` for text) and per-row shape, named by
+    the model's sizes (``history``, ``chunk``, ``proprio_pad``, ``action_pad``)."""
+
+    name: str
+    dtype: str
+    shape: tuple[str, ...] = ()
+
+
+# In the order ``collect`` has always written them (the stored Parquet column order).
+CORE_COLUMNS = (
+    Column(EPISODE, "int64"), Column(CYCLE, "int64"), Column(WORKER, "int64"), Column(WEIGHT_VERSION, "int64"),
+    Column(SIM, "object"), Column(CHUNK, "int64"), Column(PROPRIO_DIM, "int64"), Column(ACTION_DIM, "int64"),
+    Column(TASK, "object"), Column(PROPRIO, "float32", ("history", "proprio_pad")),
+    Column(ACTIONS, "float32", ("chunk", "action_pad")), Column(REALIZED, "float32", ("chunk", "proprio_pad")),
+    Column(STEPS, "int64"), Column(REWARD, "float64"), Column(SUCCESS, "bool"), Column(PLANNED, "bool"),
+)
+IMAGINED_COLUMN = Column(IMAGINED, "float32", ("chunk", "proprio_pad"))
+GRADE_COLUMNS = (
+    Column(WEIGHT, "float64"), Column(GRADE_REWARD, "float64"), Column(GRADE_PROGRESS, "float64"),
+    Column(GRADE_SUCCESS_APPLIES, "bool"), Column(GRADE_SUCCESS, "bool"),
+    Column(GRADE_IMAGINATION_APPLIES, "bool"), Column(GRADE_IMAGINATION, "float64"),
+    Column(GRADE_IMAGINATION_ERROR, "float64"), Column(GRADE_PHYSICS_APPLIES, "bool"),
+    Column(GRADE_PHYSICS, "float64"), Column(GRADE_PHYSICS_GAP, "float64"), Column(GRADE_PHYSICS_WORST, "float64"),
+    Column(GRADE_OBEYS_PHYSICS, "bool"),
+)
+OUTCOME_COLUMNS = (Column(RETURN, "float64"), Column(EPISODE_SUCCESS, "bool"), Column(EPISODE_RETURN, "float64"))
+
+# Which ``*_applies`` flag guards each optional grade answer.
+GUARDS = {
+    GRADE_SUCCESS: GRADE_SUCCESS_APPLIES,
+    GRADE_IMAGINATION: GRADE_IMAGINATION_APPLIES, GRADE_IMAGINATION_ERROR: GRADE_IMAGINATION_APPLIES,
+    GRADE_PHYSICS: GRADE_PHYSICS_APPLIES, GRADE_PHYSICS_GAP: GRADE_PHYSICS_APPLIES,
+    GRADE_PHYSICS_WORST: GRADE_PHYSICS_APPLIES, GRADE_OBEYS_PHYSICS: GRADE_PHYSICS_APPLIES,
+}
+
+
+def columns_of(imagined: bool, graded: bool) -> tuple[Column, ...]:
+    """Every column of a batch of rows, in stored order: the core, then what planning and
+    grading add, then the episode's outcome (filled in when it ends)."""
+    return (CORE_COLUMNS + ((IMAGINED_COLUMN,) if imagined else ()) + (GRADE_COLUMNS if graded else ())
+            + OUTCOME_COLUMNS)
+
+
+COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True)}
+
+
+# ---------------------------------------------------------------------- episode ids
+
+EPISODES_PER_WORKER = 100_000  # per worker per cycle
+WORKERS_PER_CYCLE = 1_000
+
+
+def episode_id(cycle: int, worker: int, index: int) -> int:
+    """Unique across a run: cycles and workers never collide."""
+    if not (0 <= worker < WORKERS_PER_CYCLE and 0 <= index < EPISODES_PER_WORKER):
+        raise ValueError(f"episode id out of range: worker {worker} (< {WORKERS_PER_CYCLE}), "
+                         f"index {index} (< {EPISODES_PER_WORKER})")
+    return (cycle * WORKERS_PER_CYCLE + worker) * EPISODES_PER_WORKER + index
+
+
+def episode_index(episode: int | np.ndarray) -> int | np.ndarray:
+    """The episode's index within its worker's share of its cycle (the ``index`` of ``episode_id``)."""
+    return episode % EPISODES_PER_WORKER
+
+
+# ---------------------------------------------------------------------- a batch of rows
+
+
+class ChunkRows(Mapping[str, np.ndarray]):
+    """A batch of chunk rows: named columns of equal length, checked against the schema.
+
+    Read a column as ``rows[REWARD]``; ``rows.imagined`` / ``rows.graded`` say whether the
+    optional groups are there. Built by ``ChunkRows.of`` (validates), sliced by ``take``,
+    joined by ``concat``. ``len(rows)`` counts columns, as for any mapping: ``rows.n``
+    counts rows.
+    """
+
+    def __init__(self, columns: Mapping[str, np.ndarray]) -> None:
+        self._columns = dict(columns)
+
+    @classmethod
+    def of(cls, columns: Mapping[str, Any]) -> "ChunkRows":
+        """Validated rows: exactly one of the schema's column sets, each column of its dtype
+        and of one length; the error names the column at fault."""
+        names = list(columns)
+        imagined, graded = IMAGINED in columns, WEIGHT in columns
+        expected = [c.name for c in columns_of(imagined, graded)]
+        if set(names) != set(expected):
+            missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
+            raise ValueError(f"chunk rows: missing columns {missing}, unknown columns {extra}")
+        out, n = {}, None
+        for name in expected:
+            column, values = COLUMNS[name], np.asarray(columns[name])
+            if column.dtype == "object":
+                values = values.astype(object)
+            elif values.dtype != np.dtype(column.dtype):
+                if not np.can_cast(values.dtype, column.dtype, casting="same_kind") or values.dtype.kind == "O":
+                    raise ValueError(f"chunk rows: column {name!r} is {values.dtype}, expected {column.dtype}")
+                values = values.astype(column.dtype)
+            if values.ndim != 1 + len(column.shape):
+                want = f"(rows, {', '.join(column.shape)})" if column.shape else "(rows,)"
+                raise ValueError(f"chunk rows: column {name!r} has shape {values.shape}, expected {want}")
+            n = len(values) if n is None else n
+            if len(values) != n:
+                raise ValueError(f"chunk rows: column {name!r} has {len(values)} rows, expected {n}")
+            out[name] = values
+        return cls(out)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._columns[name]
+
+    def __iter__(self):
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        """Number of columns (``Mapping``); ``rows.n`` is the number of rows."""
+        return len(self._columns)
+
+    @property
+    def n(self) -> int:
+        return len(self._columns[EPISODE]) if self._columns else 0
+
+    @property
+    def imagined(self) -> bool:
+        return IMAGINED in self._columns
+
+    @property
+    def graded(self) -> bool:
+        return WEIGHT in self._columns
+
+    def take(self, index: np.ndarray | slice) -> "ChunkRows":
+        """The rows at ``index`` (an index array, a boolean mask or a slice)."""
+        return ChunkRows({k: v[index] for k, v in self._columns.items()})
+
+    @staticmethod
+    def concat(parts: Sequence["ChunkRows"]) -> "ChunkRows":
+        if not parts:
+            raise ValueError("no chunk rows to concatenate")
+        keys = list(parts[0])
+        for part in parts[1:]:
+            if list(part) != keys:
+                raise ValueError(f"chunk rows disagree on columns: {keys} vs {list(part)}")
+        return ChunkRows({k: np.concatenate([p[k] for p in parts]) for k in keys})
+
+
+def guarded(rows: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """A grade column's values where its answer applies (all of them for unguarded ones)."""
+    guard = GUARDS.get(name)
+    values = np.asarray(rows[name])
+    return values if guard is None else values[np.asarray(rows[guard], dtype=bool)]
+
+
+def grade_columns(grade: Any) -> dict[str, Any]:
+    """A ``world_model.grader.Grade`` as flat, NaN-free row values (see the module docstring)."""
+    return {
+        WEIGHT: grade.weight,
+        GRADE_REWARD: grade.reward,
+        GRADE_PROGRESS: grade.progress,
+        GRADE_SUCCESS_APPLIES: grade.success is not None,
+        GRADE_SUCCESS: bool(grade.success),
+        GRADE_IMAGINATION_APPLIES: grade.imagination is not None,
+        GRADE_IMAGINATION: grade.imagination or 0.0,
+        GRADE_IMAGINATION_ERROR: grade.imagination_error or 0.0,
+        GRADE_PHYSICS_APPLIES: grade.physics is not None,
+        GRADE_PHYSICS: grade.physics or 0.0,
+        GRADE_PHYSICS_GAP: grade.physics_gap or 0.0,
+        GRADE_PHYSICS_WORST: grade.physics_worst or 0.0,
+        GRADE_OBEYS_PHYSICS: bool(grade.obeys_physics),
+    }
+
+
+def grade_summary(rows: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Means of the grade columns, each over the chunks where its answer applies, keyed
+    without the ``grade_`` prefix (``weight`` as it is)."""
+    summary = {WEIGHT: float(np.mean(rows[WEIGHT]))}
+    for column in GRADE_COLUMNS[1:]:
+        if column.name in GUARDS.values():
+            continue
+        selected = guarded(rows, column.name)
+        if len(selected):
+            summary[column.name.removeprefix("grade_")] = float(np.mean(selected))
+    return summary
