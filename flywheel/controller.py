@@ -39,7 +39,7 @@ from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.atomic import write_bytes_atomic, write_json_atomic
 from flywheel.objective import ObjectiveConfig
-from flywheel.rollout import RolloutSpec, capability, collect
+from flywheel.rollout import RolloutSpec, collect, episode_stats
 from flywheel.store import RolloutStore
 from policies.agent import Agent
 
@@ -164,7 +164,7 @@ def evaluate(agent: Agent, config: RunConfig) -> dict[str, float]:
     spec = RolloutSpec(episodes=config.eval.episodes, seed=config.eval.seed, planning=config.eval.planning,
                        n_candidates=config.eval.n_candidates or config.n_candidates, flow_steps=config.flow_steps)
     rows = collect(agent, envs, spec)
-    result = capability(rows)
+    result = episode_stats(rows)
     result["capability"] = result["success_rate"] if envs[0].defines_success else result["mean_return"]
     for env in envs:
         env.close()
@@ -291,7 +291,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                     "grades": grade_summary(cycle_rows),
                     "rollout": {"episodes": manifest.episodes, "chunks": manifest.rows,
                                 "quarantined_episodes": manifest.quarantined_episodes,
-                                "success_rate": capability(cycle_rows)["success_rate"],
+                                "success_rate": episode_stats(cycle_rows)["success_rate"],
                                 "weight_versions": sorted({int(v) for v in cycle_rows["weight_version"]})},
                     "learner": result.metrics,
                     "policy_lag": float(cycle - np.mean(rows["weight_version"])),

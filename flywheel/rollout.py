@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flywheel.rows import episode_id
 from policies.agent import Agent
 from sims import SimEnv, SimState
 from sims.embodiment import Embodiment
@@ -62,11 +63,6 @@ class RolloutSpec:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.planning and self.n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1 when planning, got {self.n_candidates}")
-
-
-def episode_id(cycle: int, worker: int, index: int) -> int:
-    """Unique across a run: cycles and workers never collide."""
-    return (cycle * 1_000 + worker) * 100_000 + index
 
 
 def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
@@ -195,7 +191,7 @@ def _finish(episode: dict[str, Any], rows: dict[str, list]) -> None:
             rows[key].append(value)
 
 
-def capability(columns: dict[str, np.ndarray]) -> dict[str, float]:
+def episode_stats(columns: dict[str, np.ndarray]) -> dict[str, float]:
     """Per-episode success rate, mean return and the returns' spread over the rows of ``collect``."""
     if not len(columns.get("episode", ())):
         raise ValueError("no rollouts to measure")

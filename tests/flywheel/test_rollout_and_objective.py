@@ -7,7 +7,7 @@ import torch
 import sims
 import world_model as wm
 from flywheel.objective import ObjectiveConfig, advantage_signal, advantage_weights, batch_loss
-from flywheel.rollout import RolloutSpec, best_in_sim, capability, collect
+from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats
 from policies.agent import Agent
 
 SIM = "mujoco/reacher-twin"
@@ -60,7 +60,7 @@ def test_returns_to_go_sum_the_rest_of_the_episode(rows):
         assert np.all(rows["episode_return"][sel] == rows["return"][sel][0])
         assert np.all(rows["episode_success"][sel] == rows["success"][sel][-1])
     firsts = [rows["return"][rows["episode"] == e][0] for e in np.unique(rows["episode"])]
-    measured = capability(rows)
+    measured = episode_stats(rows)
     assert measured["episodes"] == 3 and np.isclose(measured["mean_return"], np.mean(firsts))
     assert np.isclose(measured["return_std"], np.std(firsts)) and measured["return_std"] > 0
 
