@@ -1,5 +1,7 @@
-"""``sims.files``: what every crash-safe write and checksum in the project relies on."""
+"""``sims.files``: what every crash-safe write and checksum in the project relies on, and a
+guard that no second copy of them comes back."""
 
+import ast
 import hashlib
 import json
 import os
@@ -15,6 +17,11 @@ from sims.files import (
     write_bytes_atomic,
     write_json_atomic,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
+SCANNED = ("sims", "policies", "world_model", "flywheel", "configs", "benchmarks", "scripts")
+HOME = Path("sims/files.py")
+GUARDED = {("os", "replace"), ("os", "rename"), ("hashlib", "sha256")}
 
 
 @pytest.fixture(params=[0o077, 0o022, 0o000], ids=lambda m: f"umask{m:03o}")
@@ -77,3 +84,33 @@ def test_sha256_matches_hashlib(tmp_path):
     assert sha256_file(tmp_path / "d") == hashlib.sha256(data).hexdigest() == sha256_bytes(data)
     assert sha256_bytes(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
+
+def _offenders(path: Path, rel: Path) -> list[str]:
+    found = []
+
+    def visit(node: ast.AST, where: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(child, f"{where}.{child.name}" if where else child.name)
+                continue
+            if (isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute)
+                    and isinstance(child.func.value, ast.Name)
+                    and (child.func.value.id, child.func.attr) in GUARDED):
+                found.append(f"{rel}:{where or '<module>'} calls {child.func.value.id}.{child.func.attr}")
+            if isinstance(child, ast.ImportFrom) and any((child.module, a.name) in GUARDED for a in child.names):
+                found.append(f"{rel}:{where or '<module>'} imports {child.module}.{child.names[0].name} directly")
+            visit(child, where)
+
+    visit(ast.parse(path.read_text(), str(path)), "")
+    return found
+
+
+def test_only_sims_files_renames_into_place_or_hashes():
+    """A second atomic write or sha256 helper would drift from this one (fsync, mode, block size)."""
+    offenders = []
+    for top in SCANNED:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if rel != HOME:
+                offenders += _offenders(path, rel)
+    assert not offenders, "use sims.files instead:\n" + "\n".join(offenders)
