@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import sims  # noqa: E402
-from flywheel.atomic import write_json_atomic  # noqa: E402
 from flywheel.rollout import RolloutSpec, collect  # noqa: E402
 from policies.agent import Agent  # noqa: E402
+from sims.files import write_json_atomic  # noqa: E402
 from sims.timing import steps_per_second  # noqa: E402
 from world_model.chunk_grader import ChunkGrader  # noqa: E402
 from world_model.grader import GradeConfig  # noqa: E402

@@ -35,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from flywheel.atomic import write_json_atomic  # noqa: E402
 from policies.config import SIZES  # noqa: E402
 from policies.dense import DenseTransformer  # noqa: E402
 from policies.layout import Layout, Segment  # noqa: E402
 from policies.mot import MoT, routing_for  # noqa: E402
+from sims.files import write_json_atomic  # noqa: E402
 
 TARGET_TRAIN_RATIO = 1.25
 

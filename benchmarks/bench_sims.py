@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import sims  # noqa: E402
-from flywheel.atomic import write_json_atomic  # noqa: E402
+from sims.files import write_json_atomic  # noqa: E402
 from sims.rendering import mujoco_rendering_problem  # noqa: E402
 from sims.timing import steps_per_second  # noqa: E402
 from sims.twins import TWIN_PAIRS, format_drift, twin_drift  # noqa: E402

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 import sims  # noqa: E402
 import world_model as wm  # noqa: E402
-from flywheel.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
+from sims.files import write_bytes_atomic, write_json_atomic  # noqa: E402
 from sims.timing import steps_per_second  # noqa: E402
 from sims.twins import TWIN_PAIRS  # noqa: E402
 from world_model.fidelity import plot_curves  # noqa: E402

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from flywheel.atomic import write_bytes_atomic
-from flywheel.store import sha256_of
 from policies import checkpoint as model_checkpoint
 from policies.model import Model
+from sims.files import atomic_directory, sha256_file, write_bytes_atomic
 
 FORMAT = "physics-flywheel/run-checkpoint"
 VERSION = 1
@@ -59,16 +56,15 @@ def save(run_dir: str | os.PathLike, model: Model,
     (what remote learners send back), or None.
     """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"cycle-{state.cycle:06d}"
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-    try:
+    # A checkpoint of this cycle written before a crash is replaced whole.
+    with atomic_directory(final) as staging:
         model_checkpoint.save(model, staging / "model")
         tensors, optim_meta = optimizer if isinstance(optimizer, tuple) else flatten_optimizer(optimizer)
         tensors = dict(tensors)
         tensors["rng.torch"] = torch.get_rng_state()
         save_file(tensors, str(staging / "trainer.safetensors"))
-        files = {str(p.relative_to(staging)): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+        files = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
         header = {
             "format": FORMAT, "version": VERSION,
             "cycle": state.cycle, "weight_version": state.weight_version,
@@ -79,12 +75,6 @@ def save(run_dir: str | os.PathLike, model: Model,
             "files": files,
         }
         (staging / "trainer.json").write_text(json.dumps(header, indent=2))
-        if final.exists():  # a checkpoint of this cycle written before a crash: replace it whole
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     write_bytes_atomic(root / "latest", final.name.encode())
     return final
 
@@ -110,7 +100,7 @@ def load(path: str | os.PathLike, device: str = "cpu", optimizer_factory=None,
     header = _read_header(path)
     for name, digest in header["files"].items():
         file = path / name
-        if not file.is_file() or sha256_of(file) != digest:
+        if not file.is_file() or sha256_file(file) != digest:
             raise RunCheckpointError(f"{path}: {name} is missing or fails its checksum; the checkpoint is corrupt")
     model = model_checkpoint.load(path / "model", device=device)
     tensors = load_file(str(path / "trainer.safetensors"))
@@ -145,7 +135,7 @@ def optimizer_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     header = _read_header(path)
     digest = header["files"].get("trainer.safetensors")
-    if digest is None or sha256_of(path / "trainer.safetensors") != digest:
+    if digest is None or sha256_file(path / "trainer.safetensors") != digest:
         raise RunCheckpointError(f"{path}: trainer.safetensors is missing or fails its checksum")
     if header["optimizer"] is None:
         return None

@@ -37,11 +37,11 @@ import torch
 import sims
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
-from flywheel.atomic import write_bytes_atomic, write_json_atomic
 from flywheel.objective import ObjectiveConfig
 from flywheel.rollout import RolloutSpec, collect, episode_stats
 from flywheel.store import RolloutStore
 from policies.agent import Agent
+from sims.files import write_bytes_atomic, write_json_atomic
 
 
 class ConfigError(ValueError):

@@ -58,11 +58,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from flywheel import checkpoint as run_checkpoint
 from flywheel.objective import ObjectiveConfig, batch_loss
-from flywheel.store import from_table, sha256_of
+from flywheel.store import from_table
 from policies import checkpoint as model_checkpoint
 from policies.agent import Agent
 from policies.config import SIZES, ModelConfig
 from policies.model import Model
+from sims.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def read_shards(refs: Sequence[tuple[str, str]]) -> tuple[dict[str, np.ndarray],
     given, and the paths skipped because they are missing or do not match their checksum."""
     parts, corrupt = [], []
     for path, digest in refs:
-        if not os.path.exists(path) or sha256_of(path) != digest:
+        if not os.path.exists(path) or sha256_file(path) != digest:
             log.warning("skipping shard %s: missing or checksum mismatch", path)
             corrupt.append(path)
             continue

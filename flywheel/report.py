@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from flywheel.atomic import write_bytes_atomic
+from sims.files import write_bytes_atomic
 
 # Below these, a correlation across runs says little: stated in the paragraph, not hidden.
 FEW_RUNS = 8

@@ -24,11 +24,9 @@ stored as a fixed-size list with its shape in the schema metadata, so plain Parq
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel.atomic import write_json_atomic
+from sims.files import atomic_path, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +122,9 @@ class RolloutStore:
         return manifest
 
     def _write(self, relative: str, columns: Mapping[str, np.ndarray]) -> ShardInfo:
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(self.root / relative) as tmp:
             pq.write_table(to_table(columns), tmp)
-            digest = sha256_of(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            digest = sha256_file(tmp)
         episodes = len(np.unique(columns[EPISODE_COLUMN]))
         return ShardInfo(relative, _rows(columns), episodes, digest)
 
@@ -169,7 +159,7 @@ class RolloutStore:
                 continue
             for shard in manifest.shards:
                 path = self.root / shard.path
-                if not path.exists() or sha256_of(path) != shard.sha256:
+                if not path.exists() or sha256_file(path) != shard.sha256:
                     log.warning("skipping shard %s: missing or checksum mismatch", shard.path)
                     report.corrupt_shards.append(shard.path)
                     continue
@@ -250,14 +240,6 @@ def split_quarantine(columns: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
     bad = np.isin(episodes, np.unique(episodes[bad_row]))
     return ({k: np.asarray(v)[~bad] for k, v in columns.items()},
             {k: np.asarray(v)[bad] for k, v in columns.items()} if bad.any() else {})
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _cycle_dir(cycle: int) -> str:

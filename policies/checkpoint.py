@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from policies.config import ModelConfig
 from policies.model import Model
+from sims.files import atomic_path, write_bytes_atomic
 
 FORMAT = "physics-flywheel/mot"
 VERSION = 1
@@ -51,8 +51,9 @@ def save(model: Model, path: str | os.PathLike, metadata: dict[str, Any] | None 
         "metadata": metadata or {},
     }
     # Weights first, config last: a directory with a config.json is complete.
-    _atomic(path / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-    _atomic(path / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(header, indent=2)))
+    with atomic_path(path / WEIGHTS) as tmp:
+        save_file(tensors, tmp, metadata={"format": FORMAT})
+    write_bytes_atomic(path / CONFIG, json.dumps(header, indent=2).encode())
     return path
 
 
@@ -117,14 +118,3 @@ def _compare(path, what: str, found: dict[str, list[int]], expected: dict[str, l
             "shape mismatch " + ", ".join(f"{k}: {found[k]} vs {expected[k]}" for k in shapes[:5]) if shapes else "",
         ) if s)
         raise CheckpointError(f"{path}: {what} does not match the model its config builds: {detail}")
-
-
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

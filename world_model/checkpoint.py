@@ -15,7 +15,6 @@ unpickles: the network is rebuilt from the JSON and must match the file's tensor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load, save
 
-from world_model.atomic import write_bytes_atomic
+from sims.files import sha256_bytes, write_bytes_atomic, write_json_atomic
 from world_model.model import Ensemble, ModelConfig
 from world_model.simulator import LearnedSimulator
 
@@ -51,11 +50,11 @@ def save_checkpoint(simulator: LearnedSimulator, directory: str | os.PathLike) -
         "action_high": simulator.action_high.tolist(),
         "model": simulator.config.to_dict(),
         "tensors": {k: list(v.shape) for k, v in tensors.items()},
-        "sha256": hashlib.sha256(blob).hexdigest(),
+        "sha256": sha256_bytes(blob),
         "metadata": simulator.metadata,
     }
     write_bytes_atomic(directory / WEIGHTS, blob)
-    write_bytes_atomic(directory / CONFIG, (json.dumps(header, indent=2) + "\n").encode())
+    write_json_atomic(directory / CONFIG, header)
     return directory
 
 
@@ -77,7 +76,7 @@ def load_checkpoint(directory: str | os.PathLike, reference: str | None = None) 
         raise CheckpointError(f"checkpoint {str(directory)!r} was fitted on sim {header.get('reference')!r}, "
                               f"not on {reference!r}")
     blob = weights_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != header.get("sha256"):
+    if sha256_bytes(blob) != header.get("sha256"):
         raise CheckpointError(f"{weights_path} does not match the hash in {config_path} (a partial or mixed write)")
     try:
         model = ModelConfig(**header["model"])

@@ -27,7 +27,7 @@ import numpy as np
 
 import sims
 from sims import SimEnv
-from world_model.atomic import write_bytes_atomic
+from sims.files import write_bytes_atomic
 from world_model.metrics import DIVERGENCE, Score, score
 from world_model.probes import ProbeSet, probe_set, start_candidate, twin_of
 

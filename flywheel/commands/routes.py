@@ -14,7 +14,7 @@ from dataclasses import fields
 from rich.console import Console
 from rich.table import Table
 
-from flywheel.atomic import write_json_atomic
+from sims.files import write_json_atomic
 
 console = Console()
 if not console.is_terminal:

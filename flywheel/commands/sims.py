@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from flywheel.atomic import write_json_atomic
+from sims.files import write_json_atomic
 
 console = Console()
 if not console.is_terminal:  # logs and CI: do not squeeze tables into 80 columns

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flywheel.atomic import write_json_atomic
+from sims.files import write_json_atomic
 
 console = Console()
 if not console.is_terminal:

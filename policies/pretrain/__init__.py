@@ -11,7 +11,7 @@ warmup-stable-decay learning-rate schedule (``docs/pretraining.md``). Read in th
 - ``metrics``: held-out metrics with their baselines, and the closed-loop success;
 - ``report``: the schedule figure and the metrics table;
 - ``run``: ``pretrain(config)``, checks, bands, freezing, resume, the run directory;
-- ``store``: atomic writes, checksums, done markers.
+- ``store``: done markers (checksums of finished files) and config hashes.
 
 ``flywheel pretrain`` (``flywheel/commands/pretrain.py``) is the command line.
 """

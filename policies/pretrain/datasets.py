@@ -47,6 +47,7 @@ import torch
 
 from policies.pretrain import store
 from policies.pretrain.questions import describe
+from sims.files import atomic_path, sha256_file, write_json_atomic
 
 VERSION = 5  # bump when generation or a sim's dynamics change: the cache key includes it
 SCENES, EPISODES = "scenes", "episodes"
@@ -222,8 +223,8 @@ class Generator:
         # the manifest's checksums) must depend on the data alone.
         meta = {"unit": json.dumps({"unit": asdict(unit), "meta": meta}, sort_keys=True)}
         path = Path(out_dir) / unit.name
-        store.write_atomic(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()},
-                                                       tmp, metadata=meta))
+        with atomic_path(path) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=meta)
         return {"file": unit.name, "count": unit.quota}
 
     # -------------------------------------------------------------- behaviour
@@ -391,7 +392,7 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
         return None
     for name, digest in manifest.get("files", {}).items():
         path = directory / name
-        if not path.is_file() or store.sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             return None
     return manifest
 
@@ -421,14 +422,14 @@ def ensure(spec: DataSpec, cache_dir: str | os.PathLike, workers: int = 1,
             _run_ray(spec, todo, str(directory), n_workers, progress, ticker)
         else:
             _run_local(spec, todo, str(directory), progress, ticker)
-    files = {u.name: store.sha256(directory / u.name) for u in units}
+    files = {u.name: sha256_file(directory / u.name) for u in units}
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for u in units:
         counts.setdefault(u.stage, {}).setdefault(u.split, {}).setdefault(u.sim, 0)
         counts[u.stage][u.split][u.sim] += u.quota
     manifest = {"key": spec.key(), "version": VERSION, "spec": asdict(spec), "counts": counts, "files": files,
                 "seconds": round(time.perf_counter() - start, 1)}
-    store.write_json(directory / MANIFEST, manifest)
+    write_json_atomic(directory / MANIFEST, manifest)
     log(f"data: done in {manifest['seconds']} s ({_counts_line(manifest)})")
     return directory, store.read_json(directory / MANIFEST)
 
@@ -441,7 +442,7 @@ def _drop_corrupt(directory: Path) -> None:
         return
     for name, digest in files.items():
         path = directory / name
-        if path.is_file() and store.sha256(path) != digest:
+        if path.is_file() and sha256_file(path) != digest:
             path.unlink()
     (directory / MANIFEST).unlink()
 

@@ -12,8 +12,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from policies.pretrain import store
 from policies.pretrain.schedule import DECAY, Schedule
+from sims.files import write_bytes_atomic
 
 COLOURS = {"understand": "#4C72B0", "image": "#DD8452", "video": "#55A868", "action": "#C44E52", DECAY: "#8172B3"}
 
@@ -90,7 +90,7 @@ def plot_schedule(schedule: Schedule, experts: list[str], curriculum: str, decay
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    return store.write_atomic(path, buf.getvalue())
+    return write_bytes_atomic(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------- table

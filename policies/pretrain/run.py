@@ -32,6 +32,7 @@ from policies.config import DEFAULT_MODALITIES, ModelConfig, model_config
 from policies.model import Model
 from policies.pretrain import datasets, metrics, objectives, report, store
 from policies.pretrain.schedule import DECAY, Band, Schedule, build_schedule, plan
+from sims.files import write_bytes_atomic, write_json_atomic
 
 STAGES_DIR = "stages"
 CHECKPOINT_DIR = "checkpoint"
@@ -220,9 +221,9 @@ def pretrain(config, on_band_end: Callback | None = None, log: Callable[[str], N
     checkpoint.save(model, run_dir / CHECKPOINT_DIR, metadata={
         "pretrain": {"name": config.name, "curriculum": config.curriculum, "steps": schedule.total,
                      "data_key": spec.key(), "final": results[-1]}})
-    store.write_json(run_dir / "metrics.json", summary)
+    write_json_atomic(run_dir / "metrics.json", summary)
     title = f"Pretraining {config.name} ({config.curriculum}, {schedule.total} steps)"
-    store.write_atomic(run_dir / "metrics.md", report.metrics_markdown(results, baselines, title).encode())
+    write_bytes_atomic(run_dir / "metrics.md", report.metrics_markdown(results, baselines, title).encode())
     log(f"wrote {run_dir / CHECKPOINT_DIR}, schedule.png, metrics.json, metrics.md "
         f"({summary['wall_seconds']:.0f} s)")
     return summary
@@ -272,7 +273,7 @@ def _prepare_run_dir(run_dir: Path, config, thash: str) -> None:
     elif not config.resume and (run_dir / STAGES_DIR).is_dir():
         shutil.rmtree(run_dir / STAGES_DIR)
     payload = {"training_hash": thash, **asdict(config)}
-    store.write_atomic(saved, yaml.safe_dump(payload, sort_keys=False).encode())
+    write_bytes_atomic(saved, yaml.safe_dump(payload, sort_keys=False).encode())
 
 
 # ---------------------------------------------------------------------- one band

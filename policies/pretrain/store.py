@@ -1,77 +1,38 @@
-"""Crash-safe files: atomic writes, checksums, and done markers.
+"""Done markers and config hashes for the pretraining run.
 
-Everything the pretraining run writes goes through ``write_atomic``: a reader sees the
+Everything the run writes goes through ``sims.files``'s atomic writes: a reader sees the
 old file or the new one, never half of one, so a run killed at any moment leaves either
 a finished artefact or nothing. A *done marker* (``done.json``) is written last, after
 the files it vouches for, and holds their sha256: a stage or a dataset shard counts as
 finished only when its marker exists and the checksums still match.
-
-(``flywheel.atomic`` does the same for the service; ``policies`` never imports
-``flywheel``, hence this small twin.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from sims.files import sha256_bytes, sha256_file, write_json_atomic
 
 DONE = "done.json"
-
-
-def write_atomic(path: str | os.PathLike, data: bytes | Callable[[str], None]) -> Path:
-    """Write ``data`` (bytes, or a function writing a temp path) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if callable(data):
-            os.close(fd)
-            data(tmp)
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; these are ordinary outputs
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: str | os.PathLike, payload: Any) -> Path:
-    return write_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
 
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def config_hash(payload: Any) -> str:
     """A stable hash of a JSON-able payload (key order does not matter)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_bytes(json.dumps(payload, sort_keys=True, default=str).encode())
 
 
 def mark_done(directory: str | os.PathLike, files: list[str], **info: Any) -> Path:
     """Write ``directory/done.json`` vouching for ``files`` (names relative to ``directory``)."""
     directory = Path(directory)
-    sums = {name: sha256(directory / name) for name in files}
-    return write_json(directory / DONE, {**info, "files": sums})
+    sums = {name: sha256_file(directory / name) for name in files}
+    return write_json_atomic(directory / DONE, {**info, "files": sums})
 
 
 def read_done(directory: str | os.PathLike) -> dict[str, Any] | None:
@@ -84,6 +45,6 @@ def read_done(directory: str | os.PathLike) -> dict[str, Any] | None:
         return None
     for name, digest in files.items():
         path = directory / name
-        if not path.is_file() or sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             return None
     return done

@@ -17,11 +17,12 @@ hard ones, so once the actions drive a joint into its limit the trajectories div
 from __future__ import annotations
 
 import argparse
-import os
+import io
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sims.files import write_bytes_atomic
 from sims.registry import make
 from sims.timing import steps_per_second
 
@@ -150,10 +151,10 @@ def plot_drift(results: list[TwinDrift], path: str) -> None:
            title="Twin drift: PyBullet against MuJoCo, same state, same actions")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)  # a reader never sees half a PNG
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m sims.twins") -> int:

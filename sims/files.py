@@ -1,0 +1,89 @@
+"""Crash-safe file writes and file checksums: the one copy the whole project uses.
+
+A write goes to a temp file in the target's directory, is fsynced, made 0644 and renamed
+over the target, so a reader sees the old file or the new one, never half of one, and a
+crash leaves no partial artefact. Checkpoints, shards, manifests and reports are ordinary
+outputs, hence 0644 rather than ``mkstemp``'s private 0600.
+
+It lives in ``sims`` because ``sims`` is the bottom of the import graph (it imports nothing
+of ours): ``sims.twins`` writes a figure, and every other package may import ``sims``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_directory", "atomic_path", "sha256_bytes", "sha256_file", "write_bytes_atomic",
+           "write_json_atomic"]
+
+MODE = 0o644
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temp path beside ``path`` for a library that writes to a path itself
+    (safetensors, Parquet); if the block finishes, the file replaces ``path``, else it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        # Reopened rather than the mkstemp fd: the writer may have replaced the file.
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
+    return write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging directory beside ``path``; if the block finishes, it replaces
+    ``path`` whole (an existing ``path`` is removed first), else it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield staging
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
