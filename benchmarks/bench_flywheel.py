@@ -36,12 +36,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import sims  # noqa: E402
+from configs.learning import GradeConfig  # noqa: E402
 from flywheel.rollout import RolloutSpec, collect  # noqa: E402
+from flywheel.rows import STEPS  # noqa: E402
 from policies.agent import Agent  # noqa: E402
 from sims.files import write_json_atomic  # noqa: E402
 from sims.timing import steps_per_second  # noqa: E402
 from world_model.chunk_grader import ChunkGrader  # noqa: E402
-from world_model.grader import GradeConfig  # noqa: E402
 
 
 RAW_STEPS = 3000
@@ -52,7 +53,7 @@ def agent_steps_per_second(agent: Agent, envs: list, episodes: int, planning: bo
     spec = RolloutSpec(episodes=episodes, seed=seed, planning=planning, n_candidates=n_candidates)
     start = time.perf_counter()
     rows = collect(agent, envs, spec, grader)
-    return float(rows["steps"].sum()) / (time.perf_counter() - start)
+    return float(rows[STEPS].sum()) / (time.perf_counter() - start)
 
 
 def bracketed(raw, agent) -> dict:
@@ -172,7 +173,7 @@ class Worker:
         while len(self.envs) < envs:
             self.envs.append(sims.make(self.sim, max_episode_steps=self.episode_steps))
         spec = RolloutSpec(episodes=episodes, seed=seed, planning=planning, n_candidates=n_candidates)
-        return int(collect(self.agent, self.envs[:envs], spec)["steps"].sum())
+        return int(collect(self.agent, self.envs[:envs], spec)[STEPS].sum())
 
 
 if __name__ == "__main__":

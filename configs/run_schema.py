@@ -12,6 +12,7 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
+from configs.learning import GradeConfig, ObjectiveConfig
 from configs.schema import WORLD_MODEL_ROOT, AgentConfig, SimConfig, WorldModelRecipe
 
 
@@ -34,19 +35,15 @@ def _half_cpu() -> "Resources":
 
 
 @dataclass
-class LearnerConfig:
+class LearnerConfig(ObjectiveConfig):
+    """The learners: the objective's knobs (``configs.learning.ObjectiveConfig``: advantage, act_on,
+    temperature, max_weight, return_coef) and the optimiser's."""
+
     steps: int = 200  # optimizer steps per cycle
     batch_size: int = 32  # global batch (chunks), split across learners
     lr: float = 3e-4
     weight_decay: float = 0.01
     train_experts: list[str] = field(default_factory=lambda: ["video", "action"])
-    advantage: str = "outcome"  # what the action regression favours: grade | task | outcome (flywheel.objective)
-    # The future the action expert and return head read in training: the one the rollout imagined
-    # (their input at inference, which is how choose=sim's choices reach the agent) or the realized one.
-    act_on: str = "imagined"
-    temperature: float = 1.0  # of the advantage weights, in standard deviations of the batch's advantage
-    max_weight: float = 20.0
-    return_coef: float = 0.1
     max_retries: int = 2  # a learner that dies restarts the cycle's training this many times
 
 
@@ -58,20 +55,6 @@ class EvalConfig:
     # Fewer than the rollouts: the agent's own return head barely tells its candidates apart
     # (README, "Flywheel throughput and capability"), so more only cost time. None: the rollouts'.
     n_candidates: Optional[int] = 4
-
-
-@dataclass
-class GradeWeights:
-    """``world_model.grader.GradeConfig``."""
-
-    success_weight: float = 1.0
-    progress_weight: float = 1.0
-    imagination_weight: float = 1.0
-    physics_weight: float = 1.0
-    reward_scale: float = 1.0
-    imagination_tolerance: float = 0.25
-    physics_tolerance: float = 0.25
-    teleport_threshold: float = 0.1
 
 
 @dataclass
@@ -115,7 +98,7 @@ class RunConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     replay_cycles: int = 12  # the learners train on the last K cycles' rollouts (all of them, in short runs)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    grade: GradeWeights = field(default_factory=GradeWeights)
+    grade: GradeConfig = field(default_factory=GradeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     world_model: LearnedSimConfig = field(default_factory=LearnedSimConfig)  # learned sims only
 

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 import sims
+from configs.learning import ObjectiveConfig
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
-from flywheel.objective import ObjectiveConfig
 from flywheel.rollout import RolloutSpec, collect, episode_stats
 from flywheel.store import RolloutStore
 from policies.agent import Agent
@@ -77,9 +77,9 @@ def validate(config: RunConfig) -> None:
         cpus = config.ray.num_cpus or os.cpu_count() or 1
         check_resources(config, {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())})
     try:
-        ObjectiveConfig.of(config.learner)
+        ObjectiveConfig.check(config.learner)  # again: a LearnerConfig may have changed since it was built
     except ValueError as exc:
-        raise ConfigError(f"learner.{exc}") from exc  # the objective's messages start with the field
+        raise ConfigError(str(exc)) from exc  # the objective's messages name the field
     if config.learner.act_on == "imagined" and not config.planning:
         raise ConfigError("learner.act_on=imagined trains on the plans rollouts imagined, so it needs planning=true")
     if config.learner.steps < 1 or config.learner.batch_size < config.num_learners:

@@ -1,14 +1,13 @@
 """The learner pool: ``num_learners`` Ray actors training the agent with DistributedDataParallel.
 
     pool = LearnerPool("tiny", num_learners=2, resources={"num_cpus": 1}, train_experts=["video", "action"])
-    result = pool.train(weights, weight_version=3, data=columns_or_shard_refs, steps=40, batch_size=32)
+    result = pool.train(weights, weight_version=3, rows=rows, steps=40, batch_size=32)
     result.state_dict, result.optimizer_state, result.metrics
     pool.shutdown()
 
 Every learner holds the whole model. A ``train`` call gives all of them the same weights
-(put in the Ray object store once) and the same rows (columns, or the Parquet shards of
-``RolloutStore.shard_refs``, which each learner reads and checks against the manifest's
-sha256 itself: a shard that does not match is skipped and counted in ``corrupt_shards``). Step s draws one *global*
+and the same rows (a ``flywheel.rows.ChunkRows``, as ``RolloutStore.replay_window`` reads
+them on the driver), each put in the Ray object store once. Step s draws one *global*
 batch of ``batch_size`` row indices from a sampler seeded by (seed, weight_version),
 identical on every rank; rank r computes its contiguous slice of that batch as its share
 of the global batch's loss (``flywheel.objective``: per-row flow noise seeded by (seed,
@@ -32,8 +31,8 @@ such restarts ``LearnerFailure`` names the cycle and every cause. Errors that a 
 cannot fix (a ``ValueError`` from the data, say) raise ``LearnerFailure`` at once.
 
 Experts not in ``train_experts`` are frozen (``Model.freeze``): no gradient, not in the
-optimizer, returned bit for bit as given. Only plain data (dicts, tuples, numbers, the
-``LearnerSpec`` dataclass) crosses into the actors, never OmegaConf objects.
+optimizer, returned bit for bit as given. Only plain data (dicts, tuples, numbers, arrays,
+the ``LearnerSpec`` dataclass, ``ChunkRows``) crosses into the actors, never OmegaConf objects.
 """
 
 from __future__ import annotations
@@ -44,26 +43,25 @@ import socket
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
-import pyarrow.parquet as pq
 import ray
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from configs.learning import ObjectiveConfig
 from flywheel import checkpoint as run_checkpoint
-from flywheel.objective import ObjectiveConfig, batch_loss
-from flywheel.store import from_table
+from flywheel.objective import batch_loss
+from flywheel.rows import EPISODE, ChunkRows
 from policies import checkpoint as model_checkpoint
 from policies.agent import Agent
 from policies.config import SIZES, ModelConfig
 from policies.model import Model
-from sims.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +90,7 @@ class LearnerSpec:
     model: dict[str, Any]              # ModelConfig.to_dict()
     world_size: int
     train_experts: tuple[str, ...]
-    objective: dict[str, Any]          # ObjectiveConfig fields
+    objective: dict[str, Any]          # ObjectiveConfig's fields
     lr: float = 3e-4
     weight_decay: float = 0.01
     grad_clip: float | None = 1.0
@@ -143,11 +141,7 @@ def make_optimizer(model: Model, train_experts: Sequence[str], lr: float = 3e-4,
     a ``flywheel.checkpoint.load(..., optimizer_factory=lambda m: make_optimizer(m, ...))``
     restores state the learners can load.
     """
-    unknown = sorted(set(train_experts) - set(model.cfg.experts))
-    if unknown:
-        raise ValueError(f"train_experts {unknown} are not experts of the model ({list(model.cfg.experts)})")
-    if not train_experts:
-        raise ValueError("train_experts is empty: nothing to train")
+    check_train_experts(train_experts, model.cfg.experts)
     for expert in model.cfg.experts:
         if expert in train_experts:
             model.unfreeze(expert)
@@ -155,6 +149,15 @@ def make_optimizer(model: Model, train_experts: Sequence[str], lr: float = 3e-4,
             model.freeze(expert)
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def check_train_experts(train_experts: Sequence[str], experts: Sequence[str]) -> None:
+    """``train_experts`` must name some of the model's ``experts`` and nothing else."""
+    unknown = sorted(set(train_experts) - set(experts))
+    if unknown:
+        raise ValueError(f"train_experts {unknown} are not experts of the model ({list(experts)})")
+    if not train_experts:
+        raise ValueError("train_experts is empty: nothing to train")
 
 
 def global_batches(n_rows: int, batch_size: int, steps: int, seed: int, version: int) -> np.ndarray:
@@ -165,25 +168,6 @@ def global_batches(n_rows: int, batch_size: int, steps: int, seed: int, version:
     need = steps * batch_size
     order = np.concatenate([rng.permutation(n_rows) for _ in range(-(-need // n_rows))])
     return order[:need].reshape(steps, batch_size)
-
-
-def read_shards(refs: Sequence[tuple[str, str]]) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Concatenate the Parquet shards ``(path, sha256)`` of the rollout store, in the order
-    given, and the paths skipped because they are missing or do not match their checksum."""
-    parts, corrupt = [], []
-    for path, digest in refs:
-        if not os.path.exists(path) or sha256_file(path) != digest:
-            log.warning("skipping shard %s: missing or checksum mismatch", path)
-            corrupt.append(path)
-            continue
-        parts.append((path, from_table(pq.read_table(path))))
-    if not parts:
-        raise ValueError(f"no intact shards to train on ({len(corrupt)} missing or corrupt)")
-    keys = list(parts[0][1])
-    for path, part in parts:
-        if list(part) != keys:
-            raise ValueError(f"shard {path} has columns {list(part)}, expected {keys}")
-    return {k: np.concatenate([p[k] for _, p in parts]) for k in keys}, corrupt
 
 
 # ---------------------------------------------------------------------- the actor
@@ -246,36 +230,23 @@ class Learner:
         if state is not None:
             run_checkpoint.load_optimizer_state(self.optimizer, tuple(state), str(self.device))
 
-    def train(self, weights: dict[str, torch.Tensor], version: int,
-              data: Mapping[str, np.ndarray] | list[tuple[str, str]],
+    def train(self, weights: dict[str, torch.Tensor], version: int, rows: Mapping[str, np.ndarray],
               steps: int, batch_size: int, attempt: int = 0, fault: FaultInjection | None = None) -> dict | None:
-        spec, rank, world = self.spec, self.rank, self.spec.world_size
+        spec, rank = self.spec, self.rank
         started = time.perf_counter()
         self.agent.model.load_state_dict(weights)
-        columns, corrupt = read_shards(data) if isinstance(data, list) else (data, [])
-        n_rows = len(columns["proprio_dim"])
-        self._check_same_data(columns, n_rows)
-        batches = global_batches(n_rows, batch_size, steps, spec.seed, version)
+        rows = rows if isinstance(rows, ChunkRows) else ChunkRows.of(rows)
+        self._check_same_data(rows)
         sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
         first = last = None
         skipped = 0
-        for step, idx in enumerate(batches):
+        for step, idx in enumerate(global_batches(rows.n, batch_size, steps, spec.seed, version)):
             if fault is not None and rank == fault.rank and step == fault.step and attempt < fault.attempts:
                 os._exit(1)  # the test hook: this learner dies mid-train
-            batch = {k: v[idx] for k, v in columns.items()}
-            self.optimizer.zero_grad(set_to_none=True)
-            share = self.ddp(batch, (spec.seed, version, step), rank, world)
-            (share["total"] * world).backward()  # DDP averages: world * share sums to the global loss
-            parts = torch.stack([share[k].detach() if k in share else torch.zeros((), device=self.device)
-                                 for k in LOSS_TERMS]).float()
-            dist.all_reduce(parts)  # the shares' sum: the global batch's losses, identical on every rank
-            parts = parts.cpu().double()
-            if not torch.isfinite(parts).all():
-                skipped += 1  # every rank sees the same sum, so every rank skips this step
+            parts = self._step(rows.take(idx), (spec.seed, version, step))
+            if parts is None:
+                skipped += 1
                 continue
-            if spec.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.params, spec.grad_clip)
-            self.optimizer.step()
             sums += parts
             last = parts[-1].item()
             first = last if first is None else first
@@ -285,15 +256,35 @@ class Learner:
         metrics: dict[str, Any] = {f"loss_{k}": (sums[i] / done).item() if done else None
                                    for i, k in enumerate(LOSS_TERMS)}
         metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
-                       samples=steps * batch_size, rows=n_rows, learners=world, corrupt_shards=corrupt,
+                       samples=steps * batch_size, rows=rows.n, learners=spec.world_size,
                        seconds=time.perf_counter() - started)
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.agent.model.state_dict().items()}
         optim = OptimizerState(*run_checkpoint.flatten_optimizer(self.optimizer))
         return {"state_dict": state, "optimizer_state": optim, "metrics": metrics}
 
-    def _check_same_data(self, columns: Mapping[str, np.ndarray], n_rows: int) -> None:
+    def _step(self, batch: ChunkRows, noise_seed: tuple[int, ...]) -> torch.Tensor | None:
+        """One optimizer step on this rank's share of a global batch: the global batch's
+        losses (``LOSS_TERMS``, identical on every rank), or None when they are not finite
+        and the step is skipped (on every rank alike)."""
+        world = self.spec.world_size
+        self.optimizer.zero_grad(set_to_none=True)
+        share = self.ddp(batch, noise_seed, self.rank, world)
+        (share["total"] * world).backward()  # DDP averages: world * share sums to the global loss
+        parts = torch.stack([share[k].detach() if k in share else torch.zeros((), device=self.device)
+                             for k in LOSS_TERMS]).float()
+        dist.all_reduce(parts)  # the shares' sum: the global batch's losses, identical on every rank
+        parts = parts.cpu().double()
+        if not torch.isfinite(parts).all():
+            return None
+        if self.spec.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.spec.grad_clip)
+        self.optimizer.step()
+        return parts
+
+    def _check_same_data(self, rows: ChunkRows) -> None:
         """Every rank must sample from the same rows: compare a fingerprint across ranks."""
-        episodes = np.ascontiguousarray(np.asarray(columns["episode"], dtype=np.int64))
+        n_rows = rows.n
+        episodes = np.ascontiguousarray(np.asarray(rows[EPISODE], dtype=np.int64))
         mine = torch.tensor([n_rows, zlib.crc32(episodes.tobytes())], dtype=torch.int64, device=self.device)
         low, high = mine.clone(), mine.clone()
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
@@ -331,7 +322,7 @@ class LearnerPool:
     ``model``: a ``ModelConfig``, its dict, a size name (``"tiny"``) or a policies
     checkpoint directory (only its config is read: weights come with every ``train``).
     ``resources``: per learner, a mapping or object with ``num_cpus`` / ``num_gpus``.
-    ``objective``: an ``ObjectiveConfig`` or anything with its fields. ``train_experts``:
+    ``objective``: an ``ObjectiveConfig`` (a run's ``learner`` is one; None: the defaults). ``train_experts``:
     the experts trained (None: all); the others are frozen. ``backend``: "gloo", "nccl" or
     "auto" (nccl when each learner has a whole GPU). ``timeout_s`` bounds one attempt of a
     ``train`` call; ``collective_timeout_s`` the process group's collectives and start-up.
@@ -355,10 +346,10 @@ class LearnerPool:
         if backend == "nccl" and num_gpus < 1:
             raise ValueError("nccl needs a whole GPU per learner (resources.num_gpus >= 1)")
         experts = tuple(cfg.experts) if train_experts is None else tuple(str(e) for e in train_experts)
-        unknown = sorted(set(experts) - set(cfg.experts))
-        if unknown or not experts:
-            raise ValueError(f"train_experts {list(experts)} must be a non-empty subset of {list(cfg.experts)}")
-        objective = ObjectiveConfig.of(objective)
+        check_train_experts(experts, cfg.experts)
+        objective = ObjectiveConfig() if objective is None else objective
+        # Only the objective's own fields (a run's ``learner`` has more), as plain values.
+        objective = ObjectiveConfig(**{f.name: getattr(objective, f.name) for f in fields(ObjectiveConfig)})
         self.spec = LearnerSpec(model=cfg.to_dict(), world_size=int(num_learners), train_experts=experts,
                                 objective=asdict(objective), lr=float(lr), weight_decay=float(weight_decay),
                                 grad_clip=None if grad_clip is None else float(grad_clip), seed=int(seed),
@@ -443,36 +434,18 @@ class LearnerPool:
     # ------------------------------------------------------------------ training
 
     def train(self, weights: Mapping[str, torch.Tensor] | ray.ObjectRef, weight_version: int,
-              data: Mapping[str, np.ndarray] | Sequence[tuple[str, str]], steps: int, batch_size: int, *,
-              cycle: int | None = None, optimizer_state: tuple[dict[str, torch.Tensor], dict] | None = None,
+              rows: Mapping[str, np.ndarray], steps: int, batch_size: int, *, cycle: int | None = None,
+              optimizer_state: tuple[dict[str, torch.Tensor], dict] | None = None,
               inject_fault: FaultInjection | None = None) -> TrainResult:
         """``steps`` optimizer steps of global ``batch_size`` rows from ``weights``.
 
-        ``data``: rollout columns, or ``RolloutStore.shard_refs`` every learner can read.
+        ``rows``: chunk rows (validated here: ``ChunkRows.of``), put in the object store once.
         ``optimizer_state``: start from this state instead of the learners' own (which is
         where the previous ``train`` left it). ``cycle`` (default ``weight_version``) names
         the cycle in a ``LearnerFailure``. ``inject_fault`` is a test hook.
         """
         cycle = weight_version if cycle is None else cycle
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if batch_size < self.num_learners:
-            raise ValueError(f"batch_size {batch_size} is smaller than the {self.num_learners} learners")
-        if weight_version < 0:
-            raise ValueError(f"weight_version must be >= 0, got {weight_version}")
-        if isinstance(weights, ray.ObjectRef):
-            weights_ref = weights
-        else:
-            self._check_weights(weights)
-            weights_ref = ray.put({k: v.detach().to("cpu") for k, v in weights.items()})
-        if isinstance(data, Mapping):
-            if not len(data.get("proprio_dim", ())):
-                raise ValueError("no rows to train on")
-            data_arg: Any = ray.put({k: np.asarray(v) for k, v in data.items()})
-        else:
-            data_arg = [(str(path), str(digest)) for path, digest in data]
-            if not data_arg:
-                raise ValueError("no shards to train on")
+        weights_ref, rows_ref = self._put(weights, weight_version, rows, steps, batch_size)
         if optimizer_state is not None:
             self.load_optimizer(optimizer_state)
         causes: list[str] = []
@@ -481,7 +454,7 @@ class LearnerPool:
             try:
                 self.start()
                 self._sync_optimizer()
-                result = self._run(weights_ref, weight_version, data_arg, steps, batch_size, attempt, inject_fault)
+                result = self._run(weights_ref, weight_version, rows_ref, steps, batch_size, attempt, inject_fault)
             except _Retry as err:
                 causes.append(f"attempt {attempt + 1}: {err}")
                 log.warning("cycle %d: learner pool failed (%s); %s", cycle, err,
@@ -508,6 +481,26 @@ class LearnerPool:
             return result
         raise LearnerFailure(f"cycle {cycle}: training failed on {len(causes)} attempt(s) with "
                              f"{self.num_learners} learner(s); last cause: {causes[-1]}", cycle, causes)
+
+    def _put(self, weights: Mapping[str, torch.Tensor] | ray.ObjectRef, weight_version: int,
+             rows: Mapping[str, np.ndarray], steps: int, batch_size: int) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+        """Check a ``train`` call's arguments before any learner works, then put its weights
+        and rows in the object store."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if batch_size < self.num_learners:
+            raise ValueError(f"batch_size {batch_size} is smaller than the {self.num_learners} learners")
+        if weight_version < 0:
+            raise ValueError(f"weight_version must be >= 0, got {weight_version}")
+        if isinstance(weights, ray.ObjectRef):
+            weights_ref = weights
+        else:
+            self._check_weights(weights)
+            weights_ref = ray.put({k: v.detach().to("cpu") for k, v in weights.items()})
+        rows = ChunkRows.of(rows)
+        if not rows.n:
+            raise ValueError("no rows to train on")
+        return weights_ref, ray.put(rows)
 
     def _check_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
         """Same names and shapes as the pool's model, or a ValueError before any learner works."""

@@ -17,7 +17,8 @@ For a batch of chunks (rows of ``flywheel.rollout.collect``):
   chunk. Each row has an advantage signal ``a_i`` (``ObjectiveConfig.advantage``):
 
   - ``grade``: the grader's training weight (success, progress, imagination, physics);
-  - ``task``: success (0/1 so far in the episode) plus progress, the task answers only;
+  - ``task``: success (0/1 so far in the episode) plus the grader's progress (``grade_progress``),
+    the task answers only;
   - ``outcome``: whether the chunk's episode ended in success (every chunk of a successful
     episode counts), or, where every episode of the batch ended alike, the episode's return.
 
@@ -61,54 +62,20 @@ so a row's noise does not depend on which rank computes it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
 
+from configs.learning import ObjectiveConfig
+from flywheel.rows import (ACTIONS, EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, IMAGINED, PROPRIO, PROPRIO_DIM,
+                           REALIZED, RETURN, SIM, STEPS, SUCCESS, TASK, WEIGHT)
 from policies import flow
 from policies.agent import Agent, Observed
 from policies.data import Data
 from policies.model import Item
 from sims import Embodiment, make
 from world_model.learned_env import PREFIX as LEARNED_PREFIX
-
-
-# What the action regression is weighted by (``ObjectiveConfig.advantage``).
-ADVANTAGES = ("grade", "task", "outcome")
-# Which future the action expert and the return head read in training (``ObjectiveConfig.act_on``).
-ACT_ON = ("realized", "imagined")
-
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    temperature: float = 1.0  # in standard deviations of the batch's advantage signal
-    max_weight: float = 20.0
-    return_coef: float = 0.1
-    advantage: str = "grade"
-    act_on: str = "realized"  # the future the actions and the return head read: realized | imagined
-
-    @classmethod
-    def of(cls, source: Any) -> "ObjectiveConfig":
-        """From any object or mapping with (some of) these fields, e.g. a run's ``learner`` config;
-        missing ones keep their defaults."""
-        def get(name: str, default: Any) -> Any:
-            if source is None:
-                return default
-            value = source.get(name, default) if isinstance(source, Mapping) else getattr(source, name, default)
-            return type(default)(value)
-
-        return cls(**{f.name: get(f.name, f.default) for f in fields(cls)})
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.max_weight <= 0 or self.return_coef < 0:
-            raise ValueError(f"temperature > 0, max_weight > 0 and return_coef >= 0 are needed: {self}")
-        if self.advantage not in ADVANTAGES:
-            raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
-        if self.act_on not in ACT_ON:
-            raise ValueError(f"act_on must be one of {ACT_ON}, got {self.act_on!r}")
 
 
 def advantage_weights(signal: np.ndarray, config: ObjectiveConfig) -> np.ndarray:
@@ -119,14 +86,16 @@ def advantage_weights(signal: np.ndarray, config: ObjectiveConfig) -> np.ndarray
 
 def advantage_signal(rows: Mapping[str, np.ndarray], config: ObjectiveConfig) -> np.ndarray:
     """Per row, what the action regression favours (module docstring)."""
-    n = len(rows["proprio_dim"])
+    n = len(rows[PROPRIO_DIM])
     if config.advantage == "grade":
-        return np.asarray(rows["weight"], dtype=np.float64) if "weight" in rows else np.ones(n)
+        return np.asarray(rows[WEIGHT], dtype=np.float64) if WEIGHT in rows else np.ones(n)
     if config.advantage == "task":
-        success = np.nan_to_num(np.asarray(rows["success"], dtype=np.float64)) if "success" in rows else 0.0
-        return success + np.asarray(rows["progress"], dtype=np.float64)
-    final = np.asarray(rows["episode_success"], dtype=np.float64)
-    return final if final.std() > 0 else np.asarray(rows["episode_return"], dtype=np.float64)
+        if GRADE_PROGRESS not in rows:
+            raise ValueError("learner.advantage=task needs graded rows (a 'grade_progress' column); these are not")
+        success = np.nan_to_num(np.asarray(rows[SUCCESS], dtype=np.float64))
+        return success + np.asarray(rows[GRADE_PROGRESS], dtype=np.float64)
+    final = np.asarray(rows[EPISODE_SUCCESS], dtype=np.float64)
+    return final if final.std() > 0 else np.asarray(rows[EPISODE_RETURN], dtype=np.float64)
 
 
 def standardized(values: np.ndarray) -> np.ndarray:
@@ -156,30 +125,29 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     from its own seed instead, which data parallelism needs: with ``world_size`` > 1 the
     result is rank ``rank``'s share of the batch's loss (module docstring).
     """
-    n = len(rows["proprio_dim"])
+    n = len(rows[PROPRIO_DIM])
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in a world of {world_size}")
     if world_size > 1 and noise_seed is None:
         raise ValueError("a batch split across ranks needs noise_seed (per-row noise), not a shared generator")
     if n < world_size:
         raise ValueError(f"a batch of {n} rows cannot be split across {world_size} ranks")
-    embs = [embodiment_of(str(s)) for s in rows["sim"]]
-    dims = rows["proprio_dim"]
-    observed = agent.observe([{"proprio": p[..., :d], "task": str(t)} for p, d, t in zip(rows["proprio"], dims, rows["task"])],
-                             embs)
+    embs = [embodiment_of(str(s)) for s in rows[SIM]]
+    observed = agent.observe([{"proprio": p[..., :d], "task": str(t)}
+                              for p, d, t in zip(rows[PROPRIO], rows[PROPRIO_DIM], rows[TASK])], embs)
     dev, cfg = agent.device, agent.cfg
-    ran = torch.as_tensor(np.arange(cfg.chunk)[None, :] < rows["steps"][:, None], device=dev)[..., None]  # (B, T, 1)
-    future = Data({"proprio": torch.as_tensor(rows["realized"], device=dev)},
+    ran = torch.as_tensor(np.arange(cfg.chunk)[None, :] < rows[STEPS][:, None], device=dev)[..., None]  # (B, T, 1)
+    future = Data({"proprio": torch.as_tensor(rows[REALIZED], device=dev)},
                   {"proprio": observed.proprio_mask & ran})
-    actions = Data({"action": torch.as_tensor(rows["actions"], device=dev)}, {"action": observed.action_mask & ran})
+    actions = Data({"action": torch.as_tensor(rows[ACTIONS], device=dev)}, {"action": observed.action_mask & ran})
     plan = None
     if config.act_on == "imagined":
-        if "imagined" not in rows:
+        if IMAGINED not in rows:
             raise ValueError("act_on=imagined needs rows that planned (an 'imagined' column); these did not plan")
-        plan = Data({"proprio": torch.as_tensor(rows["imagined"], device=dev)}, {"proprio": observed.proprio_mask})
+        plan = Data({"proprio": torch.as_tensor(rows[IMAGINED], device=dev)}, {"proprio": observed.proprio_mask})
     weights = torch.as_tensor(advantage_weights(advantage_signal(rows, config), config), dtype=torch.float32,
                               device=dev)
-    returns = torch.as_tensor(standardized(rows["return"]), dtype=torch.float32, device=dev)
+    returns = torch.as_tensor(standardized(rows[RETURN]), dtype=torch.float32, device=dev)
     noise = denominators = None
     if noise_seed is not None:
         denominators = {"future": flow.loss_denominators(future), "action": flow.loss_denominators(actions, weights),

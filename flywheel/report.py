@@ -32,13 +32,14 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flywheel.rows import CHUNK, CYCLE, EPISODE, IMAGINED, PROPRIO_DIM, REALIZED, SIM, STEPS, ChunkRows, episode_index
 from sims.files import write_bytes_atomic
 
 # Below these, a correlation across runs says little: stated in the paragraph, not hidden.
@@ -388,45 +389,52 @@ def compounding_figure(runs: list[Run]) -> bytes:
     return _png(fig)
 
 
-def imagination_rows(run: Run) -> tuple[dict[int, dict[str, np.ndarray]], str]:
-    """The first and last stored cycles' rows with imagined proprio, or ({}, why not)."""
+def imagination_rows(run: Run) -> tuple[ChunkRows | None, str]:
+    """The first and last stored cycles' rows, where they imagined, or (None, why not)."""
     if not (run.path / "store").is_dir():  # RolloutStore() would create it
-        return {}, f"{run.path} has no store/"
+        return None, f"{run.path} has no store/"
     from flywheel.store import RolloutStore
 
     store = RolloutStore(run.path / "store")
     committed = store.committed_cycles()
     if not committed:
-        return {}, f"{run.path}/store has no committed cycle"
-    out = {}
+        return None, f"{run.path}/store has no committed cycle"
+    parts = []
     for cycle in sorted({committed[0], committed[-1]}):
         rows, _ = store.read([cycle])
-        if "imagined" in rows and len(rows.get("steps", [])):
-            out[cycle] = rows
-    return out, "" if out else f"{run.path}/store holds no imagined trajectories (the agent did not imagine)"
+        if rows.imagined and rows.n:
+            parts.append(rows)
+    if not parts:
+        return None, f"{run.path}/store holds no imagined trajectories (the agent did not imagine)"
+    return ChunkRows.concat(parts), ""
 
 
-def imagination_figure(run: Run, cycles: dict[int, dict[str, np.ndarray]], chunks: int = 3, dims: int = 2) -> bytes:
-    """Imagined (dashed) against realized (solid) proprio: a row per cycle, a panel per chunk."""
+def imagination_figure(rows: Mapping[str, np.ndarray], chunks: int = 3, dims: int = 2, *, by: str | None = None,
+                       title: str | None = None):
+    """Imagined (dashed) against realized (solid) proprio of a few chunks, a panel per chunk,
+    titled by sim, episode and chunk: one row of panels, or one per value of the column ``by``
+    (e.g. ``CYCLE``). Returns the matplotlib figure (``_png`` makes it bytes)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(cycles), chunks, figsize=(3.2 * chunks, 2.6 * len(cycles)), squeeze=False)
-    for row_axes, (cycle, rows) in zip(axes, sorted(cycles.items())):
+    groups = [("", np.arange(len(rows[STEPS])))] if by is None else \
+        [(f"{by} {value}, ", np.flatnonzero(rows[by] == value)) for value in np.unique(rows[by])]
+    fig, axes = plt.subplots(len(groups), chunks, figsize=(3.2 * chunks, 2.6 * len(groups)), squeeze=False)
+    for row_axes, (label, members) in zip(axes, groups):
         # Chunks cut short by the episode's end show little: prefer full ones.
-        candidates = np.flatnonzero(rows["steps"] >= 2)
-        candidates = candidates if len(candidates) else np.arange(len(rows["steps"]))
-        picks = candidates[np.linspace(0, len(candidates) - 1, chunks).astype(int)]
-        for ax, i in zip(row_axes, picks):
-            n = int(rows["steps"][i])
-            for d in range(min(dims, int(rows["proprio_dim"][i]))):
-                (line,) = ax.plot(rows["realized"][i, :n, d], label=f"dim {d} realized")
-                ax.plot(rows["imagined"][i, :n, d], linestyle="--", color=line.get_color(), label=f"dim {d} imagined")
-            ax.set(title=f"cycle {cycle}, episode {int(rows['episode'][i]) % 100_000} chunk {int(rows['chunk'][i])}",
-                   xlabel="step")
+        candidates = members[rows[STEPS][members] >= 2]
+        candidates = candidates if len(candidates) else members
+        for ax, i in zip(row_axes, candidates[np.linspace(0, len(candidates) - 1, chunks).astype(int)]):
+            n = int(rows[STEPS][i])
+            for d in range(min(dims, int(rows[PROPRIO_DIM][i]))):
+                (line,) = ax.plot(rows[REALIZED][i, :n, d], label=f"dim {d} realized")
+                ax.plot(rows[IMAGINED][i, :n, d], linestyle="--", color=line.get_color(), label=f"dim {d} imagined")
+            ax.set(title=f"{label}{rows[SIM][i]} episode {int(episode_index(rows[EPISODE][i]))} "
+                         f"chunk {int(rows[CHUNK][i])}", xlabel="step")
             ax.title.set_fontsize(7)
     axes[0][0].legend(fontsize=6)
-    fig.suptitle(f"Imagined (dashed) vs realized (solid) proprio in {run.label}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 # ---------------------------------------------------------------------- report
@@ -504,11 +512,12 @@ def write_report(runs: list[Run], out_dir: str | Path, see_also: Sequence[str] =
     figure = out / "imagined_vs_realized.png"
     reasons = []
     for run in runs:
-        cycles, why = imagination_rows(run)
-        if cycles:
-            write_bytes_atomic(figure, imagination_figure(run, cycles))
+        rows, why = imagination_rows(run)
+        if rows is not None:
+            title = f"Imagined (dashed) vs realized (solid) proprio in {run.label}"
+            write_bytes_atomic(figure, _png(imagination_figure(rows, by=CYCLE, title=title)))
             written[figure.name] = figure
-            early, late = min(cycles), max(cycles)
+            early, late = int(rows[CYCLE].min()), int(rows[CYCLE].max())
             note = (f"![imagined vs realized]({figure.name})\n\nImagined against realized proprio (the first two "
                     f"dimensions) for a few chunks of `{run.path}` in the training sim, cycle {early}"
                     + (f" (early) and cycle {late} (late)." if late != early else " (its only stored cycle)."))

@@ -10,7 +10,7 @@ input), the chosen actions, the imagined and the realized proprio, the rewards a
 and whatever ``grade_chunk`` says about it (the grader holds the imagination against reality there,
 while the chunk's start state is at hand).
 
-Rows are columns of numpy arrays (see ``flywheel.store``), padded to the model's shared
+Rows are a ``flywheel.rows.ChunkRows`` (the schema lives there), padded to the model's shared
 sizes so chunks of different embodiments stack. ``return`` is filled in when an episode
 ends: the reward from the chunk's start to the episode's end, the return head's target.
 """
@@ -18,14 +18,16 @@ ends: the reward from the chunk's start to the episode's end, the return head's 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from flywheel.rows import episode_id
+from flywheel.rows import (ACTION_DIM, ACTIONS, CHUNK, CYCLE, EPISODE, EPISODE_RETURN, EPISODE_SUCCESS, IMAGINED,
+                           PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, RETURN, REWARD, SIM, STEPS, SUCCESS, TASK,
+                           WEIGHT_VERSION, WORKER, ChunkRows, episode_id, grade_columns)
 from policies.agent import Agent
 from sims import SimEnv, SimState
 from sims.embodiment import Embodiment
@@ -35,8 +37,8 @@ from sims.embodiment import Embodiment
 CHOOSERS = ("model", "sim")
 
 # grade_chunk(env, start_state, imagined (n, p), realized (n, p), actions (n, a), rewards (n,), success)
-#   -> {column: scalar}; ``n`` is the number of steps the chunk really ran.
-GradeChunk = Callable[..., dict[str, Any]]
+#   -> a ``world_model.grader.Grade``; ``n`` is the number of steps the chunk really ran.
+GradeChunk = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,10 @@ class RolloutSpec:
 
 
 def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
-            grade_chunk: GradeChunk | None = None) -> dict[str, np.ndarray]:
+            grade_chunk: GradeChunk | None = None) -> ChunkRows:
     """Run ``spec.episodes`` episodes over ``envs`` and return one row per executed chunk."""
     cfg = agent.cfg
-    rows: dict[str, list] = defaultdict(list)
+    out: dict[str, list] = defaultdict(list)
     generator = torch.Generator(device=agent.device).manual_seed(spec.seed)
     started = 0
     active: dict[int, dict[str, Any]] = {}
@@ -90,18 +92,8 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
         order = sorted(active)
         embodiments = [envs[i].embodiment for i in order]
         histories = [np.stack(active[i]["history"]) for i in order]
-        context = agent.perceive([{**active[i]["obs"], "proprio": h} for i, h in zip(order, histories)], embodiments)
-        if spec.planning:
-            plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
-            if spec.choose == "sim":
-                plan = plan.choose([best_in_sim(envs[i], plan.candidates[slot].cpu().numpy())
-                                    for slot, i in enumerate(order)])
-            chosen, imagined = plan.actions, plan.imagined.values["proprio"]
-        else:
-            chosen = agent.act(context, None, steps=spec.flow_steps, generator=generator).actions.values["action"]
-            imagined = None
-        chosen = chosen.detach().cpu().numpy().astype(np.float32, copy=False)
-        imagined = None if imagined is None else imagined.detach().cpu().numpy().astype(np.float32, copy=False)
+        chosen, imagined = _decide(agent, [envs[i] for i in order], [active[i]["obs"] for i in order], histories,
+                                   embodiments, spec, generator)
         # Batch-wide arrays, filled per env below; each row keeps a view of its slot.
         inputs = np.zeros((len(order), cfg.history, cfg.proprio_pad), np.float32)
         realized_pad = np.zeros((len(order), cfg.chunk, cfg.proprio_pad), np.float32)
@@ -110,41 +102,75 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
             env, episode, emb = envs[i], active[i], embodiments[slot]
             inputs[slot, :, : emb.proprio_dim] = histories[slot]
             start_state: SimState | None = env.get_state() if grade_chunk is not None else None
-            realized, rewards, done = [], [], False
-            for action in env_actions:
-                obs, reward, terminated, truncated, info = env.step(action)
-                realized.append(obs["proprio"])
-                rewards.append(reward)
-                episode["success"] |= bool(info.get("success", False))
-                if terminated or truncated:
-                    done = True
-                    break
-            episode["obs"] = obs
-            episode["history"] = (episode["history"] + realized)[-cfg.history:]
+            realized, rewards, done = _run_chunk(env, env_actions, episode, cfg.history)
             n = len(realized)
             realized_pad[slot, :n, : emb.proprio_dim] = realized
-            row = {
-                "episode": episode["id"], "cycle": spec.cycle, "worker": spec.worker,
-                "weight_version": spec.weight_version, "sim": env.name, "chunk": episode["chunk"],
-                "proprio_dim": emb.proprio_dim, "action_dim": emb.action_dim,
-                "task": env.task_text, "proprio": inputs[slot], "actions": chosen[slot],
-                "realized": realized_pad[slot], "steps": n,
-                "reward": float(np.sum(rewards)), "success": episode["success"], "planned": spec.planning,
-            }
+            row = _row(spec, env, episode, inputs[slot], chosen[slot], realized_pad[slot], n, rewards)
             if imagined is not None:
-                row["imagined"] = imagined[slot]
+                row[IMAGINED] = imagined[slot]
             if grade_chunk is not None:
                 own = None if imagined is None else imagined[slot][:n, : emb.proprio_dim]
-                row.update(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
-                                       np.asarray(rewards), episode["success"] if env.defines_success else None))
+                row.update(grade_columns(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
+                                                     np.asarray(rewards),
+                                                     episode["success"] if env.defines_success else None)))
             episode["rows"].append(row)
             episode["chunk"] += 1
             if done:
-                _finish(episode, rows)
+                _finish(episode, out)
                 del active[i]
                 if started < spec.episodes:
                     start(i)
-    return {k: np.asarray(v, dtype=object if k in ("sim", "task") else None) for k, v in rows.items()}
+    return ChunkRows.of({k: np.asarray(v, dtype=object if k in (SIM, TASK) else None) for k, v in out.items()})
+
+
+def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], histories: Sequence[np.ndarray],
+            embodiments: Sequence[Embodiment], spec: RolloutSpec,
+            generator: torch.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """Perceive every env in one batch, then plan (or act on the observation alone): the chosen
+    chunks (B, T, action_pad; model units) and the imagined proprio (None when not planning)."""
+    context = agent.perceive([{**obs, "proprio": h} for obs, h in zip(observations, histories)], embodiments)
+    if spec.planning:
+        plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
+        if spec.choose == "sim":
+            plan = plan.choose([best_in_sim(env, plan.candidates[slot].cpu().numpy())
+                                for slot, env in enumerate(envs)])
+        chosen, imagined = plan.actions, plan.imagined.values["proprio"]
+    else:
+        chosen = agent.act(context, None, steps=spec.flow_steps, generator=generator).actions.values["action"]
+        imagined = None
+    chosen = chosen.detach().cpu().numpy().astype(np.float32, copy=False)
+    imagined = None if imagined is None else imagined.detach().cpu().numpy().astype(np.float32, copy=False)
+    return chosen, imagined
+
+
+def _run_chunk(env: SimEnv, env_actions: np.ndarray, episode: dict[str, Any],
+               history: int) -> tuple[list[np.ndarray], list[float], bool]:
+    """Execute one chunk open-loop (until the episode ends inside it); the episode's latest
+    observation, proprio history and success follow. Returns (realized proprio, rewards, done)."""
+    realized, rewards, done = [], [], False
+    for action in env_actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        realized.append(obs["proprio"])
+        rewards.append(reward)
+        episode["success"] |= bool(info.get("success", False))
+        if terminated or truncated:
+            done = True
+            break
+    episode["obs"] = obs
+    episode["history"] = (episode["history"] + realized)[-history:]
+    return realized, rewards, done
+
+
+def _row(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.ndarray, actions: np.ndarray,
+         realized: np.ndarray, steps: int, rewards: list[float]) -> dict[str, Any]:
+    """One chunk's core columns (``flywheel.rows.CORE_COLUMNS``, in their order)."""
+    emb = env.embodiment
+    return {
+        EPISODE: episode["id"], CYCLE: spec.cycle, WORKER: spec.worker, WEIGHT_VERSION: spec.weight_version,
+        SIM: env.name, CHUNK: episode["chunk"], PROPRIO_DIM: emb.proprio_dim, ACTION_DIM: emb.action_dim,
+        TASK: env.task_text, PROPRIO: proprio, ACTIONS: actions, REALIZED: realized, STEPS: steps,
+        REWARD: float(np.sum(rewards)), SUCCESS: episode["success"], PLANNED: spec.planning,
+    }
 
 
 def _env_actions(chosen: np.ndarray, embodiments: Sequence[Embodiment]) -> list[np.ndarray]:
@@ -177,28 +203,28 @@ def best_in_sim(env: SimEnv, candidates: np.ndarray) -> int:
     return int(np.argmax(totals))
 
 
-def _finish(episode: dict[str, Any], rows: dict[str, list]) -> None:
+def _finish(episode: dict[str, Any], out: dict[str, list]) -> None:
     """Returns-to-go, then the episode's rows join the output."""
     to_go = 0.0
     for row in reversed(episode["rows"]):
-        to_go += row["reward"]
-        row["return"] = to_go
+        to_go += row[REWARD]
+        row[RETURN] = to_go
     for row in episode["rows"]:
-        row["episode_success"] = episode["success"]
-        row["episode_return"] = to_go
+        row[EPISODE_SUCCESS] = episode["success"]
+        row[EPISODE_RETURN] = to_go
     for row in episode["rows"]:
         for key, value in row.items():
-            rows[key].append(value)
+            out[key].append(value)
 
 
-def episode_stats(columns: dict[str, np.ndarray]) -> dict[str, float]:
+def episode_stats(rows: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Per-episode success rate, mean return and the returns' spread over the rows of ``collect``."""
-    if not len(columns.get("episode", ())):
+    if not len(rows.get(EPISODE, ())):
         raise ValueError("no rollouts to measure")
-    episodes, first = np.unique(columns["episode"], return_index=True)
-    last = {e: i for i, e in enumerate(columns["episode"])}
-    success = np.array([bool(columns["success"][last[e]]) for e in episodes])
-    returns = columns["return"][first]
+    episodes, first = np.unique(rows[EPISODE], return_index=True)
+    last = {e: i for i, e in enumerate(rows[EPISODE])}
+    success = np.array([bool(rows[SUCCESS][last[e]]) for e in episodes])
+    returns = rows[RETURN][first]
     return {"success_rate": float(success.mean()), "mean_return": float(np.mean(returns)),
             "return_std": float(np.std(returns)),
             "episodes": int(len(episodes))}

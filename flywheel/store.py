@@ -17,7 +17,8 @@ Guarantees:
 - An episode with a non-finite value in any float column is moved, whole, to the cycle's
   quarantine shard and counted in the manifest.
 
-Columns are numpy arrays with one row per chunk; an array column of shape (N, *shape) is
+What goes in and comes out is a ``flywheel.rows.ChunkRows``, validated against the row
+schema on write and on read (the error names the column). A column of shape (N, *shape) is
 stored as a fixed-size list with its shape in the schema metadata, so plain Parquet readers
 (``ray.data.read_parquet`` included) read every shard.
 """
@@ -35,11 +36,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flywheel.rows import EPISODE, ChunkRows
 from sims.files import atomic_path, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-EPISODE_COLUMN = "episode"  # every shard has it: rows of one episode share its id
 _SHAPE_KEY = b"flywheel.shapes"
 
 
@@ -100,33 +101,32 @@ class RolloutStore:
 
     # ------------------------------------------------------------------ writing
 
-    def write_shard(self, cycle: int, worker: int, columns: Mapping[str, np.ndarray]) -> tuple[ShardInfo | None, dict]:
-        """Write one worker's chunks of a cycle; returns the clean shard (None if every
-        episode was quarantined) and the quarantined columns (possibly empty)."""
-        check_columns(columns)
-        clean, bad = split_quarantine(columns)
+    def write_shard(self, cycle: int, worker: int,
+                    rows: Mapping[str, np.ndarray]) -> tuple[ShardInfo | None, ChunkRows]:
+        """Write one worker's chunks of a cycle (validated: ``ChunkRows.of``); returns the clean
+        shard (None if every episode was quarantined) and the quarantined rows (possibly none)."""
+        clean, bad = split_quarantine(ChunkRows.of(rows))
         info = None
-        if _rows(clean):
+        if clean.n:
             info = self._write(f"{_cycle_dir(cycle)}/worker-{worker:02d}.parquet", clean)
         return info, bad
 
     def commit_cycle(self, cycle: int, shards: Iterable[ShardInfo | None],
                      quarantined: Iterable[Mapping[str, np.ndarray]] = (), meta: dict | None = None) -> Manifest:
         """Make a cycle's shards visible: write its quarantine shard, then its manifest."""
-        bad = [q for q in quarantined if q and _rows(q)]
-        quarantine = self._write(f"{_cycle_dir(cycle)}/quarantine.parquet", _concat(bad)) if bad else None
+        bad = [ChunkRows.of(q) for q in quarantined if q and ChunkRows(q).n]
+        quarantine = self._write(f"{_cycle_dir(cycle)}/quarantine.parquet", ChunkRows.concat(bad)) if bad else None
         manifest = Manifest(cycle, sorted((s for s in shards if s), key=lambda s: s.path), quarantine, meta or {})
         if quarantine:
             log.warning("cycle %d: %d episode(s) quarantined for non-finite values", cycle, quarantine.episodes)
         write_json_atomic(self.root / _cycle_dir(cycle) / "manifest.json", manifest.to_json())
         return manifest
 
-    def _write(self, relative: str, columns: Mapping[str, np.ndarray]) -> ShardInfo:
+    def _write(self, relative: str, rows: ChunkRows) -> ShardInfo:
         with atomic_path(self.root / relative) as tmp:
-            pq.write_table(to_table(columns), tmp)
+            pq.write_table(to_table(rows), tmp)
             digest = sha256_file(tmp)
-        episodes = len(np.unique(columns[EPISODE_COLUMN]))
-        return ShardInfo(relative, _rows(columns), episodes, digest)
+        return ShardInfo(relative, rows.n, len(np.unique(rows[EPISODE])), digest)
 
     # ------------------------------------------------------------------ reading
 
@@ -143,13 +143,9 @@ class RolloutStore:
         """Absolute paths of the committed shards of ``cycles`` (e.g. for ray.data.read_parquet)."""
         return [str(self.root / s.path) for c in cycles if (m := self.manifest(c)) for s in m.shards]
 
-    def shard_refs(self, cycles: Iterable[int]) -> list[tuple[str, str]]:
-        """(absolute path, sha256) of the committed shards of ``cycles``: for readers elsewhere
-        (the learners) that verify what they read."""
-        return [(str(self.root / s.path), s.sha256) for c in cycles if (m := self.manifest(c)) for s in m.shards]
-
-    def read(self, cycles: Iterable[int]) -> tuple[dict[str, np.ndarray], ReadReport]:
-        """Concatenate the verified shards of ``cycles``; corrupt or missing ones are reported."""
+    def read(self, cycles: Iterable[int]) -> tuple[ChunkRows, ReadReport]:
+        """Concatenate the verified shards of ``cycles`` (no columns when there is none); corrupt
+        or missing ones are reported."""
         report = ReadReport()
         parts = []
         for cycle in cycles:
@@ -165,11 +161,11 @@ class RolloutStore:
                     continue
                 parts.append(from_table(pq.read_table(path)))
                 report.shards_read += 1
-        columns = _concat(parts) if parts else {}
-        report.rows = _rows(columns) if columns else 0
-        return columns, report
+        rows = ChunkRows.concat(parts) if parts else ChunkRows({})
+        report.rows = rows.n
+        return rows, report
 
-    def replay_window(self, last_cycle: int, k: int) -> tuple[dict[str, np.ndarray], ReadReport]:
+    def replay_window(self, last_cycle: int, k: int) -> tuple[ChunkRows, ReadReport]:
         """The last ``k`` committed cycles up to ``last_cycle``: what the learners train on."""
         if k < 1:
             raise ValueError(f"replay window must be >= 1 cycle, got {k}")
@@ -180,39 +176,21 @@ class RolloutStore:
 # ---------------------------------------------------------------------- encoding
 
 
-def check_columns(columns: Mapping[str, np.ndarray]) -> None:
-    """An episode id column, and the same number of rows in every column."""
-    if EPISODE_COLUMN not in columns:
-        raise ValueError(f"rollout columns need an {EPISODE_COLUMN!r} column (the episode id of each row)")
-    n = len(np.asarray(columns[EPISODE_COLUMN]))
-    for name, values in columns.items():
-        values = np.asarray(values)
-        if values.shape[:1] != (n,):
-            raise ValueError(f"column {name!r} has {values.shape[0] if values.ndim else 0} rows, expected {n}")
-
-
-def to_table(columns: Mapping[str, np.ndarray]) -> pa.Table:
-    check_columns(columns)
-    n = _rows(columns)
+def to_table(rows: ChunkRows) -> pa.Table:
     arrays, shapes = {}, {}
-    for name, values in columns.items():
-        values = np.asarray(values)
+    for name, values in rows.items():
         if values.dtype == object or values.dtype.kind in "US":
             arrays[name] = pa.array(values.astype(str).tolist())
-            continue
-        shape = values.shape[1:]
-        flat = values.reshape(n, -1) if shape else values
-        if shape:
-            width = int(np.prod(shape))
-            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), width)
-            shapes[name] = list(shape)
+        elif values.ndim > 1:
+            shapes[name] = list(values.shape[1:])
+            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), int(np.prod(shapes[name])))
         else:
-            arrays[name] = pa.array(flat)
+            arrays[name] = pa.array(values)
     table = pa.table(arrays)
     return table.replace_schema_metadata({_SHAPE_KEY: json.dumps(shapes).encode()})
 
 
-def from_table(table: pa.Table) -> dict[str, np.ndarray]:
+def from_table(table: pa.Table) -> ChunkRows:
     shapes = json.loads((table.schema.metadata or {}).get(_SHAPE_KEY, b"{}"))
     out = {}
     for name in table.column_names:
@@ -224,35 +202,20 @@ def from_table(table: pa.Table) -> dict[str, np.ndarray]:
             out[name] = np.asarray(column.to_pylist(), dtype=object)
         else:
             out[name] = column.to_numpy(zero_copy_only=False)
-    return out
+    return ChunkRows.of(out)
 
 
-def split_quarantine(columns: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+def split_quarantine(rows: ChunkRows) -> tuple[ChunkRows, ChunkRows]:
     """Split rows into (clean, quarantined): a whole episode goes if any of its rows has a
     non-finite float anywhere."""
-    n = _rows(columns)
-    bad_row = np.zeros(n, dtype=bool)
-    for values in columns.values():
-        values = np.asarray(values)
+    bad_row = np.zeros(rows.n, dtype=bool)
+    for values in rows.values():
         if values.dtype.kind == "f":
-            bad_row |= ~np.isfinite(values.reshape(n, -1)).all(axis=1)
-    episodes = np.asarray(columns[EPISODE_COLUMN])
+            bad_row |= ~np.isfinite(values.reshape(rows.n, -1)).all(axis=1)
+    episodes = rows[EPISODE]
     bad = np.isin(episodes, np.unique(episodes[bad_row]))
-    return ({k: np.asarray(v)[~bad] for k, v in columns.items()},
-            {k: np.asarray(v)[bad] for k, v in columns.items()} if bad.any() else {})
+    return rows.take(~bad), rows.take(bad)
 
 
 def _cycle_dir(cycle: int) -> str:
     return f"cycle-{cycle:06d}"
-
-
-def _rows(columns: Mapping[str, np.ndarray]) -> int:
-    return len(next(iter(columns.values()))) if columns else 0
-
-
-def _concat(parts: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    keys = list(parts[0])
-    for p in parts[1:]:
-        if list(p) != keys:
-            raise ValueError(f"shards disagree on columns: {keys} vs {list(p)}")
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}

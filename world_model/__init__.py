@@ -10,7 +10,7 @@
 The ``learned/`` family is declared as a ``flywheel.sims`` entry point, so
 ``sims.make("learned/...")`` works without importing this package; importing it registers
 the family directly as well.
-``world_model`` imports ``sims``; never ``flywheel`` or ``policies``. See docs/world_model.md.
+``world_model`` imports ``sims`` (and ``configs.learning``); never ``flywheel`` or ``policies``. See docs/world_model.md.
 """
 
 import sims as _sims

@@ -12,15 +12,11 @@ task, whatever the env is:
 The normalizer of every sim is the spread of its reference probe set (``probe_set``).
 Engines and normalizers are built once per sim and kept.
 
-Columns: ``weight`` (what the learners weight by) and ``grade_*`` for the answers. A Parquet
-column cannot hold "not applicable" without NaN (which the store quarantines), so each
-optional answer has a ``grade_*_applies`` flag and reads 0.0 where the flag is false; read
-the value only where its flag is true.
+It returns the ``world_model.grader.Grade``; the rollout loop flattens it into the chunk's
+row (``flywheel.rows.grade_columns``: ``weight`` and the ``grade_*`` columns).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
@@ -62,30 +58,11 @@ class ChunkGrader:
                      physics=gaps, config=self.config)
 
     def __call__(self, env: SimEnv, start: SimState, imagined, realized, actions, rewards,
-                 success: bool | None) -> dict[str, Any]:
-        return columns(self.grade(env, start, imagined, realized, actions, rewards, success))
+                 success: bool | None) -> Grade:
+        return self.grade(env, start, imagined, realized, actions, rewards, success)
 
     def close(self) -> None:
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
-
-
-def columns(g: Grade) -> dict[str, Any]:
-    """A grade as flat, NaN-free store columns (see the module docstring)."""
-    return {
-        "weight": g.weight,
-        "grade_reward": g.reward,
-        "grade_progress": g.progress,
-        "grade_success_applies": g.success is not None,
-        "grade_success": bool(g.success),
-        "grade_imagination_applies": g.imagination is not None,
-        "grade_imagination": g.imagination or 0.0,
-        "grade_imagination_error": g.imagination_error or 0.0,
-        "grade_physics_applies": g.physics is not None,
-        "grade_physics": g.physics or 0.0,
-        "grade_physics_gap": g.physics_gap or 0.0,
-        "grade_physics_worst": g.physics_worst or 0.0,
-        "grade_obeys_physics": bool(g.obeys_physics),
-    }
 

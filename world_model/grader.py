@@ -33,30 +33,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from configs.learning import GradeConfig
 from sims import SimEnv, SimState, StateNotDetermined
 from world_model.metrics import check_pair
-
-
-@dataclass(frozen=True)
-class GradeConfig:
-    """Coefficients of the grade (see the module docstring for the formula)."""
-
-    success_weight: float = 1.0
-    progress_weight: float = 1.0
-    imagination_weight: float = 1.0
-    physics_weight: float = 1.0
-    reward_scale: float = 1.0  # per-step reward at which progress is (1 + tanh 1) / 2
-    imagination_tolerance: float = 0.25  # normalized error at which imagination = 1/e
-    physics_tolerance: float = 0.25  # worst one-step physics gap at which physics = 1/e
-    teleport_threshold: float = 0.1  # a one-step physics gap above this breaks physics
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"GradeConfig.{name} must be a finite number >= 0, got {value!r}")
-        for name in ("reward_scale", "imagination_tolerance", "physics_tolerance", "teleport_threshold"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"GradeConfig.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,13 @@ import torch
 import sims
 from flywheel.learners import (FaultInjection, Learner, LearnerFailure, LearnerPool, TrainResult, global_batches,
                                make_optimizer)
-from flywheel.objective import ObjectiveConfig, batch_loss
+from configs.learning import ObjectiveConfig
+from flywheel.objective import batch_loss
 from flywheel.rollout import RolloutSpec, collect
-from flywheel.store import RolloutStore
+from flywheel.rows import WEIGHT, ChunkRows
 from policies.agent import Agent
 from policies.config import SIZES
+from world_model.chunk_grader import ChunkGrader
 
 pytestmark = pytest.mark.xdist_group("ray")
 
@@ -27,6 +29,8 @@ LR = 3e-3
 # Float32 sums in a different order (one process vs two, then gloo's all-reduce), over 3 AdamW
 # steps of lr 3e-3: measured differences are below 1e-6 while the weights move by > 1e-3.
 EQUIVALENCE_ATOL = 1e-5
+# The grade's weights (made uneven below) on the realized futures of rollouts that did not plan.
+OBJECTIVE = ObjectiveConfig(advantage="grade", act_on="realized")
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +48,9 @@ def ray_cluster():
 def rows():
     torch.manual_seed(0)
     envs = [sims.make("mujoco/reacher-twin", max_episode_steps=20)]
-    columns = collect(Agent("tiny").eval(), envs, RolloutSpec(episodes=3, seed=3, planning=False))
-    columns["weight"] = np.linspace(0.0, 1.0, len(columns["steps"]))  # grades: uneven advantage weights
-    return columns
+    rows = collect(Agent("tiny").eval(), envs, RolloutSpec(episodes=3, seed=3, planning=False),
+                   ChunkGrader(probes=2, horizon=10))
+    return ChunkRows.of({**rows, WEIGHT: np.linspace(0.0, 1.0, rows.n)})  # uneven advantage weights
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,7 @@ def weights():
 
 
 def _pool(n: int, **kw) -> LearnerPool:
-    return LearnerPool("tiny", n, {"num_cpus": 1}, ObjectiveConfig(), lr=LR, train_experts=TRAIN, seed=5, **kw)
+    return LearnerPool("tiny", n, {"num_cpus": 1}, OBJECTIVE, lr=LR, train_experts=TRAIN, seed=5, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +97,7 @@ def _max_diff(a: dict, b: dict, names=None) -> float:
 @pytest.mark.parametrize("act_on", ["realized", "imagined"])
 def test_shares_of_a_split_batch_sum_to_the_whole_batch(rows, act_on):
     torch.manual_seed(1)
-    agent, cfg, key = Agent("tiny"), ObjectiveConfig(act_on=act_on), (5, 0, 2)
+    agent, cfg, key = Agent("tiny"), ObjectiveConfig(advantage="grade", act_on=act_on), (5, 0, 2)
     rows = dict(rows, imagined=np.flip(rows["realized"], axis=1).copy())  # a plan unlike the realized future
 
     def run(**kw):
@@ -193,49 +197,13 @@ def test_training_lowers_the_loss_on_a_fixed_batch(pool, rows, weights, two_lear
         agent = Agent("tiny")
         agent.model.load_state_dict(state)
         with torch.no_grad():
-            return batch_loss(agent, rows, ObjectiveConfig(), noise_seed=99)["total"].item()
+            return batch_loss(agent, rows, OBJECTIVE, noise_seed=99)["total"].item()
 
-    n = len(rows["steps"])
+    n = rows.n
     pool.load_optimizer(two_learners.optimizer_state)  # continue the optimizer, as the next cycle would
     result = pool.train(two_learners.state_dict, 1, rows, steps=30, batch_size=n)
     assert loss(result.state_dict) < 0.9 * loss(weights)  # measured 0.85 after these 33 steps
     assert result.metrics["loss_total_last"] < result.metrics["loss_total_first"]
-
-
-def test_learners_read_the_store_shards_themselves(pool, rows, weights, tmp_path, two_learners):
-    store = RolloutStore(tmp_path)
-    shard, _ = store.write_shard(0, 0, rows)
-    store.commit_cycle(0, [shard])
-    pool.load_optimizer(None)  # both start from a fresh optimizer
-    from_shards = pool.train(weights, 0, store.shard_refs([0]), STEPS, BATCH)
-    pool.load_optimizer(None)
-    from_columns = pool.train(weights, 0, rows, STEPS, BATCH)
-    assert _max_diff(from_shards.state_dict, from_columns.state_dict) == 0
-    assert from_shards.metrics["corrupt_shards"] == []
-
-
-def test_learners_skip_and_count_a_shard_that_fails_its_checksum(tmp_path, rows):
-    from flywheel.learners import read_shards
-
-    store = RolloutStore(tmp_path)
-    half = len(rows["steps"]) // 2
-    first = {k: v[:half] for k, v in rows.items()}
-    second = {k: v[half:] for k, v in rows.items()}
-    shards = [store.write_shard(0, w, part)[0] for w, part in enumerate((first, second))]
-    store.commit_cycle(0, shards)
-    refs = store.shard_refs([0])
-    columns, corrupt = read_shards(refs)
-    assert corrupt == [] and len(columns["steps"]) == len(rows["steps"])
-    damaged = refs[1][0]
-    with open(damaged, "r+b") as f:  # flip bytes in the middle of the file
-        f.seek(200)
-        f.write(b"\x00\x01\x02\x03")
-    columns, corrupt = read_shards(refs)
-    assert corrupt == [damaged] and len(columns["steps"]) == half
-    with open(refs[0][0], "ab") as f:
-        f.write(b"junk")
-    with pytest.raises(ValueError, match="no intact shards"):
-        read_shards(refs)
 
 
 def test_a_learner_that_dies_mid_train_is_replaced_and_the_cycle_retrained(pool, rows, two_learners):

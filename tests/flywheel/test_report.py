@@ -36,15 +36,12 @@ def make_run(root, name, fidelity, rate, cycles=range(4), reference="mujoco/reac
     return run_dir
 
 
-def write_store(run_dir, cycles=(0, 3), chunk=5, pad=4):
+def write_store(run_dir, make_rows, cycles=(0, 3)):
     store = RolloutStore(run_dir / "store")
-    rng = np.random.default_rng(0)
     for cycle in cycles:
-        n = 6
-        rows = {"episode": np.repeat(np.arange(2), 3), "cycle": np.full(n, cycle), "chunk": np.tile(np.arange(3), 2),
-                "sim": np.array(["mujoco/reacher-twin"] * n, dtype=object), "steps": np.full(n, chunk),
-                "proprio_dim": np.full(n, 3), "realized": rng.normal(size=(n, chunk, pad)).astype(np.float32),
-                "imagined": rng.normal(size=(n, chunk, pad)).astype(np.float32)}
+        n = 6  # 2 episodes of 3 chunks
+        rows = make_rows(episodes=2, chunks_per_episode=3, seed=cycle, first_episode=10 * cycle,
+                         cycle=np.full(n, cycle), steps=np.full(n, 5), proprio_dim=np.full(n, 3))
         store.commit_cycle(cycle, [store.write_shard(cycle, 0, rows)[0]])
 
 
@@ -75,9 +72,9 @@ def test_compounding_rate_is_the_least_squares_slope():
     assert report.rate_stderr([0.0, 1.0, 0.0, 1.0], episodes=40) == pytest.approx(np.sqrt(0.08))
 
 
-def test_a_sweep_report_has_every_file_one_row_per_run_and_a_rising_finding(tmp_path):
+def test_a_sweep_report_has_every_file_one_row_per_run_and_a_rising_finding(tmp_path, make_rows):
     dirs = [make_run(tmp_path, f"knob{k}", k, rate) for k, rate in ((1.0, 0.08), (0.5, 0.04), (0.2, 0.01))]
-    write_store(dirs[0])
+    write_store(dirs[0], make_rows)
     runs = [report.load_run(d) for d in dirs]
     written = report.write_report(runs, tmp_path / "out")
     for name in ("capability_vs_cycle.png", "compounding_vs_fidelity.png", "imagined_vs_realized.png"):

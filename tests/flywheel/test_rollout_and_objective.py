@@ -6,11 +6,15 @@ import torch
 
 import sims
 import world_model as wm
-from flywheel.objective import ObjectiveConfig, advantage_signal, advantage_weights, batch_loss
+from configs.learning import ADVANTAGES, ObjectiveConfig
+from flywheel.objective import advantage_signal, advantage_weights, batch_loss
 from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats
+from flywheel.rows import EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, SUCCESS, WEIGHT, ChunkRows
 from policies.agent import Agent
 
 SIM = "mujoco/reacher-twin"
+# The grader's weights on realized futures: what most tests below take apart.
+GRADE_REALIZED = ObjectiveConfig(advantage="grade", act_on="realized")
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +27,13 @@ def agent():
 def rows(agent):
     envs = [sims.make(SIM, max_episode_steps=20) for _ in range(2)]
     return collect(agent, envs, RolloutSpec(episodes=3, cycle=4, worker=1, weight_version=9, seed=3))
+
+
+@pytest.fixture(scope="module")
+def graded(agent):
+    """Planned rollouts, graded by the chunk grader as the rollout actors grade them."""
+    envs = [sims.make(SIM, max_episode_steps=16) for _ in range(2)]
+    return collect(agent, envs, RolloutSpec(episodes=3, seed=5, n_candidates=2), wm.ChunkGrader(probes=2, horizon=10))
 
 
 def test_collect_runs_every_episode_and_records_each_chunk(rows, agent):
@@ -146,7 +157,7 @@ def test_rollouts_that_choose_in_the_sim_earn_more_per_chunk(agent):
 
 
 def test_unrun_steps_and_padding_do_not_touch_the_loss(agent, rows):
-    cfg = ObjectiveConfig()
+    cfg = GRADE_REALIZED
     base = batch_loss(agent, rows, cfg, torch.Generator().manual_seed(0))
     messy = {k: v.copy() for k, v in rows.items()}
     short = messy["steps"] < agent.cfg.chunk
@@ -159,7 +170,7 @@ def test_unrun_steps_and_padding_do_not_touch_the_loss(agent, rows):
 
 
 def test_grades_reweight_the_action_term_only(agent, rows):
-    cfg = ObjectiveConfig()
+    cfg = GRADE_REALIZED
     graded = dict(rows, weight=np.linspace(0, 1, len(rows["steps"])))
     plain = batch_loss(agent, rows, cfg, torch.Generator().manual_seed(0))
     weighted = batch_loss(agent, graded, cfg, torch.Generator().manual_seed(0))
@@ -168,7 +179,7 @@ def test_grades_reweight_the_action_term_only(agent, rows):
 
 
 def test_act_on_imagined_trains_the_actions_on_the_plan_the_rollout_imagined(agent, rows):
-    realized, imagined = ObjectiveConfig(), ObjectiveConfig(act_on="imagined")
+    realized, imagined = GRADE_REALIZED, ObjectiveConfig(advantage="grade", act_on="imagined")
 
     def loss(data, cfg):
         return batch_loss(agent, data, cfg, torch.Generator().manual_seed(0))
@@ -204,22 +215,48 @@ def test_advantage_weights_favour_better_grades_whatever_their_scale():
 
 
 def test_the_outcome_advantage_favours_every_chunk_of_a_successful_episode():
-    rows = {"proprio_dim": np.zeros(4), "episode_success": np.array([True, True, False, False]),
-            "episode_return": np.array([-3.0, -3.0, -9.0, -1.0]), "weight": np.array([0.0, 0.0, 1.0, 1.0])}
-    w = advantage_weights(advantage_signal(rows, ObjectiveConfig(advantage="outcome")), ObjectiveConfig())
+    rows = {"proprio_dim": np.zeros(4), EPISODE_SUCCESS: np.array([True, True, False, False]),
+            EPISODE_RETURN: np.array([-3.0, -3.0, -9.0, -1.0]), WEIGHT: np.array([0.0, 0.0, 1.0, 1.0])}
+    outcome = ObjectiveConfig(advantage="outcome")
+    w = advantage_weights(advantage_signal(rows, outcome), outcome)
     assert w[0] == w[1] > 1.0 > w[2] == w[3]
     # Where no episode succeeded (or all did) the episode's return decides instead.
-    rows["episode_success"][:] = False
-    signal = advantage_signal(rows, ObjectiveConfig(advantage="outcome"))
+    rows[EPISODE_SUCCESS][:] = False
+    signal = advantage_signal(rows, outcome)
     assert signal[3] > signal[0] > signal[2]
-    assert np.array_equal(advantage_signal(rows, ObjectiveConfig()), rows["weight"])
-    # The task answers alone: success so far plus progress; imagination and physics do not count.
-    rows.update(success=np.array([1.0, np.nan, 0.0, 0.0]), progress=np.array([0.2, 0.4, 0.1, 0.3]))
-    assert np.allclose(advantage_signal(rows, ObjectiveConfig(advantage="task")), [1.2, 0.4, 0.1, 0.3])
+    assert np.array_equal(advantage_signal(rows, GRADE_REALIZED), rows[WEIGHT])
+
+
+def test_every_advantage_weighs_the_actions_of_collected_graded_rows_as_documented(agent, graded):
+    assert graded.graded and graded.imagined
+    signals = {a: advantage_signal(graded, ObjectiveConfig(advantage=a)) for a in ADVANTAGES}
+    # grade: the grader's weight; task: success so far plus progress; outcome: how the episode ended.
+    assert np.array_equal(signals["grade"], graded[WEIGHT])
+    assert np.array_equal(signals["task"], graded[SUCCESS] + graded[GRADE_PROGRESS])
+    final = graded[EPISODE_SUCCESS].astype(float)
+    assert np.array_equal(signals["outcome"], final if final.std() > 0 else graded[EPISODE_RETURN])
+    for advantage, signal in signals.items():  # every signal varies, so every one moves the weights
+        assert np.ptp(signal) > 0 and not np.allclose(advantage_weights(signal, ObjectiveConfig()), 1.0), advantage
+
+    def loss(rows, advantage):
+        return batch_loss(agent, rows, ObjectiveConfig(advantage=advantage), torch.Generator().manual_seed(0))
+
+    base = {a: loss(graded, a) for a in ADVANTAGES}
+    for advantage, losses in base.items():
+        assert all(torch.isfinite(v) for v in losses.values()), advantage
+        assert torch.equal(losses["future"], base["grade"]["future"])  # the advantage weighs the actions only
+    assert not torch.equal(base["task"]["action"], base["outcome"]["action"])
+    # Only the task advantage reads the grader's progress.
+    scrambled = ChunkRows.of({**graded, GRADE_PROGRESS: np.random.default_rng(0).permutation(graded[GRADE_PROGRESS])})
+    assert not np.array_equal(scrambled[GRADE_PROGRESS], graded[GRADE_PROGRESS])
+    again = {a: loss(scrambled, a) for a in ADVANTAGES}
+    assert not torch.equal(again["task"]["action"], base["task"]["action"])
+    assert torch.equal(again["outcome"]["action"], base["outcome"]["action"])
+    assert torch.equal(again["grade"]["action"], base["grade"]["action"])
 
 
 def test_the_return_head_learns_standardized_returns(agent, rows):
-    cfg = ObjectiveConfig()
+    cfg = GRADE_REALIZED
     scaled = dict(rows, **{"return": 100.0 * np.asarray(rows["return"]) - 40.0})
     base = batch_loss(agent, rows, cfg, torch.Generator().manual_seed(0))
     again = batch_loss(agent, scaled, cfg, torch.Generator().manual_seed(0))
@@ -230,7 +267,7 @@ def test_training_on_a_batch_lowers_its_loss(rows):
     torch.manual_seed(1)
     learner = Agent("tiny")
     opt = torch.optim.AdamW(learner.parameters(), lr=3e-3)
-    cfg = ObjectiveConfig()
+    cfg = GRADE_REALIZED
 
     def loss():
         return batch_loss(learner, rows, cfg, torch.Generator().manual_seed(0))["total"]

@@ -76,14 +76,26 @@ def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path)
                                           ({"sim": SimConfig(name="mujoco/nope")}, "sim.name"),
                                           ({"choose": "oracle"}, "choose"),
                                           ({"planning": False, "choose": "sim"}, "choose=sim"),
-                                          ({"learner": LearnerConfig(act_on="dream")}, "act_on"),
-                                          ({"learner": LearnerConfig(advantage="luck")}, "advantage"),
                                           ({"planning": False, "choose": "model",
                                             "learner": LearnerConfig(act_on="imagined")}, "act_on=imagined"),
                                           ({"eval": EvalConfig(n_candidates=0)}, "eval.n_candidates")])
 def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         validate(tiny_config(tmp_path, **change))
+
+
+@pytest.mark.parametrize("field,bad", [("learner.act_on", "dream"), ("learner.advantage", "luck"),
+                                       ("learner.temperature", 0.0), ("grade.reward_scale", 0.0)])
+def test_a_bad_objective_or_grade_knob_names_the_field_before_ray_starts(tmp_path, capsys, field, bad):
+    # The schema dataclasses check themselves as Hydra builds them ...
+    assert main(["run", f"run_dir={tmp_path}", f"{field}={bad}", *TINY]) == 2
+    assert f"{field} must be" in capsys.readouterr().err
+    # ... and validate checks the objective again, in case it changed after it was built.
+    if field.startswith("learner."):
+        config = tiny_config(tmp_path)
+        setattr(config.learner, field.removeprefix("learner."), bad)
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            validate(config)
 
 
 def test_bad_run_config_is_one_line_on_the_command_line(tmp_path, capsys):
@@ -142,7 +154,7 @@ def test_sigint_finishes_the_phase_checkpoints_and_resumes(tmp_path):
 
 
 def test_imagination_figure_draws_imagined_against_realized(tmp_path):
-    from flywheel.controller import imagination_figure
+    from flywheel.report import imagination_figure
 
     rng = np.random.default_rng(0)
     rows = {"steps": np.array([8, 5]), "proprio_dim": np.array([8, 8]), "sim": np.array(["a", "b"], dtype=object),

@@ -128,10 +128,10 @@ def test_the_chunk_grader_asks_the_reference_engine_for_every_kind_of_training_s
         start = env.get_state()
         steps = [env.step(a) for a in actions]
         realized = np.array([s[0]["proprio"] for s in steps], dtype=np.float64)
-        columns = grader(env, start, realized, realized, actions, np.array([s[1] for s in steps]), False)
-        assert columns["grade_physics_applies"] and columns["grade_imagination"] == 1.0
-        assert all(np.isfinite(v) for v in columns.values())
-        assert 0.0 <= columns["weight"] <= 1.0
+        g = grader(env, start, realized, realized, actions, np.array([s[1] for s in steps]), False)
+        assert isinstance(g, wm.Grade) and g.physics is not None and g.imagination == 1.0
+        assert all(np.isfinite(v) for v in g.as_dict().values() if v is not None)
+        assert 0.0 <= g.weight <= 1.0
     none = grader(env, start, None, realized, actions, np.zeros(CHUNK), None)
-    assert not none["grade_imagination_applies"] and not none["grade_physics_applies"]
+    assert none.imagination is None and none.physics is None
     grader.close()

@@ -1,0 +1,69 @@
+"""The learning signal's knobs: how a chunk is graded, and how the learners weigh it.
+
+Plain dataclasses without Hydra, so ``world_model`` and ``flywheel`` import them cheaply;
+``configs.run_schema`` puts them in a run's config (``grade`` is a ``GradeConfig``, and
+``learner`` is an ``ObjectiveConfig`` plus the optimiser's knobs). Each validates itself on
+construction (Hydra builds the dataclass in ``OmegaConf.to_object``, so a bad value stops a
+run before Ray starts), and its messages name the field as a run's config spells it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class GradeConfig:
+    """Coefficients of the grade (formula: ``world_model.grader``)."""
+
+    success_weight: float = 1.0
+    progress_weight: float = 1.0
+    imagination_weight: float = 1.0
+    physics_weight: float = 1.0
+    reward_scale: float = 1.0  # per-step reward at which progress is (1 + tanh 1) / 2
+    imagination_tolerance: float = 0.25  # normalized error at which imagination = 1/e
+    physics_tolerance: float = 0.25  # worst one-step physics gap at which physics = 1/e
+    teleport_threshold: float = 0.1  # a one-step physics gap above this breaks physics
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"grade.{name} must be a finite number >= 0, got {value!r}")
+        for name in ("reward_scale", "imagination_tolerance", "physics_tolerance", "teleport_threshold"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"grade.{name} must be > 0, got {getattr(self, name)}")
+
+
+# What the action regression is weighted by (``ObjectiveConfig.advantage``; flywheel.objective).
+ADVANTAGES = ("grade", "task", "outcome")
+# Which future the action expert and the return head read in training (``ObjectiveConfig.act_on``).
+ACT_ON = ("realized", "imagined")
+
+
+@dataclass
+class ObjectiveConfig:
+    """What the learners minimise (``flywheel.objective``); a run's ``learner`` section is one."""
+
+    advantage: str = "outcome"  # what the action regression favours: grade | task | outcome
+    # The future the action expert and return head read in training: the one the rollout imagined
+    # (their input at inference, which is how choose=sim's choices reach the agent) or the realized one.
+    act_on: str = "imagined"
+    temperature: float = 1.0  # of the advantage weights, in standard deviations of the batch's advantage
+    max_weight: float = 20.0
+    return_coef: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise a ValueError naming the first bad field (``learner.<field>``)."""
+        for name, positive in (("temperature", True), ("max_weight", True), ("return_coef", False)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not (value > 0 if positive else value >= 0):
+                raise ValueError(f"learner.{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"learner.advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        if self.act_on not in ACT_ON:
+            raise ValueError(f"learner.act_on must be one of {ACT_ON}, got {self.act_on!r}")
+

@@ -1,0 +1,91 @@
+"""The chunk row (``flywheel.rows``): the schema every producer and consumer shares."""
+
+import numpy as np
+import pytest
+import torch
+
+import sims
+import world_model as wm
+from flywheel.rollout import RolloutSpec, collect
+from flywheel.rows import (EPISODES_PER_WORKER, GRADE_IMAGINATION, GRADE_IMAGINATION_APPLIES, GRADE_PHYSICS,
+                           GRADE_PHYSICS_APPLIES, GRADE_PROGRESS, STEPS, WEIGHT, WORKERS_PER_CYCLE, ChunkRows,
+                           columns_of, episode_id, episode_index, grade_summary, guarded)
+from flywheel.store import RolloutStore
+from policies.agent import Agent
+
+
+@pytest.fixture(scope="module")
+def rows():
+    """Planned, graded rows of the real rollout loop."""
+    torch.manual_seed(0)
+    envs = [sims.make("mujoco/reacher-twin", max_episode_steps=12) for _ in range(2)]
+    return collect(Agent("tiny").eval(), envs, RolloutSpec(episodes=3, cycle=2, worker=1, seed=1, n_candidates=2),
+                   wm.ChunkGrader(probes=2, horizon=10))
+
+
+def test_collected_rows_are_valid_and_in_the_schemas_order(rows):
+    assert isinstance(rows, ChunkRows) and rows.imagined and rows.graded
+    assert list(rows) == [c.name for c in columns_of(imagined=True, graded=True)]
+    for column in columns_of(imagined=True, graded=True):
+        assert rows[column.name].dtype == np.dtype(column.dtype), column.name
+        assert rows[column.name].ndim == 1 + len(column.shape), column.name
+    assert list(ChunkRows.of(rows)) == list(rows)
+
+
+def test_rows_round_trip_through_the_store_bit_for_bit(rows, tmp_path):
+    store = RolloutStore(tmp_path)
+    shard, quarantined = store.write_shard(2, 1, rows)
+    assert quarantined.n == 0
+    store.commit_cycle(2, [shard], [quarantined])
+    back, report = store.read([2])
+    assert report.rows == rows.n and list(back) == list(rows)
+    for name, values in rows.items():
+        assert back[name].dtype == values.dtype and back[name].shape == values.shape, name
+        if values.dtype == object:
+            assert list(back[name]) == list(values), name
+        else:
+            assert back[name].tobytes() == values.tobytes(), name
+
+
+def test_missing_unknown_and_mistyped_columns_are_named(rows):
+    with pytest.raises(ValueError, match=r"missing columns \['steps'\]"):
+        ChunkRows.of({k: v for k, v in rows.items() if k != STEPS})
+    with pytest.raises(ValueError, match=r"unknown columns \['progress'\]"):
+        ChunkRows.of({**rows, "progress": rows[GRADE_PROGRESS]})
+    with pytest.raises(ValueError, match="column 'steps' is float64, expected int64"):
+        ChunkRows.of({**rows, STEPS: rows[STEPS].astype(np.float64)})
+    with pytest.raises(ValueError, match="column 'weight' has shape"):
+        ChunkRows.of({**rows, WEIGHT: rows[WEIGHT][:, None]})
+    with pytest.raises(ValueError, match="column 'weight' has 2 rows"):
+        ChunkRows.of({**rows, WEIGHT: rows[WEIGHT][:2]})
+
+
+def test_take_and_concat_keep_the_columns(rows):
+    first, rest = rows.take(slice(0, 2)), rows.take(np.arange(2, rows.n))
+    joined = ChunkRows.concat([first, rest])
+    assert first.n == 2 and joined.n == rows.n and list(joined) == list(rows)
+    assert all(np.array_equal(joined[k], rows[k]) for k in rows)
+
+
+def test_grade_summary_averages_a_guarded_answer_only_where_it_applies(rows):
+    applies = np.arange(rows.n) % 2 == 0
+    values = np.linspace(0.1, 0.9, rows.n)
+    rows = ChunkRows.of({**rows, GRADE_PHYSICS_APPLIES: applies, GRADE_PHYSICS: np.where(applies, values, 0.0),
+                         GRADE_IMAGINATION_APPLIES: np.zeros(rows.n, bool)})
+    summary = grade_summary(rows)
+    assert summary["physics"] == pytest.approx(values[applies].mean())
+    assert np.array_equal(guarded(rows, GRADE_PHYSICS), values[applies])
+    assert "imagination" not in summary and not len(guarded(rows, GRADE_IMAGINATION))
+    assert summary["progress"] == pytest.approx(rows[GRADE_PROGRESS].mean())  # unguarded: every chunk
+    assert summary[WEIGHT] == pytest.approx(rows[WEIGHT].mean())
+
+
+def test_episode_ids_round_trip_and_reject_what_does_not_fit():
+    for cycle, worker, index in ((0, 0, 0), (7, 3, 12), (2, WORKERS_PER_CYCLE - 1, EPISODES_PER_WORKER - 1)):
+        assert episode_index(episode_id(cycle, worker, index)) == index
+    ids = np.array([episode_id(1, w, i) for w, i in ((0, 5), (4, 9))])
+    assert list(episode_index(ids)) == [5, 9]
+    assert len({episode_id(c, w, 0) for c in range(3) for w in range(3)}) == 9
+    for worker, index in ((WORKERS_PER_CYCLE, 0), (-1, 0), (0, EPISODES_PER_WORKER), (0, -1)):
+        with pytest.raises(ValueError, match="episode id out of range"):
+            episode_id(0, worker, index)
