@@ -41,7 +41,8 @@ from configs.run_schema import RunConfig
 from configs.schema import SimConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.controller import read_cycles, run
-from flywheel.objective import ObjectiveConfig, batch_loss
+from configs.learning import ObjectiveConfig
+from flywheel.objective import batch_loss
 from flywheel.store import RolloutStore, from_table
 from policies.agent import Agent
 
