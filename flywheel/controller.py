@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 import sims
+from configs.errors import ConfigError
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.atomic import write_bytes_atomic, write_json_atomic
@@ -42,10 +43,6 @@ from flywheel.objective import ObjectiveConfig
 from flywheel.rollout import RolloutSpec, collect, episode_stats
 from flywheel.store import RolloutStore
 from policies.agent import Agent
-
-
-class ConfigError(ValueError):
-    """A run configuration that cannot work; raised before Ray starts, naming the field."""
 
 
 @dataclasses.dataclass

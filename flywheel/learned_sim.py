@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from configs.errors import ConfigError
 from configs.run_schema import LearnedSimConfig, RunConfig
 from configs.schema import SimConfig, WorldModelFitConfig, world_model_dir
-from flywheel.controller import ConfigError
 from world_model.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_checkpoint
 from world_model.learned_env import PREFIX
 

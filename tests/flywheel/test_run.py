@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from configs.errors import ConfigError
 from configs.run_schema import EvalConfig, LearnerConfig, RunConfig
 from configs.schema import SimConfig
 from flywheel.cli import main
-from flywheel.controller import ConfigError, read_cycles, run, validate
+from flywheel.controller import read_cycles, run, validate
 from flywheel.store import RolloutStore
 
 pytestmark = pytest.mark.xdist_group("ray")
