@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     if command == "check":
         return check_command(rest)
     if command == "rollout":
-        from flywheel.cli import run_hydra
+        from flywheel.hydra import run_hydra
 
         return run_hydra("flywheel sims rollout", "rollout", rollout_task, rest)
     if command == "twins":

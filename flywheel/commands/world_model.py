@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "fit":
-        from flywheel.cli import run_hydra
+        from flywheel.hydra import run_hydra
 
         return run_hydra("flywheel world-model fit", "world_model/fit", fit_task, rest)
     print(f"flywheel world-model: unknown command {command!r} (expected fit)", file=sys.stderr)
