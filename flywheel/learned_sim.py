@@ -88,7 +88,7 @@ def fit_world_model(config: WorldModelFitConfig, console=print) -> dict[str, Any
     with _progress() as progress:
         data, held_out = _transitions(config, sim_kwargs, progress)
         task = progress.add_task("fitting", total=config.train.steps)
-        simulator = wm.fit(data, wm.ModelConfig(**asdict(config.model)), wm.FitConfig(**asdict(config.train)),
+        simulator = wm.fit(data, config.model, config.train,
                            progress=lambda step, loss: progress.update(task, completed=step,
                                                                        description=f"fitting (loss {loss:.2e})"))
         wm.save_checkpoint(simulator, out)
