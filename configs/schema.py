@@ -42,8 +42,10 @@ class SimConfig:
 
 
 @dataclass
-class RolloutConfig:
-    """``flywheel sims rollout``: run demonstrators and time the simulators.
+class SimsRolloutConfig:
+    """``flywheel sims rollout``: run demonstrators and time the simulators (not the flywheel's
+    rollouts: those are ``RunConfig``'s). Registered as ``rollout_schema``, which
+    ``configs/rollout.yaml`` names in its defaults.
 
     With ``sim`` unset, every registered sim is rolled out with default settings;
     ``sim=<file in configs/sim>`` (plus ``sim.fidelity=...`` etc.) selects one.
@@ -60,7 +62,7 @@ class RolloutConfig:
 
 _store = ConfigStore.instance()
 _store.store(group="sim", name="sim_schema", node=SimConfig)
-_store.store(name="rollout_schema", node=RolloutConfig)
+_store.store(name="rollout_schema", node=SimsRolloutConfig)
 
 T = TypeVar("T")
 

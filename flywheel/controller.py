@@ -51,11 +51,8 @@ class Stop:
 
 
 def validate(config: RunConfig) -> None:
-    """Everything that can be checked without Ray or a model, field by field."""
-    for field in ("cycles", "num_rollout_workers", "envs_per_worker", "episodes_per_cycle", "num_learners",
-                  "replay_cycles"):
-        if getattr(config, field) < 1:
-            raise ConfigError(f"{field} must be >= 1, got {getattr(config, field)}")
+    """Everything that can be checked without Ray or a model, field by field (``RunConfig``
+    checks its own counts when it is built)."""
     try:  # the spec every rollout worker will get; its messages start with the field
         RolloutSpec(episodes=config.episodes_per_cycle, planning=config.planning,
                     n_candidates=config.n_candidates, choose=config.choose)

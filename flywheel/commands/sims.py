@@ -117,9 +117,9 @@ class RolloutRow:
 
 
 def rollout_task(cfg) -> int:
-    from configs.schema import RolloutConfig, to_dataclass
+    from configs.schema import SimsRolloutConfig, to_dataclass
 
-    config = to_dataclass(cfg, RolloutConfig)
+    config = to_dataclass(cfg, SimsRolloutConfig)
     rows = rollout(config)
     print_rollout_table(rows, camera=config.camera)
     if config.json_out:
