@@ -26,8 +26,9 @@ def run_task(cfg) -> int:
 
     from configs.run_schema import RunConfig
     from configs.schema import to_dataclass
-    from flywheel.controller import read_cycles, run
+    from flywheel.controller import run
     from flywheel.hydra import SweepStopped
+    from flywheel.logger import read_cycles
 
     hydra = HydraConfig.get()
     sweep = hydra.mode == RunMode.MULTIRUN
@@ -68,7 +69,7 @@ def resumed_config(run_dir: str):
 
 
 def status_main(argv: list[str]) -> int:
-    from flywheel.controller import read_cycles
+    from flywheel.logger import read_cycles
 
     ap = argparse.ArgumentParser(prog="flywheel status", description="Print a run's cycle table.")
     ap.add_argument("run_dir")

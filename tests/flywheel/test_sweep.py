@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flywheel.cli import main
-from flywheel.controller import read_cycles
+from flywheel.logger import read_cycles
 
 pytestmark = pytest.mark.xdist_group("ray")
 
