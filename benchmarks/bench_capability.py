@@ -30,7 +30,9 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from configs.run_schema import RunConfig  # noqa: E402
 from configs.schema import to_dataclass  # noqa: E402
-from flywheel.controller import evaluate, read_cycles, run  # noqa: E402
+from flywheel.controller import run  # noqa: E402
+from flywheel.cycle import evaluate  # noqa: E402
+from flywheel.logger import read_cycles  # noqa: E402
 from flywheel.pretrained import DEFAULT, small_checkpoint  # noqa: E402
 from policies.agent import Agent  # noqa: E402
 from sims.files import write_bytes_atomic, write_json_atomic  # noqa: E402

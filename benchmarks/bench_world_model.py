@@ -129,8 +129,8 @@ def main() -> None:
     data = wm.collect(args.sim, args.transitions, seed=0)
     held_out = wm.collect(args.sim, max(args.transitions // 5, 1000), seed=1)
     collect_s = time.perf_counter() - t
-    simulator = wm.fit(data, wm.ModelConfig(ensemble=args.ensemble, hidden=args.hidden),
-                       wm.FitConfig(steps=args.fit_steps, horizon=2))
+    simulator = wm.fit(data, wm.WorldModelNetConfig(ensemble=args.ensemble, hidden=args.hidden),
+                       wm.WorldModelTrainConfig(steps=args.fit_steps, horizon=2))
     scratch = tempfile.TemporaryDirectory(prefix="bench-world-model-")
     checkpoint = Path(scratch.name)  # learned/<sim> loads its model from a checkpoint directory
     wm.save_checkpoint(simulator, checkpoint)

@@ -13,6 +13,7 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 
 from configs.learning import GradeConfig, ObjectiveConfig
+from configs.errors import ConfigError
 from configs.schema import WORLD_MODEL_ROOT, AgentConfig, SimConfig, WorldModelRecipe
 
 
@@ -101,6 +102,14 @@ class RunConfig:
     grade: GradeConfig = field(default_factory=GradeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     world_model: LearnedSimConfig = field(default_factory=LearnedSimConfig)  # learned sims only
+
+    def __post_init__(self) -> None:
+        """The run's own counts, checked where the config is built (``to_dataclass``, before Ray
+        starts); what needs a sim or Ray is ``flywheel.controller.validate``'s."""
+        for name in ("cycles", "num_rollout_workers", "envs_per_worker", "episodes_per_cycle", "num_learners",
+                     "replay_cycles"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -42,8 +42,10 @@ class SimConfig:
 
 
 @dataclass
-class RolloutConfig:
-    """``flywheel sims rollout``: run demonstrators and time the simulators.
+class SimsRolloutConfig:
+    """``flywheel sims rollout``: run demonstrators and time the simulators (not the flywheel's
+    rollouts: those are ``RunConfig``'s). Registered as ``rollout_schema``, which
+    ``configs/rollout.yaml`` names in its defaults.
 
     With ``sim`` unset, every registered sim is rolled out with default settings;
     ``sim=<file in configs/sim>`` (plus ``sim.fidelity=...`` etc.) selects one.
@@ -60,7 +62,7 @@ class RolloutConfig:
 
 _store = ConfigStore.instance()
 _store.store(group="sim", name="sim_schema", node=SimConfig)
-_store.store(name="rollout_schema", node=RolloutConfig)
+_store.store(name="rollout_schema", node=SimsRolloutConfig)
 
 T = TypeVar("T")
 
@@ -126,26 +128,51 @@ class WorldModelCollectConfig:
     noise: float = 0.3  # std of the noise on the demonstrator's normalized actions
 
 
+def _positive_ints(what: str, config: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{what} {name} must be an int >= 1, got {value!r}")
+
+
 @dataclass
 class WorldModelNetConfig:
-    """The ensemble's size (``world_model.ModelConfig``)."""
+    """The ensemble's size (``world_model.Ensemble``): members, hidden width, hidden layers.
+
+    The one definition: ``world_model`` builds, fits and checkpoints with it (a checkpoint's
+    ``config.json`` stores it as its ``model``).
+    """
 
     ensemble: int = 4
     hidden: int = 64
     layers: int = 2
 
+    def __post_init__(self) -> None:
+        _positive_ints("world model", self, ("ensemble", "hidden", "layers"))
+        if self.ensemble < 2:
+            raise ValueError("world model ensemble needs at least 2 members (their spread is the error estimate)")
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
 
 @dataclass
 class WorldModelTrainConfig:
-    """Optimization (``world_model.FitConfig``)."""
+    """Optimization (``world_model.fit``): AdamW with a cosine learning-rate decay over ``steps``."""
 
     steps: int = 600
     batch: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-5
-    horizon: int = 2  # steps unrolled in the loss
+    horizon: int = 2  # steps unrolled in the loss (1 = one-step loss only)
     seed: int = 0
+    # torch threads while fitting: small matmuls lose more to threading than they gain
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        _positive_ints("fit", self, ("steps", "batch", "horizon", "threads"))
+        if not (self.lr > 0 and self.weight_decay >= 0):
+            raise ValueError(f"fit lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
 
 
 @dataclass

@@ -4,7 +4,9 @@ A cycle asks every actor to load the weights the controller put in the Ray objec
 (once per cycle, for all actors), collect its share of episodes with Perceive -> Imagine
 -> Act, grade every chunk while its start state is at hand, and write its rows as one
 Parquet shard. The actor returns the shard's manifest entry, not the rows: data moves
-through the store, never through the driver.
+through the store, never through the driver. ``RolloutWorkers`` is the driver's side: it
+hands every actor the run's ``RolloutSpec`` with its share filled in, and replaces actors
+that die.
 
 Grading is ``world_model.chunk_grader.ChunkGrader``: the three questions against the
 reference physics of the training sim's task, normalized by the spread of its probe set
@@ -14,14 +16,17 @@ reference physics of the training sim's task, normalized by the spread of its pr
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 
 import sims
 from flywheel.rollout import RolloutSpec, collect
+from flywheel.rows import STEPS, WEIGHT_VERSION
 from flywheel.store import RolloutStore
 from policies.agent import Agent
 from policies.config import ModelConfig
@@ -72,14 +77,56 @@ class RolloutWorker:
         self.weight_version = version
         return version
 
-    def collect(self, cycle: int, episodes: int, seed: int, planning: bool, n_candidates: int,
-                flow_steps: int | None = None, choose: str = "model") -> dict[str, Any]:
-        self._maybe_die(cycle)
-        spec = RolloutSpec(episodes=episodes, cycle=cycle, worker=self.index, weight_version=self.weight_version,
-                           seed=seed, planning=planning, n_candidates=n_candidates, flow_steps=flow_steps,
-                           choose=choose)
+    def collect(self, spec: RolloutSpec) -> dict[str, Any]:
+        """Collect ``spec`` (the run's spec with this share's episodes, cycle, worker and seed)
+        with the weights loaded last, which the rows record as their version."""
+        self._maybe_die(spec.cycle)
+        spec = replace(spec, worker=self.index, weight_version=self.weight_version)
         rows = collect(self.agent, self.envs, spec, self.grader)
-        shard, quarantined = self.store.write_shard(cycle, self.index, rows)
-        return {"shard": shard, "quarantined": quarantined, "steps": int(rows["steps"].sum()),
-                "weight_versions": sorted({int(v) for v in rows["weight_version"]})}
+        shard, quarantined = self.store.write_shard(spec.cycle, self.index, rows)
+        return {"shard": shard, "quarantined": quarantined, "steps": int(rows[STEPS].sum()),
+                "weight_versions": sorted({int(v) for v in rows[WEIGHT_VERSION]})}
 
+
+class RolloutWorkers:
+    """The run's rollout actors: started once, given each cycle's weights and shares, replaced when they die."""
+
+    def __init__(self, count: int, spec: WorkerSpec, options: dict[str, Any]) -> None:
+        self.spec, self.options = spec, options
+        self.actors = {i: self._start(i) for i in range(count)}
+
+    def _start(self, index: int):
+        return RolloutWorker.options(**self.options).remote(index, self.spec)
+
+    def collect(self, weights, rollout: RolloutSpec, seeds: Callable[[int], int],
+                progress: Callable[[int], None] = lambda n: None) -> tuple[list[dict[str, Any]], int]:
+        """Every worker collects its share of ``rollout.episodes`` with ``weights`` (a Ray object
+        ref, version ``rollout.cycle``); a worker that dies is replaced and its share collected
+        again. Returns each worker's result and the number of replacements."""
+        shares = np.array_split(np.arange(rollout.episodes), len(self.actors))
+
+        def start(i: int):
+            self.actors[i].load_weights.remote(weights, rollout.cycle)
+            return self.actors[i].collect.remote(replace(rollout, episodes=len(shares[i]), worker=i, seed=seeds(i)))
+
+        pending = {i: start(i) for i in self.actors}
+        results, retries = {}, 0
+        while pending:
+            ready, _ = ray.wait(list(pending.values()), num_returns=1)
+            i = next(k for k, ref in pending.items() if ref == ready[0])
+            try:
+                results[i] = ray.get(ready[0])
+                del pending[i]
+                progress(len(shares[i]))
+            except ray.exceptions.RayActorError:
+                retries += 1
+                if retries > 3 * len(self.actors):
+                    raise RuntimeError(f"cycle {rollout.cycle}: rollout workers keep dying; "
+                                       f"giving up after {retries} retries")
+                self.actors[i] = self._start(i)
+                pending[i] = start(i)
+        return list(results.values()), retries
+
+    def shutdown(self) -> None:
+        for actor in self.actors.values():
+            ray.kill(actor)

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from configs import CONFIG_DIR
+from configs.errors import ConfigError
 from configs.run_schema import RunConfig
-from flywheel.controller import ConfigError
 from policies.agent import Agent
 from policies.checkpoint import CheckpointError
 from policies.config import model_config

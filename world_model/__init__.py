@@ -10,10 +10,12 @@
 The ``learned/`` family is declared as a ``flywheel.sims`` entry point, so
 ``sims.make("learned/...")`` works without importing this package; importing it registers
 the family directly as well.
-``world_model`` imports ``sims`` (and ``configs.learning``); never ``flywheel`` or ``policies``. See docs/world_model.md.
+``world_model`` imports ``sims`` and ``configs`` (``configs.learning`` holds the grader's knobs) (its model and fit settings are
+``configs.schema.WorldModelNetConfig`` / ``WorldModelTrainConfig``); never ``flywheel`` or ``policies``. See docs/world_model.md.
 """
 
 import sims as _sims
+from configs.schema import WorldModelNetConfig, WorldModelTrainConfig
 from world_model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from world_model.chunk_grader import ChunkGrader
 from world_model.data import Transitions, collect
@@ -22,10 +24,10 @@ from world_model.fidelity import FidelityResult, fidelity
 from world_model.grader import Grade, GradeConfig, grade, grade_batch, physics_gaps
 from world_model.learned_env import PREFIX, CorrectionBuffer, LearnedSimEnv, make_learned_env, parse_correct_every
 from world_model.metrics import Score, normalized_error, score, spread
-from world_model.model import Ensemble, ModelConfig
+from world_model.model import Ensemble
 from world_model.probes import ProbeSet, probe_set
 from world_model.simulator import LearnedBatch, LearnedSimulator
-from world_model.train import FitConfig, fit
+from world_model.train import fit
 
 # Registered on import as well as declared as an entry point: once world_model is loaded, a
 # bad checkpoint is its own ``CheckpointError``, not wrapped as a plug-in failure. Asking for
@@ -42,17 +44,17 @@ __all__ = [
     "CorrectionBuffer",
     "Ensemble",
     "FidelityResult",
-    "FitConfig",
     "Grade",
     "GradeConfig",
     "LearnedBatch",
     "LearnedSimEnv",
     "LearnedSimulator",
-    "ModelConfig",
     "PREFIX",
     "ProbeSet",
     "Score",
     "Transitions",
+    "WorldModelNetConfig",
+    "WorldModelTrainConfig",
     "collect",
     "constant_velocity",
     "fidelity",

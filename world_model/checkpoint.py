@@ -5,7 +5,7 @@ A checkpoint is a directory:
     checkpoint.safetensors   the ensemble's weights and normalization statistics
     config.json              {"format", "version", "reference" (the sim it was fitted on),
                               "proprio_dim", "action_dim", "action_low", "action_high",
-                              "model" (ModelConfig), "tensors" ({name: shape}),
+                              "model" (WorldModelNetConfig), "tensors" ({name: shape}),
                               "sha256" (of the safetensors file), "metadata" (how it was trained)}
 
 Both files are written atomically, the JSON last, and the JSON names the hash of the tensor
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load, save
 
+from configs.schema import WorldModelNetConfig
 from sims.files import sha256_bytes, write_bytes_atomic, write_json_atomic
-from world_model.model import Ensemble, ModelConfig
+from world_model.model import Ensemble
 from world_model.simulator import LearnedSimulator
 
 FORMAT = "physics-flywheel/world-model"
@@ -79,7 +80,7 @@ def load_checkpoint(directory: str | os.PathLike, reference: str | None = None) 
     if sha256_bytes(blob) != header.get("sha256"):
         raise CheckpointError(f"{weights_path} does not match the hash in {config_path} (a partial or mixed write)")
     try:
-        model = ModelConfig(**header["model"])
+        model = WorldModelNetConfig(**header["model"])
         net = Ensemble(int(header["proprio_dim"]), int(header["action_dim"]), model)
         tensors = load(blob)
     except (KeyError, TypeError, ValueError) as exc:

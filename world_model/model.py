@@ -8,37 +8,18 @@ ensembles of Q heads). The weights of all members are stacked, so K members over
 cost one ``baddbmm`` per layer, not K forward passes.
 
 The normalization statistics live in the module as buffers, so the checkpoint's tensors
-are the whole model.
+are the whole model. Its size is a ``configs.schema.WorldModelNetConfig``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Model size as data: members, hidden width and number of hidden layers."""
-
-    ensemble: int = 5
-    hidden: int = 128
-    layers: int = 2
-
-    def __post_init__(self) -> None:
-        for name in ("ensemble", "hidden", "layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"world model {name} must be an int >= 1, got {value!r}")
-        if self.ensemble < 2:
-            raise ValueError("world model ensemble needs at least 2 members (their spread is the error estimate)")
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+from configs.schema import WorldModelNetConfig
 
 
 class Ensemble(nn.Module):
@@ -49,7 +30,7 @@ class Ensemble(nn.Module):
     alone only approximates; the hidden layers then learn what is left.
     """
 
-    def __init__(self, proprio_dim: int, action_dim: int, config: ModelConfig, seed: int = 0) -> None:
+    def __init__(self, proprio_dim: int, action_dim: int, config: WorldModelNetConfig, seed: int = 0) -> None:
         super().__init__()
         self.config = config
         self.proprio_dim, self.action_dim = proprio_dim, action_dim

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from world_model.model import Ensemble, ModelConfig
+from configs.schema import WorldModelNetConfig
+from world_model.model import Ensemble
 
 
 @dataclass
@@ -37,7 +38,7 @@ class LearnedSimulator:
         self.net.eval()
 
     @property
-    def config(self) -> ModelConfig:
+    def config(self) -> WorldModelNetConfig:
         return self.net.config
 
     @property

@@ -12,46 +12,30 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
+from configs.schema import WorldModelNetConfig, WorldModelTrainConfig
 from world_model.data import Transitions
-from world_model.model import Ensemble, ModelConfig
+from world_model.model import Ensemble
 from world_model.simulator import LearnedSimulator
 
 STD_FLOOR = 1e-6
 
 
-@dataclass(frozen=True)
-class FitConfig:
-    """Optimization: AdamW with a cosine learning-rate decay over ``steps``."""
-
-    steps: int = 1500
-    batch: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 1e-5
-    horizon: int = 3  # steps unrolled in the loss (1 = one-step loss only)
-    seed: int = 0
-    threads: int = 1  # torch threads while fitting: small matmuls lose more to threading than they gain
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch", "horizon", "threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"fit {name} must be an int >= 1, got {value!r}")
-        if not (self.lr > 0 and self.weight_decay >= 0):
-            raise ValueError(f"fit lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
-
-
-def fit(data: Transitions | Sequence[Transitions], model: ModelConfig = ModelConfig(), config: FitConfig = FitConfig(),
+def fit(data: Transitions | Sequence[Transitions], model: WorldModelNetConfig | None = None,
+        config: WorldModelTrainConfig | None = None,
         *, action_low=None, action_high=None,
         progress: Callable[[int, float], None] | None = None) -> LearnedSimulator:
     """Fit a learned simulator of ``data``'s sim; ``progress(step, loss)`` is called every step.
 
-    The action range defaults to the sim's embodiment (made once to read it).
+    The action range defaults to the sim's embodiment (made once to read it); ``model`` and
+    ``config`` default to the configs' defaults (what ``flywheel world-model fit`` uses).
     """
+    model = model if model is not None else WorldModelNetConfig()
+    config = config if config is not None else WorldModelTrainConfig()
     data = Transitions.concat(data) if not isinstance(data, Transitions) else data
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
@@ -61,7 +45,7 @@ def fit(data: Transitions | Sequence[Transitions], model: ModelConfig = ModelCon
         torch.set_num_threads(threads)
 
 
-def _fit(data: Transitions, model: ModelConfig, config: FitConfig, action_low, action_high,
+def _fit(data: Transitions, model: WorldModelNetConfig, config: WorldModelTrainConfig, action_low, action_high,
          progress: Callable[[int, float], None] | None) -> LearnedSimulator:
     if action_low is None or action_high is None:
         import sims

@@ -1,1 +1,2 @@
-"""One module per CLI command group; ``flywheel.cli`` dispatches to them."""
+"""One module per CLI command group; ``flywheel.cli`` dispatches to them (they never import it:
+Hydra runs through ``flywheel.hydra``)."""

@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         overrides.append(f"reference={_quote(args.reference)}")
     if args.candidate:
         overrides.append("candidates=[" + ",".join(_quote(c) for c in args.candidate) + "]")
-    from flywheel.cli import run_hydra
+    from flywheel.hydra import run_hydra
 
     return run_hydra("flywheel fidelity", "fidelity", fidelity_task, overrides)
 

@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    from flywheel.cli import run_hydra
+    from flywheel.hydra import run_hydra
 
     return run_hydra("flywheel pretrain", "pretrain", pretrain_task, argv)
 

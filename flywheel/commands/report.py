@@ -77,7 +77,7 @@ class ReportWhenSweepEnds(Callback):
     """Hydra callback: ``flywheel report SWEEP_DIR`` once every run of the multirun has returned."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from flywheel.cli import report_user_errors
+        from flywheel.hydra import report_user_errors
 
         sweep_dir = str(config.hydra.sweep.dir)
         console.print(f"\nevery run of the sweep is done: flywheel report {sweep_dir}")

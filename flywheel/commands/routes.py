@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
         header = checkpoint.read_header(args.checkpoint)
         return show(checkpoint.read_config(args.checkpoint), args.json_out,
                      source=f"checkpoint {args.checkpoint}", frozen=header.get("frozen", []))
-    from flywheel.cli import run_hydra
+    from flywheel.hydra import run_hydra
 
     return run_hydra("flywheel routes", "routes", routes_task, argv)
 

@@ -15,7 +15,7 @@ if not console.is_terminal:
 
 def run_main(argv: list[str]) -> int:
     import configs.run_schema  # noqa: F401  (registers the run schema)
-    from flywheel.cli import run_hydra
+    from flywheel.hydra import run_hydra
 
     return run_hydra("flywheel run", "run", run_task, argv)
 
@@ -26,7 +26,9 @@ def run_task(cfg) -> int:
 
     from configs.run_schema import RunConfig
     from configs.schema import to_dataclass
-    from flywheel.controller import read_cycles, run
+    from flywheel.controller import run
+    from flywheel.hydra import SweepStopped
+    from flywheel.logger import read_cycles
 
     hydra = HydraConfig.get()
     sweep = hydra.mode == RunMode.MULTIRUN
@@ -45,10 +47,6 @@ def run_task(cfg) -> int:
         # The run stopped early on SIGINT/SIGTERM: stop the sweep too, rather than start its next run.
         raise SweepStopped(f"sweep stopped in {run_dir}; the same command resumes it")
     return 0
-
-
-class SweepStopped(KeyboardInterrupt):
-    """A stop asked for during one run of a sweep ends the sweep (Hydra runs the next job after an Exception)."""
 
 
 def resumed_config(run_dir: str):
@@ -71,7 +69,7 @@ def resumed_config(run_dir: str):
 
 
 def status_main(argv: list[str]) -> int:
-    from flywheel.controller import read_cycles
+    from flywheel.logger import read_cycles
 
     ap = argparse.ArgumentParser(prog="flywheel status", description="Print a run's cycle table.")
     ap.add_argument("run_dir")

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     if command == "check":
         return check_command(rest)
     if command == "rollout":
-        from flywheel.cli import run_hydra
+        from flywheel.hydra import run_hydra
 
         return run_hydra("flywheel sims rollout", "rollout", rollout_task, rest)
     if command == "twins":
@@ -117,9 +117,9 @@ class RolloutRow:
 
 
 def rollout_task(cfg) -> int:
-    from configs.schema import RolloutConfig, to_dataclass
+    from configs.schema import SimsRolloutConfig, to_dataclass
 
-    config = to_dataclass(cfg, RolloutConfig)
+    config = to_dataclass(cfg, SimsRolloutConfig)
     rows = rollout(config)
     print_rollout_table(rows, camera=config.camera)
     if config.json_out:

@@ -3,8 +3,9 @@
     flywheel world-model fit [sim=<file in configs/sim>] [sim.name=SIM] [out=DIR]
                              [collect.steps=N] [train.steps=N] [model.hidden=N] ...
 
-``fit`` collects transitions from the sim (demonstrator with noise, and random actions),
-fits the ensemble, and writes into ``out``: ``checkpoint.safetensors`` + ``config.json`` (the
+``fit`` runs the recipe ``flywheel.learned_sim.fit_world_model`` (which a run also uses for
+a learned sim with no checkpoint yet): it collects transitions from the sim (demonstrator
+with noise, and random actions), fits the ensemble, and writes into ``out``: ``checkpoint.safetensors`` + ``config.json`` (the
 checkpoint ``sims.make("learned/<sim>", checkpoint=out)`` loads), ``fidelity.json`` (held-out
 one- and ten-step error against a constant-velocity baseline, and fidelity of the learned sim
 at each ``report.correct_every``) and ``fidelity.png`` (error against horizon). Every file
@@ -14,16 +15,10 @@ is written atomically.
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from sims.files import write_json_atomic
 
 console = Console()
 if not console.is_terminal:
@@ -36,7 +31,7 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "fit":
-        from flywheel.cli import run_hydra
+        from flywheel.hydra import run_hydra
 
         return run_hydra("flywheel world-model fit", "world_model/fit", fit_task, rest)
     print(f"flywheel world-model: unknown command {command!r} (expected fit)", file=sys.stderr)
@@ -45,76 +40,13 @@ def main(argv: list[str]) -> int:
 
 def fit_task(cfg) -> int:
     from configs.schema import WorldModelFitConfig, to_dataclass
+    from flywheel.learned_sim import fit_world_model
 
     config = to_dataclass(cfg, WorldModelFitConfig)
-    report = fit_world_model(config)
+    report = fit_world_model(config, console=lambda line: console.print(line, style="yellow"))
     print_report(report)
     console.print(f"wrote {report['out']}/checkpoint.safetensors, config.json, fidelity.json, fidelity.png")
     return 0
-
-
-def fit_world_model(config) -> dict[str, Any]:
-    """Collect, fit, save, evaluate; returns the report written to ``fidelity.json``."""
-    import sims
-    import world_model as wm
-    from configs.schema import world_model_dir
-    from world_model.fidelity import plot_curves
-
-    name = config.sim.name
-    sim_kwargs = config.sim.make_kwargs()
-    if sim_kwargs.pop("camera"):
-        console.print("[yellow]camera ignored: the learned simulator is proprio-only[/yellow]")
-    sims.check_config(name, sim_kwargs)  # bad names and settings fail before any work
-    model = wm.ModelConfig(**asdict(config.model))
-    fit_config = wm.FitConfig(**asdict(config.train))
-    schedule = [wm.parse_correct_every(k) for k in config.report.correct_every]
-    if config.collect.steps < 20:
-        raise ValueError(f"collect.steps must be >= 20, got {config.collect.steps}")
-    out = Path(config.out or world_model_dir(name))
-
-    began = time.perf_counter()
-    held_out_steps = max(config.collect.steps // 4, 20)
-    with _progress() as progress:
-        task = progress.add_task("collecting transitions", total=config.collect.steps + held_out_steps)
-        collect_args = dict(demo_fraction=config.collect.demo_fraction, noise=config.collect.noise, **sim_kwargs)
-        data = wm.collect(name, config.collect.steps, seed=config.collect.seed,
-                          progress=lambda n: progress.update(task, completed=n), **collect_args)
-        held_out = wm.collect(name, held_out_steps, seed=config.collect.seed + 1,
-                              progress=lambda n: progress.update(task, completed=config.collect.steps + n),
-                              **collect_args)
-        task = progress.add_task("fitting", total=fit_config.steps)
-        simulator = wm.fit(data, model, fit_config,
-                           progress=lambda step, loss: progress.update(task, completed=step,
-                                                                       description=f"fitting (loss {loss:.2e})"))
-        wm.save_checkpoint(simulator, out)
-
-        scale = wm.spread(held_out.proprio)
-        errors = {f"{k}_step": wm.k_step_errors(simulator, held_out, k, scale) for k in (1, 10)
-                  if len(held_out.windows(k, history=1))}
-        probes = wm.probe_set(name, seed=config.report.seed, probes=config.report.probes, horizon=config.report.horizon)
-        task = progress.add_task("fidelity of the learned sim", total=len(schedule))
-        results = []
-        for k in schedule:
-            results.append(wm.fidelity(f"{wm.PREFIX}{name}", probes, checkpoint=str(out), correct_every=k))
-            progress.advance(task)
-
-    report = {
-        "sim": name,
-        "out": str(out),
-        "transitions": len(data),
-        "held_out_transitions": len(held_out),
-        "model": asdict(config.model),
-        "train": asdict(config.train),
-        "final_loss": simulator.metadata["final_loss"],
-        "prediction_error": errors,
-        "fidelity": [{"correct_every": _label(k), **r.as_dict()} for k, r in zip(schedule, results)],
-        "probes": {"count": probes.size, "horizon": probes.horizon, "seed": probes.seed},
-        "seconds": round(time.perf_counter() - began, 2),
-    }
-    write_json_atomic(out / "fidelity.json", report)
-    plot_curves(results, str(out / "fidelity.png"), labels=[f"correct_every={_label(k)}" for k in schedule],
-                title=f"Learned simulator of {name}: error against horizon")
-    return report
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -133,12 +65,3 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(row["correct_every"], f"{row['fidelity']:.4f}", f"{row['mean_error']:.2e}",
                       "never" if row["diverges_at"] is None else str(row["diverges_at"]))
     console.print(table)
-
-
-def _label(correct_every: int | None) -> str:
-    return "never" if correct_every is None else str(correct_every)
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=console, transient=True)

@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 import configs.schema  # noqa: F401  (registers the schema)
 import sims
 from configs import CONFIG_DIR
-from configs.schema import RolloutConfig, SimConfig, to_dataclass
+from configs.schema import SimsRolloutConfig, SimConfig, to_dataclass
 
 SIM_FILES = sorted(p.stem for p in (Path(CONFIG_DIR) / "sim").glob("*.yaml"))
 
@@ -19,19 +19,19 @@ def compose_rollout(overrides):
 
 @pytest.mark.parametrize("sim_file", SIM_FILES)
 def test_every_sim_config_names_a_registered_sim(sim_file):
-    config = to_dataclass(compose_rollout([f"sim={sim_file}"]), RolloutConfig)
+    config = to_dataclass(compose_rollout([f"sim={sim_file}"]), SimsRolloutConfig)
     assert isinstance(config.sim, SimConfig)
     sims.check_config(config.sim.name, {"fidelity": config.sim.fidelity, "params": config.sim.params})
 
 
 def test_every_builtin_sim_has_a_config_file():
-    named = {to_dataclass(compose_rollout([f"sim={f}"]), RolloutConfig).sim.name for f in SIM_FILES}
+    named = {to_dataclass(compose_rollout([f"sim={f}"]), SimsRolloutConfig).sim.name for f in SIM_FILES}
     missing = set(sims.names()) - named
     assert not missing, f"no configs/sim/*.yaml selects {sorted(missing)}"
 
 
 def test_overrides_are_typed():
-    config = to_dataclass(compose_rollout(["sim=dmc_cartpole_swingup", "sim.fidelity=0.5", "+sim.params.mass_scale=1.2"]), RolloutConfig)
+    config = to_dataclass(compose_rollout(["sim=dmc_cartpole_swingup", "sim.fidelity=0.5", "+sim.params.mass_scale=1.2"]), SimsRolloutConfig)
     assert config.sim.fidelity == 0.5 and config.sim.params == {"mass_scale": 1.2}
     with pytest.raises(Exception, match="fidelity"):
         compose_rollout(["sim=dmc_cartpole_swingup", "sim.fidelity=high"])

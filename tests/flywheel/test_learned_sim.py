@@ -5,9 +5,10 @@ import dataclasses
 
 import pytest
 
+from configs.errors import ConfigError
 from configs.run_schema import LearnedSimConfig, RunConfig
 from configs.schema import SimConfig
-from flywheel.controller import ConfigError, validate
+from flywheel.controller import validate
 from flywheel.objective import embodiment_of
 from flywheel.learned_sim import with_world_models
 

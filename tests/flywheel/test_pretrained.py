@@ -61,7 +61,7 @@ def test_a_named_checkpoint_that_does_not_exist_is_refused(tmp_path):
 def test_a_checkpoint_of_another_architecture_is_a_config_error_naming_pretrained(tmp_path):
     from dataclasses import replace
 
-    from flywheel.controller import ConfigError
+    from configs.errors import ConfigError
     from policies import checkpoint
     from policies.config import model_config
     from policies.model import Model

@@ -124,7 +124,7 @@ def test_best_in_sim_keeps_the_candidate_the_sim_rewards_most_and_restores_the_e
 
 def test_best_in_sim_chooses_and_restores_in_a_learned_sim_too(tmp_path):
     reference = "dmc/cartpole-swingup"
-    fitted = wm.fit(wm.collect(reference, 200, seed=0), wm.ModelConfig(ensemble=2, hidden=8), wm.FitConfig(steps=2))
+    fitted = wm.fit(wm.collect(reference, 200, seed=0), wm.WorldModelNetConfig(ensemble=2, hidden=8), wm.WorldModelTrainConfig(steps=2))
     checkpoint = str(wm.save_checkpoint(fitted, tmp_path / "wm"))
 
     def make():  # corrected by the engine every 5 steps: a chunk from step 3 crosses a correction

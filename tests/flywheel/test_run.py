@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from configs.errors import ConfigError
 from configs.run_schema import EvalConfig, LearnerConfig, RunConfig
 from configs.schema import SimConfig
 from flywheel.cli import main
-from flywheel.controller import ConfigError, read_cycles, run, validate
+from flywheel.controller import run, validate
+from flywheel.logger import read_cycles
 from flywheel.store import RolloutStore
 
 pytestmark = pytest.mark.xdist_group("ray")
@@ -113,16 +115,18 @@ def test_actors_that_cannot_all_fit_are_a_config_error(tmp_path):
 
 
 def test_grade_summary_averages_each_answer_only_where_it_applies():
-    from flywheel.controller import grade_summary
+    from flywheel.rows import GRADE_COLUMNS, grade_summary
 
-    columns = {"weight": np.array([0.2, 0.4]), "grade_physics_applies": np.array([True, False]),
-               "grade_physics": np.array([0.9, 0.0]), "grade_obeys_physics": np.array([True, False]),
-               "grade_imagination_applies": np.array([True, True]), "grade_imagination": np.array([0.5, 0.7]),
-               "grade_progress": np.array([0.1, 0.3])}
+    columns = {c.name: np.zeros(2, dtype=c.dtype) for c in GRADE_COLUMNS}
+    columns |= {"weight": np.array([0.2, 0.4]), "grade_physics_applies": np.array([True, False]),
+                "grade_physics": np.array([0.9, 0.0]), "grade_obeys_physics": np.array([True, False]),
+                "grade_imagination_applies": np.array([True, True]), "grade_imagination": np.array([0.5, 0.7]),
+                "grade_progress": np.array([0.1, 0.3])}
     summary = grade_summary(columns)
     assert summary["physics"] == 0.9 and summary["obeys_physics"] == 1.0
     assert summary["imagination"] == pytest.approx(0.6) and summary["progress"] == pytest.approx(0.2)
     assert summary["weight"] == pytest.approx(0.3)
+    assert "success" not in summary  # applies nowhere
 
 
 def test_sigint_finishes_the_phase_checkpoints_and_resumes(tmp_path):
@@ -164,3 +168,31 @@ def test_imagination_figure_draws_imagined_against_realized(tmp_path):
     lines = fig.axes[1].get_lines()
     assert len(lines) == 4 and len(lines[0].get_xdata()) == 5  # only the steps that ran
     assert [ln.get_linestyle() for ln in lines[:2]] == ["-", "--"]
+
+
+def test_the_logger_writes_the_line_the_scalars_and_the_imagination_figure(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from flywheel.logger import CycleLogger
+
+    rng = np.random.default_rng(0)
+    rows = {"steps": np.array([8, 5]), "proprio_dim": np.array([8, 8]), "sim": np.array(["a", "b"], dtype=object),
+            "episode": np.array([1, 2]), "chunk": np.array([0, 3]), "realized": rng.normal(size=(2, 8, 64)),
+            "imagined": rng.normal(size=(2, 8, 64))}
+    record = {"cycle": 0, "capability": 0.5, "eval": {"mean_return": 1.0}, "fidelity": 1.0, "grades": {"weight": 0.25},
+              "rollout": {"success_rate": 0.5, "quarantined_episodes": 0}, "learner": {"loss": 0.1},
+              "policy_lag": 0.0, "env_steps": 13, "env_steps_total": 13, "seconds": {"cycle": 1.0}}
+    config = {"sim": {"name": "a"}, "reference": {"name": "a"}}
+    lines = []
+    logger = CycleLogger(tmp_path, config, start_cycle=0, console=lines.append)
+    logger.log(record, rows, began=0.0)
+    logger.close()
+    assert read_cycles(tmp_path) == [record] and logger.env_steps_total == 13
+    assert lines[0].startswith("cycle 0: capability 0.500, grade weight 0.250, 13 env steps, ")
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert {"eval/capability", "grade/weight", "learner/policy_lag", "time/cycle"} <= set(events.Tags()["scalars"])
+    assert events.Tags()["images"] == ["rollout/imagined_vs_realized"]
+    again = CycleLogger(tmp_path, config, start_cycle=0)  # a resume from cycle 0 drops the line
+    again.close()
+    assert again.records == []
+    assert read_cycles(tmp_path) == []

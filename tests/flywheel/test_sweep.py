@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flywheel.cli import main
-from flywheel.controller import read_cycles
+from flywheel.logger import read_cycles
 
 pytestmark = pytest.mark.xdist_group("ray")
 
@@ -98,7 +98,7 @@ def test_a_run_stopped_by_a_signal_stops_the_sweep(tmp_path, monkeypatch, capsys
 
 
 def test_a_sweep_exits_with_its_worst_runs_code(tmp_path, monkeypatch, capsys):
-    from flywheel.controller import ConfigError
+    from configs.errors import ConfigError
 
     def outcome(config, run_dir):
         if config.name == "knob-1.0":

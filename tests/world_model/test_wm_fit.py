@@ -15,7 +15,7 @@ SIM = "dmc/point_mass-easy"
 def fitted():
     train = wm.collect(SIM, 2000, seed=0)
     held_out = wm.collect(SIM, 800, seed=1)
-    simulator = wm.fit(train, wm.ModelConfig(ensemble=4, hidden=64), wm.FitConfig(steps=300, horizon=1))
+    simulator = wm.fit(train, wm.WorldModelNetConfig(ensemble=4, hidden=64), wm.WorldModelTrainConfig(steps=300, horizon=1))
     return simulator, held_out
 
 
@@ -84,4 +84,4 @@ def test_bad_data_is_rejected():
     with pytest.raises(ValueError, match="different sims"):
         wm.Transitions.concat([good, other])
     with pytest.raises(ValueError, match="ensemble needs at least 2"):
-        wm.ModelConfig(ensemble=1)
+        wm.WorldModelNetConfig(ensemble=1)

@@ -121,7 +121,7 @@ def test_physics_gaps_reject_a_start_state_of_another_sim(chunk):
 def test_the_chunk_grader_asks_the_reference_engine_for_every_kind_of_training_sim(chunk, tmp_path):
     """The rollout callback: perturbed and learned training sims are graded against reference physics."""
     _, _, actions, _, _, _ = chunk
-    simulator = wm.fit(wm.collect(SIM, 200, seed=0), wm.ModelConfig(ensemble=2, hidden=8), wm.FitConfig(steps=2))
+    simulator = wm.fit(wm.collect(SIM, 200, seed=0), wm.WorldModelNetConfig(ensemble=2, hidden=8), wm.WorldModelTrainConfig(steps=2))
     grader = wm.ChunkGrader(probes=2, horizon=CHUNK)
     for env in (sims.make(SIM, fidelity=0.5), sims.make(f"learned/{SIM}", checkpoint=simulator, correct_every=4)):
         env.reset(seed=2)

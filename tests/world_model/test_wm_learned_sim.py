@@ -18,7 +18,7 @@ LEARNED = f"learned/{SIM}"
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     data = wm.collect(SIM, 1500, seed=0)
-    simulator = wm.fit(data, wm.ModelConfig(ensemble=3, hidden=32), wm.FitConfig(steps=150, horizon=1))
+    simulator = wm.fit(data, wm.WorldModelNetConfig(ensemble=3, hidden=32), wm.WorldModelTrainConfig(steps=150, horizon=1))
     return str(wm.save_checkpoint(simulator, tmp_path_factory.mktemp("wm") / "cartpole"))
 
 
@@ -60,7 +60,7 @@ def test_between_anchors_the_state_is_learned_and_at_anchors_it_is_the_engine(ch
     assert env.corrections.residuals().shape == (12, 5)
     more = env.corrections.transitions()
     assert more.sim == SIM and len(more) == 12
-    wm.fit([wm.collect(SIM, 100, seed=9), more], wm.ModelConfig(ensemble=2, hidden=8), wm.FitConfig(steps=2))
+    wm.fit([wm.collect(SIM, 100, seed=9), more], wm.WorldModelNetConfig(ensemble=2, hidden=8), wm.WorldModelTrainConfig(steps=2))
 
 
 def test_purely_learned_is_less_faithful_than_corrected(checkpoint):
@@ -129,7 +129,7 @@ def test_frames_are_the_engine_drawn_at_the_learned_state_where_proprio_allows(c
         assert obs["image"].shape == (32, 32, 3) and obs["image"].std() > 1.0
     finally:
         env.close()
-    cheetah = wm.fit(wm.collect("mujoco/half-cheetah", 40), wm.ModelConfig(ensemble=2, hidden=8), wm.FitConfig(steps=1))
+    cheetah = wm.fit(wm.collect("mujoco/half-cheetah", 40), wm.WorldModelNetConfig(ensemble=2, hidden=8), wm.WorldModelTrainConfig(steps=1))
     with pytest.raises(ValueError, match="models proprio only"):
         sims.make("learned/mujoco/half-cheetah", checkpoint=cheetah, camera=True)
 

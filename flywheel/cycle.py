@@ -1,0 +1,184 @@
+"""One flywheel cycle as an object: collect -> learn -> evaluate -> commit.
+
+``Flywheel`` holds what lives across cycles (the agent, the store, the rollout actors, the
+learner pool, the logger, the specs); ``Flywheel.cycle(c)`` is cycle ``c``, one method per
+phase:
+
+    collect    every rollout actor loads weight version ``c`` (put once in the Ray object store)
+               and collects its share, grading every chunk as it goes; the shards are committed
+               to the store. A cycle committed before a stop is reused, never collected twice.
+    learn      the learner pool trains on the replay window; the agent takes the new weights.
+    evaluate   capability in the reference sim (never the training sim), on fixed seeds.
+    commit     the checkpoint, then the cycle's record (``flywheel.logger``): a cycle is
+               complete when its checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+import sims
+from configs.run_schema import RunConfig
+from flywheel import checkpoint as run_checkpoint
+from flywheel.actors import RolloutWorkers, WorkerSpec
+from flywheel.learners import LearnerPool
+from flywheel.logger import CycleLogger
+from flywheel.rollout import RolloutSpec, collect, episode_stats
+from flywheel.rows import CYCLE, STEPS, WEIGHT_VERSION, grade_summary
+from flywheel.store import RolloutStore
+from policies.agent import Agent
+
+
+@dataclasses.dataclass
+class Flywheel:
+    """What a run keeps across its cycles."""
+
+    config: RunConfig
+    run_dir: Path
+    agent: Agent
+    store: RolloutStore
+    rollouts: RolloutWorkers
+    learners: LearnerPool
+    logger: CycleLogger
+    fidelity: dict[str, Any]  # the training sim's, measured once (``controller.training_fidelity``)
+    rollout_spec: RolloutSpec  # the run's (``controller.validate``); each cycle fills in its own
+    eval_spec: RolloutSpec
+
+    @classmethod
+    def start(cls, config: RunConfig, run_dir: Path, agent: Agent, optimizer_state, rollout_spec: RolloutSpec,
+              fidelity: dict[str, Any], logger: CycleLogger, fault: dict[str, int] | None = None) -> "Flywheel":
+        """Start the rollout actors and the learner pool (Ray must be up)."""
+        store = RolloutStore(run_dir / "store")
+        worker = WorkerSpec(config.sim.name, config.sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
+                            str(store.root), dataclasses.asdict(config.grade), fault=fault)
+        options = {"num_cpus": config.rollout_resources.num_cpus, "num_gpus": config.rollout_resources.num_gpus}
+        rollouts = RolloutWorkers(config.num_rollout_workers, worker, options)
+        try:
+            learners = LearnerPool.from_config(agent.cfg, config)
+        except BaseException:
+            rollouts.shutdown()
+            raise
+        if optimizer_state is not None:
+            learners.load_optimizer(optimizer_state)
+        return cls(config, run_dir, agent, store, rollouts, learners, logger, fidelity, rollout_spec,
+                   evaluation_spec(config))
+
+    def cycle(self, index: int) -> "Cycle":
+        return Cycle(self, index)
+
+    def close(self) -> None:
+        try:
+            self.logger.close()
+            self.learners.shutdown()
+        finally:
+            self.rollouts.shutdown()
+
+
+class Cycle:
+    """Cycle ``index``: call ``collect``, ``learn``, ``evaluate``, ``commit`` in that order."""
+
+    def __init__(self, flywheel: Flywheel, index: int) -> None:
+        self.flywheel, self.index = flywheel, index
+        self.began = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def _timed(self, phase: str):
+        began = time.perf_counter()
+        yield
+        self.seconds[phase] = time.perf_counter() - began
+
+    def collect(self) -> None:
+        """Graded rollouts into the store (reused if this cycle was committed before a stop)."""
+        fw = self.flywheel
+        with self._timed("rollout"):
+            self.manifest = fw.store.manifest(self.index)
+            if self.manifest is None:
+                weights = ray.put({k: v.detach().cpu() for k, v in fw.agent.model.state_dict().items()})
+                spec = dataclasses.replace(fw.rollout_spec, cycle=self.index, weight_version=self.index)
+                seed = fw.config.seed * 7919 + self.index * 101  # + the worker's index
+                with progress_bar(f"cycle {self.index} rollouts", spec.episodes) as advance:
+                    results, retries = fw.rollouts.collect(weights, spec, lambda worker: seed + worker, advance)
+                self.manifest = fw.store.commit_cycle(self.index, [r["shard"] for r in results],
+                                                      [r["quarantined"] for r in results],
+                                                      meta={"weight_version": self.index, "retries": retries})
+
+    def learn(self) -> None:
+        """The learner pool trains on the last ``replay_cycles`` cycles; the agent takes the result."""
+        fw = self.flywheel
+        with self._timed("learn"):
+            self.replay, self.replay_report = fw.store.replay_window(self.index, fw.config.replay_cycles)
+            self.learned = fw.learners.train(fw.agent.model.state_dict(), self.index, self.replay,
+                                             fw.config.learner.steps, fw.config.learner.batch_size)
+            fw.agent.model.load_state_dict(self.learned.state_dict)
+
+    def evaluate(self) -> None:
+        with self._timed("eval"):
+            self.evaluation = evaluate(self.flywheel.agent, self.flywheel.config, self.flywheel.eval_spec)
+
+    def commit(self) -> dict[str, Any]:
+        """The checkpoint, then the cycle's record in ``cycles.jsonl``, TensorBoard and the console."""
+        fw = self.flywheel
+        rows, _ = fw.store.read([self.index])
+        record = self.record(rows)
+        run_checkpoint.save(fw.run_dir, fw.agent.model, self.learned.optimizer_state,
+                            run_checkpoint.TrainerState(self.index, self.index + 1, record["replay"]["cycles"], record))
+        fw.logger.log(record, rows, self.began)
+        return record
+
+    def record(self, rows: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The cycle's line of ``cycles.jsonl`` (``rows``: the cycle's own rollouts)."""
+        fw, manifest, env_steps = self.flywheel, self.manifest, int(rows[STEPS].sum())
+        return {
+            "cycle": self.index, "weight_version": self.index + 1,
+            "capability": self.evaluation["capability"], "eval": self.evaluation,
+            "fidelity": fw.fidelity["fidelity"], "fidelity_detail": fw.fidelity,
+            "grades": grade_summary(rows),
+            "rollout": {"episodes": manifest.episodes, "chunks": manifest.rows,
+                        "quarantined_episodes": manifest.quarantined_episodes,
+                        "success_rate": episode_stats(rows)["success_rate"],
+                        "weight_versions": sorted({int(v) for v in rows[WEIGHT_VERSION]})},
+            "learner": self.learned.metrics,
+            "policy_lag": float(self.index - np.mean(self.replay[WEIGHT_VERSION])),
+            "replay": {"cycles": sorted({int(c) for c in self.replay[CYCLE]}), "chunks": self.replay_report.rows,
+                       "corrupt_shards": self.replay_report.corrupt_shards},
+            "env_steps": env_steps, "env_steps_total": fw.logger.env_steps_total + env_steps,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()}
+                       | {"cycle": round(time.perf_counter() - self.began, 3)},
+        }
+
+
+def evaluation_spec(config: RunConfig) -> RolloutSpec:
+    """How evaluation collects: the eval seeds and planning, never choose=sim (no sim at test time)."""
+    return RolloutSpec(episodes=config.eval.episodes, seed=config.eval.seed, planning=config.eval.planning,
+                       n_candidates=config.eval.n_candidates or config.n_candidates, flow_steps=config.flow_steps)
+
+
+def evaluate(agent: Agent, config: RunConfig, spec: RolloutSpec | None = None) -> dict[str, float]:
+    """Capability in the reference sim (never the training sim), on fixed seeds."""
+    spec = spec or evaluation_spec(config)
+    ref = config.reference
+    envs = [sims.make(ref.name, **ref.make_kwargs()) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
+    rows = collect(agent, envs, spec)
+    result = episode_stats(rows)
+    result["capability"] = result["success_rate"] if envs[0].defines_success else result["mean_return"]
+    for env in envs:
+        env.close()
+    return result
+
+
+@contextmanager
+def progress_bar(description: str, total: int):
+    """A rich progress bar on a terminal (transient); nothing in logs or tests."""
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)

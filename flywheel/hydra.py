@@ -1,0 +1,58 @@
+"""Running a command under Hydra, and turning our own clear errors into one line.
+
+``flywheel.cli`` dispatches to the command modules (``flywheel.commands``); those that take a
+configuration call ``run_hydra`` from here, so no command module imports the CLI back.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+class SweepStopped(KeyboardInterrupt):
+    """A stop asked for during one run of a sweep ends the sweep (Hydra runs the next job after an Exception)."""
+
+
+def run_hydra(prog: str, config_name: str, task, overrides: list[str]) -> int:
+    """Run ``task(cfg)`` under Hydra with ``overrides`` as if they were the command line."""
+    import hydra
+
+    import configs.schema  # noqa: F401  (registers the typed schema Hydra validates against)
+    from configs import CONFIG_DIR
+
+    result: dict[str, int] = {}
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
+    def _entry(cfg) -> None:
+        # A multirun calls this once per job: the worst exit code of them all is the command's.
+        result["rc"] = max(result.get("rc", 0), report_user_errors(task, cfg) or 0)
+
+    saved = sys.argv
+    sys.argv = [prog, *overrides]
+    try:
+        _entry()
+    except SweepStopped as stopped:
+        print(f"flywheel: {stopped}", file=sys.stderr)
+        return 130
+    finally:
+        sys.argv = saved
+    return result.get("rc", 0)
+
+
+def report_user_errors(fn, *args) -> int:
+    """Run ``fn``; bad input (our own clear errors) becomes one line on stderr and exit code 2.
+
+    Set FLYWHEEL_DEBUG=1 to get the traceback instead.
+    """
+    import sims
+
+    user_errors = (ValueError, TypeError, FileNotFoundError, sims.UnknownSimError, sims.SimPluginError,
+                   sims.RenderingUnavailable)
+    try:
+        return fn(*args) or 0
+    except user_errors as exc:
+        if os.environ.get("FLYWHEEL_DEBUG"):
+            raise
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
