@@ -40,8 +40,9 @@ from safetensors.numpy import load_file as load_numpy
 from configs.run_schema import RunConfig
 from configs.schema import SimConfig
 from flywheel import checkpoint as run_checkpoint
-from flywheel.controller import read_cycles, run
+from flywheel.controller import run
 from configs.learning import ObjectiveConfig
+from flywheel.logger import read_cycles
 from flywheel.objective import batch_loss
 from flywheel.store import RolloutStore, from_table
 from policies.agent import Agent
