@@ -24,7 +24,9 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q -n 2
 
+# The benchmarks also need the [bench] extra (stable-baselines3, for the SAC baseline).
 bench: setup
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/bench_sims.py
 	$(BIN)/python benchmarks/bench_mot.py
 	$(BIN)/python benchmarks/bench_world_model.py

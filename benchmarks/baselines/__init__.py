@@ -1,0 +1,1 @@
+"""Reference learners the flywheel is compared against (benchmark-only: never imported at runtime)."""
