@@ -48,10 +48,12 @@ def starting_agent(config: RunConfig, run_dir: Path, console=print) -> Agent:
         agent = Agent.from_checkpoint(path, device=config.agent.device)
     except CheckpointError as exc:
         raise ConfigError(f"pretrained={path}: {exc}") from exc
-    missing = [e for e in config.learner.train_experts if e not in agent.cfg.experts]
-    if missing:
-        raise ConfigError(f"pretrained={path}: a model of another architecture: learner.train_experts names "
-                          f"{missing}, but its experts are {list(agent.cfg.experts)}")
+    from flywheel.learners import check_train_experts
+
+    try:
+        check_train_experts(config.learner.train_experts, agent.cfg.experts)
+    except ValueError as exc:
+        raise ConfigError(f"pretrained={path}: a model of another architecture: learner.{exc}") from exc
     return agent
 
 

@@ -67,6 +67,12 @@ class RolloutSpec:
             raise ValueError(f"n_candidates must be >= 1 when planning, got {self.n_candidates}")
 
 
+def reset_seed(seed: int, index: int) -> int:
+    """The reset seed of the ``index``-th episode (in start order) a spec with ``seed`` runs:
+    evaluation's fixed episodes are these, for the flywheel and for any baseline."""
+    return seed * 100_003 + index
+
+
 def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
             grade_chunk: GradeChunk | None = None) -> ChunkRows:
     """Run ``spec.episodes`` episodes over ``envs`` and return one row per executed chunk."""
@@ -78,7 +84,7 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
 
     def start(i: int) -> None:
         nonlocal started
-        obs, info = envs[i].reset(seed=spec.seed * 100_003 + started)
+        obs, info = envs[i].reset(seed=reset_seed(spec.seed, started))
         # The model reads the last ``history`` proprio steps; before the episode has that many,
         # the first is repeated (as in pretraining's windows).
         active[i] = {"obs": obs, "history": [obs["proprio"]] * cfg.history,

@@ -6,8 +6,8 @@
 Why: the flywheel's capability only means something beside a standard RL learner given
 the same budget. SAC (SB3 defaults, no tuning) learns from the sim's proprio vector
 through the sim's gymnasium interface; every ``--eval-every`` env steps it is evaluated
-on the flywheel's own fixed episodes (``flywheel.controller.evaluate``): episode ``i``
-resets with seed ``eval_seed * 100_003 + i``, succeeds if ``info["success"]`` was true at
+on the flywheel's own fixed episodes (``flywheel.cycle.evaluate``): episode ``i``
+resets with seed ``flywheel.rollout.reset_seed(eval_seed, i)``, succeeds if ``info["success"]`` was true at
 any step (reset included), and returns the sum of its rewards until ``terminated or
 truncated``. Each checkpoint records env steps, sim steps (every engine step; SAC never
 looks ahead, so they equal env steps), training wall time (evaluation excluded, and timed
@@ -38,14 +38,11 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sims  # noqa: E402
+from flywheel.rollout import reset_seed  # noqa: E402
 from sims.files import write_bytes_atomic, write_json_atomic  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 INSTALL_HINT = 'pip install -e ".[bench]"'
-
-# The flywheel's episode seeds: ``flywheel.rollout.collect`` resets its i-th started episode
-# with ``spec.seed * SEED_STRIDE + i``.
-SEED_STRIDE = 100_003
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -79,14 +76,14 @@ class ProprioEnv(gym.Env):
 
 def eval_reset_seeds(seed: int, episodes: int) -> list[int]:
     """The reset seed of each evaluation episode, in start order, as the flywheel draws them."""
-    return [seed * SEED_STRIDE + i for i in range(episodes)]
+    return [reset_seed(seed, i) for i in range(episodes)]
 
 
 def evaluate_policy_fixed(predict: Predict, sim: str, make_kwargs: dict[str, Any], episodes: int,
                           seed: int) -> dict[str, Any]:
     """Run ``predict(proprio) -> action`` on the flywheel's fixed evaluation episodes.
 
-    Same seeds and the same rule as ``flywheel.controller.evaluate``; returns the keys of
+    Same seeds and the same rule as ``flywheel.cycle.evaluate``; returns the keys of
     ``flywheel.rollout.episode_stats`` (plus ``capability``, as ``evaluate`` adds it) and the
     per-episode ``successes`` and ``returns`` in start order.
     """
@@ -95,8 +92,8 @@ def evaluate_policy_fixed(predict: Predict, sim: str, make_kwargs: dict[str, Any
     env = ProprioEnv(sim, **make_kwargs)
     successes, returns = [], []
     try:
-        for reset_seed in eval_reset_seeds(seed, episodes):
-            proprio, info = env.reset(seed=reset_seed)
+        for episode_seed in eval_reset_seeds(seed, episodes):
+            proprio, info = env.reset(seed=episode_seed)
             # As in ``collect``: success at reset counts too.
             success, total, done = bool(info.get("success", False)), 0.0, False
             while not done:

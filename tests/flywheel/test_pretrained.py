@@ -70,7 +70,7 @@ def test_a_checkpoint_of_another_architecture_is_a_config_error_naming_pretraine
     checkpoint.save(Model(replace(model_config("tiny"), experts=("understand", "action"),
                                   modalities=(("text", "understand"), ("frame", "understand"),
                                               ("proprio", "understand"), ("action", "action")))), no_video)
-    with pytest.raises(ConfigError, match=r"pretrained=.*learner\.train_experts names \['video'\]"):
+    with pytest.raises(ConfigError, match=r"pretrained=.*learner\.train_experts \['video'\] are not experts of the model"):
         pretrained.starting_agent(RunConfig(pretrained=str(no_video)), tmp_path)
 
     mismatched = tmp_path / "mismatched"
