@@ -47,6 +47,12 @@ class LearnerConfig(ObjectiveConfig):
     train_experts: list[str] = field(default_factory=lambda: ["video", "action"])
     max_retries: int = 2  # a learner that dies restarts the cycle's training this many times
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"learner.{name} must be >= 1, got {getattr(self, name)}")
+
 
 @dataclass
 class EvalConfig:
@@ -56,6 +62,12 @@ class EvalConfig:
     # Fewer than the rollouts: the agent's own return head barely tells its candidates apart
     # (README, "Flywheel throughput and capability"), so more only cost time. None: the rollouts'.
     n_candidates: Optional[int] = 4
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"eval.episodes must be >= 1, got {self.episodes}")
+        if self.n_candidates is not None and self.n_candidates < 1:
+            raise ConfigError(f"eval.n_candidates must be >= 1 (or unset), got {self.n_candidates}")
 
 
 @dataclass
@@ -110,6 +122,11 @@ class RunConfig:
                      "replay_cycles"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learner.batch_size < self.num_learners:
+            raise ConfigError(f"learner.batch_size={self.learner.batch_size} is split across the learners, so it "
+                              f"must be >= num_learners={self.num_learners}")
+        if self.learner.act_on == "imagined" and not self.planning:
+            raise ConfigError("learner.act_on=imagined trains on the plans rollouts imagined, so it needs planning=true")
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

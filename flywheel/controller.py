@@ -57,8 +57,6 @@ def validate(config: RunConfig) -> RolloutSpec:
                            n_candidates=config.n_candidates, flow_steps=config.flow_steps, choose=config.choose)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if config.eval.n_candidates is not None and config.eval.n_candidates < 1:
-        raise ConfigError(f"eval.n_candidates must be >= 1 (or unset), got {config.eval.n_candidates}")
     for field in ("sim", "reference"):
         sim = getattr(config, field)
         try:
@@ -73,11 +71,6 @@ def validate(config: RunConfig) -> RolloutSpec:
         ObjectiveConfig.check(config.learner)  # again: a LearnerConfig may have changed since it was built
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc  # the objective's messages name the field
-    if config.learner.act_on == "imagined" and not config.planning:
-        raise ConfigError("learner.act_on=imagined trains on the plans rollouts imagined, so it needs planning=true")
-    if config.learner.steps < 1 or config.learner.batch_size < config.num_learners:
-        raise ConfigError(f"learner.steps must be >= 1 and learner.batch_size >= num_learners, got "
-                          f"{config.learner.steps} and {config.learner.batch_size}")
     return spec
 
 

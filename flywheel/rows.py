@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 # ---------------------------------------------------------------------- column names
 
@@ -126,6 +127,23 @@ def columns_of(imagined: bool, graded: bool) -> tuple[Column, ...]:
 COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True)}
 
 
+_ARROW_TYPES = {"int64": pa.int64(), "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_(),
+                "object": pa.string()}
+
+
+def arrow_schema(rows: Mapping[str, np.ndarray]) -> pa.Schema:
+    """The Parquet schema of ``rows``, in their column order: an array column is a fixed-size
+    list of its flattened per-row shape (the store keeps the shape itself in the metadata)."""
+    fields = []
+    for name, values in rows.items():
+        column = COLUMNS[name]
+        kind = _ARROW_TYPES[column.dtype]
+        if column.shape:
+            kind = pa.list_(kind, int(np.prod(np.shape(values)[1:])))
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
+
+
 # ---------------------------------------------------------------------- episode ids
 
 EPISODES_PER_WORKER = 100_000  # per worker per cycle
@@ -153,7 +171,7 @@ class ChunkRows(Mapping[str, np.ndarray]):
 
     Read a column as ``rows[REWARD]``; ``rows.imagined`` / ``rows.graded`` say whether the
     optional groups are there. Built by ``ChunkRows.of`` (validates), sliced by ``take``,
-    joined by ``concat``. ``len(rows)`` counts columns, as for any mapping: ``rows.n``
+    joined by ``concat``; ``arrow_schema`` is its Parquet schema. ``len(rows)`` counts columns, as for any mapping: ``rows.n``
     counts rows.
     """
 

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flywheel.rows import EPISODE, ChunkRows
+from flywheel.rows import EPISODE, ChunkRows, arrow_schema
 from sims.files import atomic_path, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def to_table(rows: ChunkRows) -> pa.Table:
             arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), int(np.prod(shapes[name])))
         else:
             arrays[name] = pa.array(values)
-    table = pa.table(arrays)
+    table = pa.table(arrays, schema=arrow_schema(rows))
     return table.replace_schema_metadata({_SHAPE_KEY: json.dumps(shapes).encode()})
 
 

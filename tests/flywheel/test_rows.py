@@ -89,3 +89,17 @@ def test_episode_ids_round_trip_and_reject_what_does_not_fit():
     for worker, index in ((WORKERS_PER_CYCLE, 0), (-1, 0), (0, EPISODES_PER_WORKER), (0, -1)):
         with pytest.raises(ValueError, match="episode id out of range"):
             episode_id(0, worker, index)
+
+
+def test_the_arrow_schema_is_what_the_store_writes(rows, tmp_path):
+    import pyarrow.parquet as pq
+
+    from flywheel.rows import arrow_schema
+    from flywheel.store import RolloutStore
+
+    store = RolloutStore(tmp_path)
+    shard, _ = store.write_shard(0, 0, rows)
+    written = pq.read_schema(store.root / shard.path).remove_metadata()
+    assert written.equals(arrow_schema(rows)), (written, arrow_schema(rows))
+    assert written.field("proprio").type.list_size == rows["proprio"][0].size
+    assert written.field("sim").type == "string" and written.field("success").type == "bool"

@@ -77,23 +77,30 @@ def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path)
                                           ({"episodes_per_cycle": 0}, "episodes_per_cycle"),
                                           ({"sim": SimConfig(name="mujoco/nope")}, "sim.name"),
                                           ({"choose": "oracle"}, "choose"),
-                                          ({"planning": False, "choose": "sim"}, "choose=sim"),
-                                          ({"planning": False, "choose": "model",
-                                            "learner": LearnerConfig(act_on="imagined")}, "act_on=imagined"),
-                                          ({"eval": EvalConfig(n_candidates=0)}, "eval.n_candidates")])
+                                          (lambda: {"planning": False, "choose": "sim", "learner": LearnerConfig(act_on="realized")},
+                                           "choose=sim"),
+                                          (lambda: {"planning": False, "choose": "model",
+                                                    "learner": LearnerConfig(act_on="imagined")}, "act_on=imagined"),
+                                          (lambda: {"eval": EvalConfig(n_candidates=0)}, "eval.n_candidates"),
+                                          (lambda: {"learner": LearnerConfig(steps=0)}, "learner.steps"),
+                                          (lambda: {"num_learners": 2, "learner": LearnerConfig(batch_size=1)},
+                                           "learner.batch_size=1")])
 def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field):
+    # Some are caught as the config is built (RunConfig and its sections check themselves), the
+    # rest by validate: either way before Ray starts. A callable builds its change inside the check.
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-        validate(tiny_config(tmp_path, **change))
+        validate(tiny_config(tmp_path, **(change() if callable(change) else change)))
 
 
 @pytest.mark.parametrize("field,bad", [("learner.act_on", "dream"), ("learner.advantage", "luck"),
-                                       ("learner.temperature", 0.0), ("grade.reward_scale", 0.0)])
+                                       ("learner.temperature", 0.0), ("grade.reward_scale", 0.0),
+                                       ("eval.n_candidates", 0)])
 def test_a_bad_objective_or_grade_knob_names_the_field_before_ray_starts(tmp_path, capsys, field, bad):
     # The schema dataclasses check themselves as Hydra builds them ...
     assert main(["run", f"run_dir={tmp_path}", f"{field}={bad}", *TINY]) == 2
     assert f"{field} must be" in capsys.readouterr().err
     # ... and validate checks the objective again, in case it changed after it was built.
-    if field.startswith("learner."):
+    if field in ("learner.act_on", "learner.advantage", "learner.temperature"):
         config = tiny_config(tmp_path)
         setattr(config.learner, field.removeprefix("learner."), bad)
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
