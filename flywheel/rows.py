@@ -171,8 +171,8 @@ class ChunkRows(Mapping[str, np.ndarray]):
 
     Read a column as ``rows[REWARD]``; ``rows.imagined`` / ``rows.graded`` say whether the
     optional groups are there. Built by ``ChunkRows.of`` (validates), sliced by ``take``,
-    joined by ``concat``; ``arrow_schema`` is its Parquet schema. ``len(rows)`` counts columns, as for any mapping: ``rows.n``
-    counts rows.
+    joined by ``concat``; ``arrow_schema`` is its Parquet schema. ``len(rows)`` counts
+    columns, as for any mapping: ``rows.n`` counts rows.
     """
 
     def __init__(self, columns: Mapping[str, np.ndarray]) -> None:
