@@ -36,7 +36,10 @@ class GradeConfig:
 
 
 # What the action regression is weighted by (``ObjectiveConfig.advantage``; flywheel.objective).
-ADVANTAGES = ("grade", "task", "outcome")
+# The first three are read off the rows (``flywheel.objective.advantage_signal``); ``critic``
+# is the critic's per-state advantage (``flywheel.td.critic_advantage``).
+ROW_ADVANTAGES = ("grade", "task", "outcome")
+ADVANTAGES = ROW_ADVANTAGES + ("critic",)
 # Which future the action expert and the return head read in training (``ObjectiveConfig.act_on``).
 ACT_ON = ("realized", "imagined")
 
@@ -52,6 +55,13 @@ class ObjectiveConfig:
     temperature: float = 1.0  # of the advantage weights, in standard deviations of the batch's advantage
     max_weight: float = 20.0
     return_coef: float = 0.1
+    # The chunk critic (``policies.critic``, ``docs/rl-core.md``): chunked implicit Q-learning.
+    critic: bool = False  # train V and an ensemble of Q over chunks; the model grows the heads if it has none
+    discount: float = 0.99  # per control step, in (0, 1]
+    expectile: float = 0.8  # of V towards min_k Q on the executed chunks, in (0.5, 1)
+    target_tau: float = 0.01  # EMA rate of V_target per optimizer step, in (0, 1]
+    critic_coef: float = 1.0  # weight of L_Q + L_V in the total (the critic's heads read detached features)
+    ensemble: int = 2  # Q heads; V learns towards their minimum (clipped double-Q)
 
     def __post_init__(self) -> None:
         self.check()
@@ -66,4 +76,23 @@ class ObjectiveConfig:
             raise ValueError(f"learner.advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if self.act_on not in ACT_ON:
             raise ValueError(f"learner.act_on must be one of {ACT_ON}, got {self.act_on!r}")
+        self._check_critic()
+
+    def _check_critic(self) -> None:
+        for name, low, high, closed_high in (("discount", 0, 1, True), ("target_tau", 0, 1, True),
+                                             ("expectile", 0.5, 1, False)):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low < value and (
+                value <= high if closed_high else value < high)
+            if not ok:
+                raise ValueError(f"learner.{name} must be in ({low}, {high}{']' if closed_high else ')'}, "
+                                 f"got {value!r}")
+        if not isinstance(self.critic_coef, (int, float)) or not math.isfinite(self.critic_coef) or self.critic_coef < 0:
+            raise ValueError(f"learner.critic_coef must be a finite number >= 0, got {self.critic_coef!r}")
+        if not isinstance(self.ensemble, int) or isinstance(self.ensemble, bool) or self.ensemble < 1:
+            raise ValueError(f"learner.ensemble must be an int >= 1, got {self.ensemble!r}")
+        if not isinstance(self.critic, bool):
+            raise ValueError(f"learner.critic must be true or false, got {self.critic!r}")
+        if self.advantage == "critic" and not self.critic:
+            raise ValueError("learner.advantage=critic needs learner.critic=true (the critic gives the advantages)")
 

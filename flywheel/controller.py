@@ -54,7 +54,8 @@ def validate(config: RunConfig) -> RolloutSpec:
     checks its own counts when it is built). Returns the spec every rollout worker gets."""
     try:  # its messages start with the field
         spec = RolloutSpec(episodes=config.episodes_per_cycle, seed=config.seed, planning=config.planning,
-                           n_candidates=config.n_candidates, flow_steps=config.flow_steps, choose=config.choose)
+                           n_candidates=config.n_candidates, flow_steps=config.flow_steps, choose=config.choose,
+                           discount=config.learner.discount)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     for field in ("sim", "reference"):
@@ -107,6 +108,24 @@ def check_learned(field: str, sim) -> None:
         raise ConfigError(f"{field}.correct_every: {exc}") from exc
 
 
+def check_critic(agent: Agent, config: RunConfig) -> None:
+    """With ``learner.critic`` on, the model needs the critic's heads: a starting checkpoint
+    without them grows them (freshly initialised, seeded by the run's seed); one whose critic
+    has another ensemble size, or that cannot read a state, is a ``ConfigError``."""
+    if not config.learner.critic:
+        return
+    model, wanted = agent.model, config.learner.ensemble
+    if model.has_critic:
+        if model.cfg.critic_ensemble != wanted:
+            raise ConfigError(f"learner.ensemble={wanted}, but the starting checkpoint's critic has "
+                              f"{model.cfg.critic_ensemble} Q heads; set learner.ensemble={model.cfg.critic_ensemble}")
+        return
+    try:
+        model.grow_critic(wanted, seed=config.seed)
+    except ValueError as exc:
+        raise ConfigError(f"learner.critic=true: the starting checkpoint has no critic and cannot grow one: {exc}") from exc
+
+
 def check_embodiment(agent: Agent, config: RunConfig) -> None:
     """The model must be able to drive the reference (and training) sim's body."""
     for field in ("sim", "reference"):
@@ -153,6 +172,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
 
     agent, optimizer_state, start_cycle = _starting_point(run_dir, config, console)
     check_embodiment(agent, config)
+    check_critic(agent, config)
     measured = training_fidelity(config)
     console(f"training sim {config.sim.name} (fidelity knob {config.sim.fidelity}) measures fidelity "
             f"{measured['fidelity']:.3f} against the reference {config.reference.name}")

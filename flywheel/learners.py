@@ -58,14 +58,20 @@ from configs.learning import ObjectiveConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.objective import batch_loss
 from flywheel.rows import EPISODE, ChunkRows
+from flywheel.td import CRITIC_TERMS
 from policies import checkpoint as model_checkpoint
 from policies.agent import Agent
 from policies.config import SIZES, ModelConfig
+from policies.critic import Q as Q_HEAD, VALUE
 from policies.model import Model
 
 log = logging.getLogger(__name__)
 
+CRITIC_HEADS = (VALUE, Q_HEAD)
+
 LOSS_TERMS = ("future", "action", "return", "total")
+# With the critic on, its shares ride along in the same all-reduce (``flywheel.td``).
+TERMS = LOSS_TERMS + CRITIC_TERMS
 
 
 class LearnerFailure(RuntimeError):
@@ -202,6 +208,12 @@ class Learner:
         self.agent = Agent(ModelConfig.from_dict(spec.model), device=self.device)
         self.optimizer = make_optimizer(self.agent.model, spec.train_experts, spec.lr, spec.weight_decay)
         self.params = [p for p in self.agent.model.parameters() if p.requires_grad]
+        # The critic's gradients (in reward units) are clipped on their own: through one global
+        # norm they would starve the flow losses, as the unscaled return head once did.
+        critic_ids = {id(p) for name, head in self.agent.model.heads.items() if name in CRITIC_HEADS
+                      for p in head.parameters()}
+        self.clip_groups = [g for g in ([p for p in self.params if id(p) not in critic_ids],
+                                        [p for p in self.params if id(p) in critic_ids]) if g]
         self.agent.model.train()
         self.objective = ObjectiveConfig(**spec.objective)
         self.ddp: DistributedDataParallel | None = None
@@ -237,7 +249,7 @@ class Learner:
         self.agent.model.load_state_dict(weights)
         rows = rows if isinstance(rows, ChunkRows) else ChunkRows.of(rows)
         self._check_same_data(rows)
-        sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+        sums = torch.zeros(len(TERMS), dtype=torch.float64)
         first = last = None
         skipped = 0
         for step, idx in enumerate(global_batches(rows.n, batch_size, steps, spec.seed, version)):
@@ -248,13 +260,15 @@ class Learner:
                 skipped += 1
                 continue
             sums += parts
-            last = parts[-1].item()
+            last = parts[LOSS_TERMS.index("total")].item()
             first = last if first is None else first
         if rank != 0:
             return None
         done = steps - skipped
         metrics: dict[str, Any] = {f"loss_{k}": (sums[i] / done).item() if done else None
                                    for i, k in enumerate(LOSS_TERMS)}
+        if self.objective.critic:
+            metrics.update(_critic_metrics(sums, done))
         metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
                        samples=steps * batch_size, rows=rows.n, learners=spec.world_size,
                        seconds=time.perf_counter() - started)
@@ -271,14 +285,17 @@ class Learner:
         share = self.ddp(batch, noise_seed, self.rank, world)
         (share["total"] * world).backward()  # DDP averages: world * share sums to the global loss
         parts = torch.stack([share[k].detach() if k in share else torch.zeros((), device=self.device)
-                             for k in LOSS_TERMS]).float()
+                             for k in TERMS]).float()
         dist.all_reduce(parts)  # the shares' sum: the global batch's losses, identical on every rank
         parts = parts.cpu().double()
         if not torch.isfinite(parts).all():
             return None
         if self.spec.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.spec.grad_clip)
+            for group in self.clip_groups:
+                torch.nn.utils.clip_grad_norm_(group, self.spec.grad_clip)
         self.optimizer.step()
+        if self.objective.critic:
+            self.agent.model.update_critic_target(self.objective.target_tau)
         return parts
 
     def _check_same_data(self, rows: ChunkRows) -> None:
@@ -547,6 +564,14 @@ class LearnerPool:
         if isinstance(cause, _FATAL):
             return _Fatal(f"learner rank {r} failed: {_describe(cause)}")
         return _Retry(f"learner rank {r} failed ({_describe(cause)})")
+
+
+def _critic_metrics(sums: torch.Tensor, done: int) -> dict[str, float | None]:
+    """Mean critic losses (``loss_q``, ``loss_value``) and diagnostics (``q_mean``, ``v_mean``,
+    ``td_error``: mean |Q - y|, in value units) over the cycle's steps."""
+    means = {k: (sums[TERMS.index(k)] / done).item() if done else None for k in CRITIC_TERMS}
+    return {"loss_q": means["q"], "loss_value": means["value"], "q_mean": means["q_mean"],
+            "v_mean": means["v_mean"], "td_error": means["td_error"]}
 
 
 def _describe(err: BaseException) -> str:

@@ -20,7 +20,9 @@ For a batch of chunks (rows of ``flywheel.rollout.collect``):
   - ``task``: success (0/1 so far in the episode) plus the grader's progress (``grade_progress``),
     the task answers only;
   - ``outcome``: whether the chunk's episode ended in success (every chunk of a successful
-    episode counts), or, where every episode of the batch ended alike, the episode's return.
+    episode counts), or, where every episode of the batch ended alike, the episode's return;
+  - ``critic``: the critic's per-state advantage of the executed chunk, mean_k Q_k(s, a) - V(s)
+    (``flywheel.td``; needs ``critic``).
 
   The sample weights standardize it over the batch:
 
@@ -36,6 +38,9 @@ For a batch of chunks (rows of ``flywheel.rollout.collect``):
   around -20); unscaled, this term dwarfed the flow losses and, through the clipped global
   gradient norm, starved them. Planning only ranks candidates by the head, which a
   positive affine map of its target does not change.
+
+With ``critic`` on, the total gains ``critic_coef * (L_Q + L_V)``: chunked implicit
+Q-learning over every candidate the sim ran (``flywheel.td``, ``docs/rl-core.md``).
 
 Steps a chunk did not run (the episode ended inside it) are masked out of every term,
 and so are padded proprio/action dimensions.
@@ -70,6 +75,7 @@ import torch
 from configs.learning import ObjectiveConfig
 from flywheel.rows import (ACTIONS, EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, IMAGINED, PROPRIO, PROPRIO_DIM,
                            REALIZED, RETURN, SIM, STEPS, SUCCESS, TASK, WEIGHT)
+from flywheel.td import critic_advantage, critic_share
 from policies import flow
 from policies.agent import Agent, Observed
 from policies.data import Data
@@ -87,6 +93,8 @@ def advantage_weights(signal: np.ndarray, config: ObjectiveConfig) -> np.ndarray
 def advantage_signal(rows: Mapping[str, np.ndarray], config: ObjectiveConfig) -> np.ndarray:
     """Per row, what the action regression favours (module docstring)."""
     n = len(rows[PROPRIO_DIM])
+    if config.advantage == "critic":
+        raise ValueError("learner.advantage=critic is the critic's (flywheel.td.critic_advantage), not the rows'")
     if config.advantage == "grade":
         return np.asarray(rows[WEIGHT], dtype=np.float64) if WEIGHT in rows else np.ones(n)
     if config.advantage == "task":
@@ -126,12 +134,7 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     result is rank ``rank``'s share of the batch's loss (module docstring).
     """
     n = len(rows[PROPRIO_DIM])
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in a world of {world_size}")
-    if world_size > 1 and noise_seed is None:
-        raise ValueError("a batch split across ranks needs noise_seed (per-row noise), not a shared generator")
-    if n < world_size:
-        raise ValueError(f"a batch of {n} rows cannot be split across {world_size} ranks")
+    _check_batch(agent, config, n, noise_seed, rank, world_size)
     embs = [embodiment_of(str(s)) for s in rows[SIM]]
     observed = agent.observe([{"proprio": p[..., :d], "task": str(t)}
                               for p, d, t in zip(rows[PROPRIO], rows[PROPRIO_DIM], rows[TASK])], embs)
@@ -145,10 +148,12 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
         if IMAGINED not in rows:
             raise ValueError("act_on=imagined needs rows that planned (an 'imagined' column); these did not plan")
         plan = Data({"proprio": torch.as_tensor(rows[IMAGINED], device=dev)}, {"proprio": observed.proprio_mask})
-    weights = torch.as_tensor(advantage_weights(advantage_signal(rows, config), config), dtype=torch.float32,
-                              device=dev)
+    signal = (critic_advantage(agent, observed, actions.values["action"]) if config.advantage == "critic"
+              else advantage_signal(rows, config))
+    weights = torch.as_tensor(advantage_weights(signal, config), dtype=torch.float32, device=dev)
     returns = torch.as_tensor(standardized(rows[RETURN]), dtype=torch.float32, device=dev)
     noise = denominators = None
+    start, stop = 0, n
     if noise_seed is not None:
         denominators = {"future": flow.loss_denominators(future), "action": flow.loss_denominators(actions, weights),
                         "return": float(n)}
@@ -167,8 +172,23 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     total = losses["future"] + losses["action"]
     if "return" in losses:
         total = total + config.return_coef * losses["return"]
+    if config.critic:
+        mine = {k: v[start:stop] for k, v in rows.items()}
+        losses.update(critic_share(agent, mine, observed, config, n))
+        total = total + config.critic_coef * (losses["q"] + losses["value"])
     losses["total"] = total
     return losses
+
+
+def _check_batch(agent: Agent, config: ObjectiveConfig, n: int, noise_seed, rank: int, world_size: int) -> None:
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size}")
+    if world_size > 1 and noise_seed is None:
+        raise ValueError("a batch split across ranks needs noise_seed (per-row noise), not a shared generator")
+    if n < world_size:
+        raise ValueError(f"a batch of {n} rows cannot be split across {world_size} ranks")
+    if config.critic and not agent.model.has_critic:
+        raise ValueError("learner.critic=true but the model has no critic heads (Model.grow_critic adds them)")
 
 
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -25,10 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from flywheel.rows import (ACTION_DIM, ACTIONS, CHUNK, CYCLE, EPISODE, EPISODE_RETURN, EPISODE_SUCCESS, IMAGINED,
-                           PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, RETURN, REWARD, SIM, STEPS, SUCCESS, TASK,
-                           WEIGHT_VERSION, WORKER, ChunkRows, episode_id, grade_columns)
+from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_NEXT_PROPRIO, CANDIDATE_REWARDS,
+                           CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, EPISODE, EPISODE_RETURN,
+                           EPISODE_SUCCESS, IMAGINED, PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, RETURN, REWARD, REWARDS,
+                           SIM, STEPS, SUCCESS, TASK, TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows, episode_id,
+                           grade_columns, next_proprio)
 from policies.agent import Agent
+from policies.critic import td_target
 from sims import SimEnv, SimState
 from sims.embodiment import Embodiment
 
@@ -54,6 +57,7 @@ class RolloutSpec:
     n_candidates: int = 4
     flow_steps: int | None = None
     choose: str = "model"  # which candidate runs: the model's best score, or the best in the sim
+    discount: float = 0.99  # per step; with a critic, choose=sim ranks by chunk reward + discounted V at its end
 
     def __post_init__(self) -> None:
         if self.choose not in CHOOSERS:
@@ -65,6 +69,8 @@ class RolloutSpec:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.planning and self.n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1 when planning, got {self.n_candidates}")
+        if not 0 < self.discount <= 1:
+            raise ValueError(f"learner.discount must be in (0, 1], got {self.discount}")
 
 
 def reset_seed(seed: int, index: int) -> int:
@@ -98,8 +104,8 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
         order = sorted(active)
         embodiments = [envs[i].embodiment for i in order]
         histories = [np.stack(active[i]["history"]) for i in order]
-        chosen, imagined = _decide(agent, [envs[i] for i in order], [active[i]["obs"] for i in order], histories,
-                                   embodiments, spec, generator)
+        chosen, imagined, ran = _decide(agent, [envs[i] for i in order], [active[i]["obs"] for i in order],
+                                        histories, embodiments, spec, generator)
         # Batch-wide arrays, filled per env below; each row keeps a view of its slot.
         inputs = np.zeros((len(order), cfg.history, cfg.proprio_pad), np.float32)
         realized_pad = np.zeros((len(order), cfg.chunk, cfg.proprio_pad), np.float32)
@@ -108,12 +114,15 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
             env, episode, emb = envs[i], active[i], embodiments[slot]
             inputs[slot, :, : emb.proprio_dim] = histories[slot]
             start_state: SimState | None = env.get_state() if grade_chunk is not None else None
-            realized, rewards, done = _run_chunk(env, env_actions, episode, cfg.history)
+            realized, rewards, terminated, done = _run_chunk(env, env_actions, episode, cfg.history)
             n = len(realized)
             realized_pad[slot, :n, : emb.proprio_dim] = realized
             row = _row(spec, env, episode, inputs[slot], chosen[slot], realized_pad[slot], n, rewards)
+            row.update({REWARDS: _padded(rewards, cfg.chunk), TERMINATED: terminated})
             if imagined is not None:
                 row[IMAGINED] = imagined[slot]
+            if ran is not None:
+                row.update(ran[slot])
             if grade_chunk is not None:
                 own = None if imagined is None else imagined[slot][:n, : emb.proprio_dim]
                 row.update(grade_columns(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
@@ -130,30 +139,76 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
 
 
 def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], histories: Sequence[np.ndarray],
-            embodiments: Sequence[Embodiment], spec: RolloutSpec,
-            generator: torch.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+            embodiments: Sequence[Embodiment], spec: RolloutSpec, generator: torch.Generator
+            ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, np.ndarray]] | None]:
     """Perceive every env in one batch, then plan (or act on the observation alone): the chosen
-    chunks (B, T, action_pad; model units) and the imagined proprio (None when not planning)."""
+    chunks (B, T, action_pad; model units), the imagined proprio (None when not planning) and,
+    with ``choose=sim``, each env's candidate columns (else None)."""
     context = agent.perceive([{**obs, "proprio": h} for obs, h in zip(observations, histories)], embodiments)
+    ran = None
     if spec.planning:
         plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
         if spec.choose == "sim":
-            plan = plan.choose([best_in_sim(env, plan.candidates[slot].cpu().numpy())
-                                for slot, env in enumerate(envs)])
+            choice, ran = _sim_choice(agent, envs, plan.candidates.cpu().numpy(), histories, spec.discount)
+            plan = plan.choose(choice)
         chosen, imagined = plan.actions, plan.imagined.values["proprio"]
     else:
         chosen = agent.act(context, None, steps=spec.flow_steps, generator=generator).actions.values["action"]
         imagined = None
     chosen = chosen.detach().cpu().numpy().astype(np.float32, copy=False)
     imagined = None if imagined is None else imagined.detach().cpu().numpy().astype(np.float32, copy=False)
-    return chosen, imagined
+    return chosen, imagined, ran
+
+
+def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, histories: Sequence[np.ndarray],
+                discount: float) -> tuple[list[int], list[dict[str, np.ndarray]]]:
+    """Run every env's candidates (B, n, T, A) in its sim; per env the candidate to execute
+    and the candidate columns of its row. With a critic the candidates are ranked by
+    ``ranked``'s TD target, their end states valued in one batch; else by chunk reward."""
+    cfg = agent.cfg
+    runs = [run_candidates(env, chunks) for env, chunks in zip(envs, candidates)]
+    columns = [_candidate_columns(run, chunks, history, cfg.chunk, cfg.proprio_pad)
+               for run, chunks, history in zip(runs, candidates, histories)]
+    values = None
+    if agent.model.has_critic:
+        ends = [{"proprio": p[:, : env.embodiment.proprio_dim], "task": env.task_text}
+                for env, col in zip(envs, columns) for p in col[CANDIDATE_NEXT_PROPRIO]]
+        bodies = [env.embodiment for env, col in zip(envs, columns) for _ in col[CANDIDATE_NEXT_PROPRIO]]
+        with torch.no_grad():
+            values = agent.values(agent.observe(ends, bodies), target=True).cpu().double().numpy()
+        values = values.reshape(len(envs), -1)
+    choice = [ranked(run, discount, None if values is None else values[slot]) for slot, run in enumerate(runs)]
+    return choice, columns
+
+
+def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, history: np.ndarray, chunk: int,
+                       proprio_pad: int) -> dict[str, np.ndarray]:
+    """One row's ``flywheel.rows.CANDIDATE_COLUMNS``: every candidate the sim ran from its start."""
+    n, dim = len(runs), history.shape[1]
+    start = np.zeros((n, history.shape[0], proprio_pad), np.float32)
+    start[:, :, :dim] = history
+    realized = np.zeros((n, chunk, proprio_pad), np.float32)
+    for c, run in enumerate(runs):
+        realized[c, : len(run.realized), :dim] = run.realized
+    steps = np.array([len(run.rewards) for run in runs], np.int64)
+    return {CANDIDATE_ACTIONS: candidates.astype(np.float32, copy=False),
+            CANDIDATE_REWARDS: np.stack([_padded(run.rewards, chunk) for run in runs]),
+            CANDIDATE_STEPS: steps, CANDIDATE_TERMINATED: np.array([run.terminated for run in runs]),
+            CANDIDATE_NEXT_PROPRIO: next_proprio(start, realized, steps)}
+
+
+def _padded(rewards: Sequence[float], chunk: int) -> np.ndarray:
+    out = np.zeros(chunk, np.float64)
+    out[: len(rewards)] = rewards
+    return out
 
 
 def _run_chunk(env: SimEnv, env_actions: np.ndarray, episode: dict[str, Any],
-               history: int) -> tuple[list[np.ndarray], list[float], bool]:
+               history: int) -> tuple[list[np.ndarray], list[float], bool, bool]:
     """Execute one chunk open-loop (until the episode ends inside it); the episode's latest
-    observation, proprio history and success follow. Returns (realized proprio, rewards, done)."""
-    realized, rewards, done = [], [], False
+    observation, proprio history and success follow. Returns (realized proprio, rewards,
+    terminated, done): a time limit ends the episode without terminating it."""
+    realized, rewards, terminated, done = [], [], False, False
     for action in env_actions:
         obs, reward, terminated, truncated, info = env.step(action)
         realized.append(obs["proprio"])
@@ -164,7 +219,7 @@ def _run_chunk(env: SimEnv, env_actions: np.ndarray, episode: dict[str, Any],
             break
     episode["obs"] = obs
     episode["history"] = (episode["history"] + realized)[-history:]
-    return realized, rewards, done
+    return realized, rewards, bool(terminated), done
 
 
 def _row(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.ndarray, actions: np.ndarray,
@@ -192,21 +247,57 @@ def _env_actions(chosen: np.ndarray, embodiments: Sequence[Embodiment]) -> list[
     return out
 
 
+@dataclass(frozen=True)
+class Ran:
+    """What one candidate chunk did in the sim: per step reward and proprio, and whether the
+    episode terminated (a time limit is not a termination)."""
+
+    rewards: list[float]
+    realized: list[np.ndarray]
+    terminated: bool
+
+
+def run_candidates(env: SimEnv, candidates: np.ndarray) -> list[Ran]:
+    """Run each candidate chunk (n, T, action_pad; model units) in ``env`` from its current
+    state, until the episode ends inside it; the env is left in that state."""
+    emb, start, runs = env.embodiment, env.get_state(), []
+    for chunk in candidates:
+        env.set_state(start)
+        rewards, realized, terminated = [], [], False
+        for action in emb.to_env_action(emb.unpad_action(chunk)):
+            obs, reward, terminated, truncated, _ = env.step(action)
+            rewards.append(reward)
+            realized.append(obs["proprio"])
+            if terminated or truncated:
+                break
+        runs.append(Ran(rewards, realized, bool(terminated)))
+    env.set_state(start)
+    return runs
+
+
+def ranked(runs: Sequence[Ran], discount: float = 1.0, end_values: np.ndarray | None = None) -> int:
+    """The best candidate: the most chunk reward, or with ``end_values`` (V of each candidate's
+    end state) the highest TD target R_chunk + discount^steps * (1 - terminated) * V(s'),
+    the value of the candidate beyond its own chunk."""
+    if end_values is None:
+        totals = []
+        for run in runs:
+            total = 0.0
+            for reward in run.rewards:
+                total += reward
+            totals.append(total)
+        return int(np.argmax(totals))
+    chunk = max(len(run.rewards) for run in runs)
+    rewards = torch.as_tensor(np.stack([_padded(run.rewards, chunk) for run in runs]))
+    steps = torch.as_tensor([len(run.rewards) for run in runs])
+    terminated = torch.as_tensor([run.terminated for run in runs])
+    return int(torch.argmax(td_target(rewards, steps, terminated, torch.as_tensor(end_values), discount)))
+
+
 def best_in_sim(env: SimEnv, candidates: np.ndarray) -> int:
     """The candidate chunk (n, T, action_pad; model units) whose steps earn the most reward in
     ``env`` from its current state; the env is left in that state."""
-    emb, start, totals = env.embodiment, env.get_state(), []
-    for chunk in candidates:
-        env.set_state(start)
-        total = 0.0
-        for action in emb.to_env_action(emb.unpad_action(chunk)):
-            _, reward, terminated, truncated, _ = env.step(action)
-            total += reward
-            if terminated or truncated:
-                break
-        totals.append(total)
-    env.set_state(start)
-    return int(np.argmax(totals))
+    return ranked(run_candidates(env, candidates))
 
 
 def _finish(episode: dict[str, Any], out: dict[str, list]) -> None:

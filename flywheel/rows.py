@@ -21,10 +21,14 @@ to the model's shared sizes so chunks of different embodiments stack:
 | realized | float32 | (chunk, proprio_pad) | the future the engine produced (zeros after ``steps``) |
 | steps | int64 | () | steps the chunk really ran (the episode may end inside it) |
 | reward | float64 | () | reward summed over the chunk |
+| rewards | float64 | (chunk,) | each step's reward (zeros after ``steps``): the critic discounts them |
+| terminated | bool | () | the episode terminated inside the chunk (a time limit is not a termination) |
 | success | bool | () | the task succeeded at some step of the episode so far |
 | planned | bool | () | the chunk came from a plan |
 | return | float64 | () | reward from the chunk's start to the episode's end |
 | episode_success, episode_return | bool, float64 | () | how the chunk's episode ended |
+| candidate_* | see ``CANDIDATE_COLUMNS`` | (candidates, ...) | every candidate the training sim ran
+  (``choose=sim`` only): its actions, step rewards, steps, termination and end proprio history |
 | weight, grade_* | see ``GRADE_COLUMNS`` | () | the grader's answers (graded rollouts only) |
 
 An optional grade answer that does not apply reads 0 and its ``grade_*_applies`` flag is
@@ -57,12 +61,19 @@ ACTIONS = "actions"
 REALIZED = "realized"
 STEPS = "steps"
 REWARD = "reward"
+REWARDS = "rewards"
+TERMINATED = "terminated"
 SUCCESS = "success"
 PLANNED = "planned"
 IMAGINED = "imagined"
 RETURN = "return"
 EPISODE_SUCCESS = "episode_success"
 EPISODE_RETURN = "episode_return"
+CANDIDATE_ACTIONS = "candidate_actions"
+CANDIDATE_REWARDS = "candidate_rewards"
+CANDIDATE_STEPS = "candidate_steps"
+CANDIDATE_TERMINATED = "candidate_terminated"
+CANDIDATE_NEXT_PROPRIO = "candidate_next_proprio"
 
 WEIGHT = "weight"
 GRADE_REWARD = "grade_reward"
@@ -97,7 +108,17 @@ CORE_COLUMNS = (
     Column(ACTIONS, "float32", ("chunk", "action_pad")), Column(REALIZED, "float32", ("chunk", "proprio_pad")),
     Column(STEPS, "int64"), Column(REWARD, "float64"), Column(SUCCESS, "bool"), Column(PLANNED, "bool"),
 )
+# What the critic's TD targets need of the executed chunk (``policies.critic.td_target``).
+TRANSITION_COLUMNS = (Column(REWARDS, "float64", ("chunk",)), Column(TERMINATED, "bool"))
 IMAGINED_COLUMN = Column(IMAGINED, "float32", ("chunk", "proprio_pad"))
+# Every candidate the training sim ran from the chunk's start (``choose=sim``): labelled data
+# for the critic, the executed one among them. ``candidates`` is the rollout's n_candidates.
+CANDIDATE_COLUMNS = (
+    Column(CANDIDATE_ACTIONS, "float32", ("candidates", "chunk", "action_pad")),
+    Column(CANDIDATE_REWARDS, "float64", ("candidates", "chunk")), Column(CANDIDATE_STEPS, "int64", ("candidates",)),
+    Column(CANDIDATE_TERMINATED, "bool", ("candidates",)),
+    Column(CANDIDATE_NEXT_PROPRIO, "float32", ("candidates", "history", "proprio_pad")),
+)
 GRADE_COLUMNS = (
     Column(WEIGHT, "float64"), Column(GRADE_REWARD, "float64"), Column(GRADE_PROGRESS, "float64"),
     Column(GRADE_SUCCESS_APPLIES, "bool"), Column(GRADE_SUCCESS, "bool"),
@@ -117,14 +138,25 @@ GUARDS = {
 }
 
 
-def columns_of(imagined: bool, graded: bool) -> tuple[Column, ...]:
-    """Every column of a batch of rows, in stored order: the core, then what planning and
-    grading add, then the episode's outcome (filled in when it ends)."""
-    return (CORE_COLUMNS + ((IMAGINED_COLUMN,) if imagined else ()) + (GRADE_COLUMNS if graded else ())
-            + OUTCOME_COLUMNS)
+def columns_of(imagined: bool, graded: bool, candidates: bool = False) -> tuple[Column, ...]:
+    """Every column of a batch of rows, in stored order: the core, then what planning, the
+    sim's candidates and grading add, then the episode's outcome (filled in when it ends)."""
+    return (CORE_COLUMNS + ((IMAGINED_COLUMN,) if imagined else ()) + (CANDIDATE_COLUMNS if candidates else ())
+            + (GRADE_COLUMNS if graded else ()) + OUTCOME_COLUMNS + TRANSITION_COLUMNS)
 
 
-COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True)}
+COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True, candidates=True)}
+
+
+def next_proprio(proprio: np.ndarray, realized: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """The proprio history after a chunk, as the model reads it: the last ``history`` steps
+    of the history before it (rows, history, P) followed by the ``steps`` it ran of
+    ``realized`` (rows, chunk, P). The state the critic bootstraps from."""
+    proprio, realized = np.asarray(proprio), np.asarray(realized)
+    history = proprio.shape[1]
+    joined = np.concatenate([proprio, realized], axis=1)
+    index = np.asarray(steps, dtype=np.int64)[:, None] + np.arange(history)[None, :]
+    return np.take_along_axis(joined, index[:, :, None], axis=1)
 
 
 _ARROW_TYPES = {"int64": pa.int64(), "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_(),
@@ -183,8 +215,7 @@ class ChunkRows(Mapping[str, np.ndarray]):
         """Validated rows: exactly one of the schema's column sets, each column of its dtype
         and of one length; the error names the column at fault."""
         names = list(columns)
-        imagined, graded = IMAGINED in columns, WEIGHT in columns
-        expected = [c.name for c in columns_of(imagined, graded)]
+        expected = [c.name for c in columns_of(IMAGINED in columns, WEIGHT in columns, CANDIDATE_ACTIONS in columns)]
         if set(names) != set(expected):
             missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
             raise ValueError(f"chunk rows: missing columns {missing}, unknown columns {extra}")
@@ -227,6 +258,10 @@ class ChunkRows(Mapping[str, np.ndarray]):
     @property
     def graded(self) -> bool:
         return WEIGHT in self._columns
+
+    @property
+    def candidates(self) -> bool:
+        return CANDIDATE_ACTIONS in self._columns
 
     def take(self, index: np.ndarray | slice) -> "ChunkRows":
         """The rows at ``index`` (an index array, a boolean mask or a slice)."""

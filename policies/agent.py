@@ -14,9 +14,12 @@
 - ``act`` appends each imagined future as a clean segment (it is the plan now, not noise),
   reads a return estimate off it, and generates the action chunk after it: actions are
   conditioned on the imagined plan, not on the observation alone.
-- ``plan`` scores each candidate (learned return head, plus the task's reward function on
-  the imagined trajectory where one is given), keeps the best, and returns its actions
+- ``plan`` scores each candidate (the critic's mean Q of its action chunk where the model
+  has a critic, else the learned return head; plus the task's reward function on the
+  imagined trajectory where one is given), keeps the best, and returns its actions
   together with the imagined trajectory the grader will hold against reality.
+- ``critic_features``, ``values`` and ``chunk_values`` read the critic (``policies.critic``):
+  V of a batch of states and mean_k Q_k of action chunks in them.
 
 Actions are in the model's units: [-1, 1], padded to ``cfg.action_pad``;
 ``Plan.env_actions`` maps them back through each env's embodiment.
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies import checkpoint, routes
+from policies import checkpoint, critic, routes
 from policies.config import SIZES, ModelConfig
 from policies.data import Data, encode_text
 from policies.model import Item, Model
@@ -294,15 +297,47 @@ class Agent(nn.Module):
         acted = self.act(context, imagined, steps=steps, generator=generator)
         actions = acted.actions.values["action"].view(b, n, *acted.actions.values["action"].shape[1:])
         scores = torch.zeros(b, n, device=self.device)
-        returns = None
-        if acted.returns is not None:
-            returns = acted.returns.view(b, n)
+        returns = None if acted.returns is None else acted.returns.view(b, n)
+        if self.model.has_critic:  # the critic sees past the chunk; the return head only guesses its return
+            features = self.critic_features(context.observed).repeat_interleave(n, dim=0)
+            q = self.model.heads[critic.Q](features, acted.actions.zeroed().values["action"])
+            scores = scores + q.mean(dim=0).view(b, n)
+        elif returns is not None:
             scores = scores + return_weight * returns
         if reward_fn is not None:
             prop = imagined.future.values["proprio"]
             reward = reward_fn(prop.view(b, n, *prop.shape[1:]), actions)
             scores = scores + torch.as_tensor(reward, dtype=scores.dtype, device=self.device).view(b, n)
         return Plan.of(actions, imagined.future, scores, scores.argmax(dim=1), returns, context.observed.embodiments)
+
+    # ------------------------------------------------------------------ the critic
+
+    @torch.no_grad()
+    def critic_features(self, observed: Observed) -> torch.Tensor:
+        """(B, F) detached state features the critic reads: the proprio item's hidden states,
+        mean-pooled, next to the latest proprio step, standardized and masked (frames left out:
+        ``policies.critic``)."""
+        items = [it for it in observed.items if it.modality != "frame"]
+        if not items or items[-1].modality != "proprio":
+            raise ValueError("the critic reads the proprio item's hidden states; this model perceives no proprio")
+        cache = None
+        if items[0].modality == "text" and (self.cfg.dropout == 0 or not self.model.training):
+            items, cache = items[1:], self._task_prefix(items[0])
+        hidden, _ = self.model.run(items, cache)
+        proprio = items[-1].data.values["proprio"][:, -1]
+        tok = self.model.tokenizers["proprio"]
+        latest = (proprio - tok.shift) / tok.scale * observed.proprio_mask[:, 0]
+        return torch.cat([hidden[-1].mean(dim=1), latest], dim=-1)
+
+    def values(self, observed: Observed, target: bool = False) -> torch.Tensor:
+        """V(s) (B,) of a batch of states (``target``: the slow EMA copy the TD targets use)."""
+        head = self.model.heads[critic.VALUE_TARGET if target else critic.VALUE]
+        return head(self.critic_features(observed))
+
+    def chunk_values(self, observed: Observed, actions: torch.Tensor) -> torch.Tensor:
+        """Every Q member of action chunks (B, T, A; model units, padded) in these states: (K, B)."""
+        zeroed = observed.action_data(actions).zeroed().values["action"]
+        return self.model.heads[critic.Q](self.critic_features(observed), zeroed)
 
     # ------------------------------------------------------------------ routes
 

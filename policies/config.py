@@ -49,6 +49,7 @@ class ModelConfig:
     flow_steps: int = 4            # Euler steps of the flow-matching sampler
     text_max: int = 64             # bytes of text, BOS/EOS included
     return_expert: str = "video"   # owner of the return head (it reads imagined futures)
+    critic_ensemble: int = 0       # Q heads of the chunk critic (``policies.critic``); 0: no critic
 
     def __post_init__(self) -> None:
         # Hydra/JSON give lists; the config must stay hashable.
@@ -67,6 +68,8 @@ class ModelConfig:
                             ("flow_steps", self.flow_steps), ("history", self.history)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.critic_ensemble < 0:
+            raise ValueError(f"critic_ensemble must be >= 0 (0: no critic), got {self.critic_ensemble}")
         if self.text_max < 3:
             raise ValueError(f"text_max must be >= 3 (BOS, one byte, EOS), got {self.text_max}")
 

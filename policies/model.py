@@ -7,7 +7,9 @@ routes, training losses) is built from ``run``, ``sample`` and the tokenizers' h
 
 Ownership: an expert owns its backbone weights, the tokenizers of the modalities routed to
 it, and the heads it reads out (the return head belongs to ``cfg.return_expert``).
-``freeze`` and ``add_expert`` act on all of that at once.
+``freeze`` and ``add_expert`` act on all of that at once. The critic's heads
+(``policies.critic``, present when ``cfg.critic_ensemble`` > 0) belong to no expert: they
+read detached features and train whenever the objective's critic is on.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from policies import flow
+from policies import critic, flow
 from policies.config import ModelConfig
 from policies.data import Data
 from policies.layout import Layout, Segment
@@ -56,6 +58,32 @@ class Model(nn.Module):
         self.heads = nn.ModuleDict()
         if cfg.return_expert in cfg.experts:
             self.heads["return"] = ReturnHead(cfg)
+        if cfg.critic_ensemble:
+            self.heads.update(critic.build_heads(cfg))
+
+    @property
+    def has_critic(self) -> bool:
+        return critic.Q in self.heads
+
+    def grow_critic(self, ensemble: int, seed: int = 0) -> None:
+        """Add freshly initialised critic heads (``ensemble`` Q members, weights fixed by
+        ``seed``) to a model that has none, e.g. one loaded from a checkpoint made before the
+        critic existed; the config records them, so a checkpoint of this model has them."""
+        if self.has_critic:
+            raise ValueError(f"this model already has a critic ({self.cfg.critic_ensemble} Q heads)")
+        if ensemble < 1:
+            raise ValueError(f"a critic needs ensemble >= 1, got {ensemble}")
+        if "proprio" not in self.tokenizers:
+            raise ValueError("the critic reads the proprio item's hidden states, and this model has no proprio "
+                             "tokenizer")
+        self.cfg = self.backbone.cfg = replace(self.cfg, critic_ensemble=int(ensemble))
+        device = self.device
+        self.heads.update({k: v.to(device) for k, v in critic.build_heads(self.cfg, seed).items()})
+        self.train(self.training)
+
+    def update_critic_target(self, rate: float) -> None:
+        """V_target <- (1 - rate) V_target + rate V (after each optimizer step)."""
+        critic.ema_update(self.heads[critic.VALUE_TARGET], self.heads[critic.VALUE], rate)
 
     # ------------------------------------------------------------------ experts
 

@@ -6,7 +6,7 @@ import torch
 
 import sims
 import world_model as wm
-from configs.learning import ADVANTAGES, ObjectiveConfig
+from configs.learning import ROW_ADVANTAGES, ObjectiveConfig
 from flywheel.objective import advantage_signal, advantage_weights, batch_loss
 from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats
 from flywheel.rows import EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, SUCCESS, WEIGHT, ChunkRows
@@ -229,7 +229,7 @@ def test_the_outcome_advantage_favours_every_chunk_of_a_successful_episode():
 
 def test_every_advantage_weighs_the_actions_of_collected_graded_rows_as_documented(agent, graded):
     assert graded.graded and graded.imagined
-    signals = {a: advantage_signal(graded, ObjectiveConfig(advantage=a)) for a in ADVANTAGES}
+    signals = {a: advantage_signal(graded, ObjectiveConfig(advantage=a)) for a in ROW_ADVANTAGES}
     # grade: the grader's weight; task: success so far plus progress; outcome: how the episode ended.
     assert np.array_equal(signals["grade"], graded[WEIGHT])
     assert np.array_equal(signals["task"], graded[SUCCESS] + graded[GRADE_PROGRESS])
@@ -241,7 +241,7 @@ def test_every_advantage_weighs_the_actions_of_collected_graded_rows_as_document
     def loss(rows, advantage):
         return batch_loss(agent, rows, ObjectiveConfig(advantage=advantage), torch.Generator().manual_seed(0))
 
-    base = {a: loss(graded, a) for a in ADVANTAGES}
+    base = {a: loss(graded, a) for a in ROW_ADVANTAGES}
     for advantage, losses in base.items():
         assert all(torch.isfinite(v) for v in losses.values()), advantage
         assert torch.equal(losses["future"], base["grade"]["future"])  # the advantage weighs the actions only
@@ -249,7 +249,7 @@ def test_every_advantage_weighs_the_actions_of_collected_graded_rows_as_document
     # Only the task advantage reads the grader's progress.
     scrambled = ChunkRows.of({**graded, GRADE_PROGRESS: np.random.default_rng(0).permutation(graded[GRADE_PROGRESS])})
     assert not np.array_equal(scrambled[GRADE_PROGRESS], graded[GRADE_PROGRESS])
-    again = {a: loss(scrambled, a) for a in ADVANTAGES}
+    again = {a: loss(scrambled, a) for a in ROW_ADVANTAGES}
     assert not torch.equal(again["task"]["action"], base["task"]["action"])
     assert torch.equal(again["outcome"]["action"], base["outcome"]["action"])
     assert torch.equal(again["grade"]["action"], base["grade"]["action"])
