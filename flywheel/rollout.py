@@ -2,8 +2,9 @@
 
 ``collect`` drives a vector of envs in lockstep. Each round it perceives every active env
 in one batch, plans (imagine ``n_candidates`` futures, act on each, keep the best: by the
-agent's own score, or with ``choose="sim"`` the one that earns the most reward when the env
-runs each from its current state, ``best_in_sim``) or acts on the observation alone when
+agent's own score, or with ``choose="sim"`` the best when the env runs each from its current
+state: the most chunk reward, ``best_in_sim``, or with a critic the highest reward plus the
+critic's discounted value at the chunk's end, ``ranked``) or acts on the observation alone when
 planning is off, then executes each env's chosen chunk open-loop. Every chunk becomes one
 row: the observation it started from (``proprio``: the last ``history`` steps, the model's
 input), the chosen actions, the imagined and the realized proprio, the rewards and success,
@@ -13,6 +14,8 @@ while the chunk's start state is at hand).
 Rows are a ``flywheel.rows.ChunkRows`` (the schema lives there), padded to the model's shared
 sizes so chunks of different embodiments stack. ``return`` is filled in when an episode
 ends: the reward from the chunk's start to the episode's end, the return head's target.
+With ``choose="sim"`` every row also keeps every candidate the sim ran (``candidate_*``):
+labelled data for the critic (``flywheel.td``).
 """
 
 from __future__ import annotations

@@ -117,6 +117,30 @@ def test_shares_of_a_split_batch_sum_to_the_whole_batch(rows, act_on):
         batch_loss(agent, rows, cfg, torch.Generator(), rank=0, world_size=2)
 
 
+def test_critic_shares_and_their_gradients_sum_to_the_whole_batchs(rows):
+    # The critic follows batch_loss's share convention, so two learners still make one's update.
+    from policies.config import model_config
+
+    torch.manual_seed(1)
+    agent = Agent(model_config("tiny", critic_ensemble=2))
+    cfg, key = ObjectiveConfig(critic=True, advantage="critic", act_on="realized"), (5, 0, 2)
+
+    def run(**kw):
+        agent.zero_grad()
+        losses = batch_loss(agent, rows, cfg, noise_seed=key, **kw)
+        losses["total"].backward()
+        return losses, {n: p.grad.clone() for n, p in agent.named_parameters() if p.grad is not None}
+
+    whole, whole_grad = run()
+    shares = [run(rank=r, world_size=2) for r in range(2)]
+    for term in ("q", "value", "action", "total"):
+        assert torch.allclose(sum(s[term] for s, _ in shares), whole[term], rtol=1e-5), term
+    assert any(name.startswith("model.heads.q.") for name in whole_grad)
+    for name, grad in whole_grad.items():
+        summed = sum(g[name] for _, g in shares if name in g)
+        assert torch.allclose(summed, grad, rtol=1e-4, atol=1e-7), name
+
+
 def test_row_noise_depends_on_the_row_seed_only():
     from policies import flow
     from policies.data import Data

@@ -94,7 +94,10 @@ def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field)
 
 @pytest.mark.parametrize("field,bad", [("learner.act_on", "dream"), ("learner.advantage", "luck"),
                                        ("learner.temperature", 0.0), ("grade.reward_scale", 0.0),
-                                       ("eval.n_candidates", 0)])
+                                       ("eval.n_candidates", 0), ("learner.discount", 0), ("learner.discount", 1.5),
+                                       ("learner.target_tau", 0), ("learner.target_tau", 2),
+                                       ("learner.expectile", 0.5), ("learner.expectile", 1.0),
+                                       ("learner.critic_coef", -1), ("learner.ensemble", 0)])
 def test_a_bad_objective_or_grade_knob_names_the_field_before_ray_starts(tmp_path, capsys, field, bad):
     # The schema dataclasses check themselves as Hydra builds them ...
     assert main(["run", f"run_dir={tmp_path}", f"{field}={bad}", *TINY]) == 2
@@ -203,3 +206,38 @@ def test_the_logger_writes_the_line_the_scalars_and_the_imagination_figure(tmp_p
     again.close()
     assert again.records == []
     assert read_cycles(tmp_path) == []
+
+
+def test_a_critic_advantage_without_the_critic_names_the_field(tmp_path, capsys):
+    assert main(["run", f"run_dir={tmp_path}", "learner.advantage=critic", *TINY]) == 2
+    assert "learner.advantage=critic needs learner.critic=true" in capsys.readouterr().err
+
+
+def test_a_critic_asked_of_a_checkpoint_that_cannot_grow_one_fails_before_ray_starts(tmp_path, capsys, monkeypatch):
+    from policies.agent import Agent
+    from policies.config import DEFAULT_MODALITIES, model_config
+
+    import flywheel.controller as controller
+
+    blind = model_config("tiny", modalities=tuple(p for p in DEFAULT_MODALITIES if p[0] != "proprio"))
+    Agent(blind).save(tmp_path / "blind")
+    monkeypatch.setattr(controller, "start_ray", lambda config: pytest.fail("Ray started"))
+    args = ["run", f"run_dir={tmp_path / 'run'}", *TINY, f"pretrained={tmp_path / 'blind'}", "learner.critic=true"]
+    assert main(args) == 2
+    assert "learner.critic=true: the starting checkpoint has no critic and cannot grow one" in capsys.readouterr().err
+
+
+def test_one_cycle_with_the_critic_on(tmp_path):
+    config = tiny_config(tmp_path / "run", choose="sim")
+    config.learner.critic, config.learner.advantage = True, "critic"
+    run(config, console=lambda *a: None)
+    (record,) = read_cycles(tmp_path / "run")
+    learner = record["learner"]
+    for key in ("loss_q", "loss_value", "q_mean", "v_mean", "td_error"):
+        assert np.isfinite(learner[key]), key
+    rows, _ = RolloutStore(tmp_path / "run" / "store").read([0])
+    assert "candidate_actions" in rows
+    from flywheel import checkpoint as run_checkpoint
+
+    model, _, _ = run_checkpoint.load(run_checkpoint.latest(tmp_path / "run"))
+    assert model.has_critic and model.cfg.critic_ensemble == 2
