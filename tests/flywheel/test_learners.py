@@ -94,6 +94,14 @@ def _max_diff(a: dict, b: dict, names=None) -> float:
 # ---------------------------------------------------------------------- without Ray
 
 
+def _losses_and_grads(agent, rows, cfg, key, **kw):
+    """A batch's losses (or a rank's share, with ``rank``/``world_size``) and their gradients."""
+    agent.zero_grad()
+    losses = batch_loss(agent, rows, cfg, noise_seed=key, **kw)
+    losses["total"].backward()
+    return losses, {n: p.grad.clone() for n, p in agent.named_parameters() if p.grad is not None}
+
+
 @pytest.mark.parametrize("act_on", ["realized", "imagined"])
 def test_shares_of_a_split_batch_sum_to_the_whole_batch(rows, act_on):
     torch.manual_seed(1)
@@ -101,10 +109,7 @@ def test_shares_of_a_split_batch_sum_to_the_whole_batch(rows, act_on):
     rows = dict(rows, imagined=np.flip(rows["realized"], axis=1).copy())  # a plan unlike the realized future
 
     def run(**kw):
-        agent.zero_grad()
-        losses = batch_loss(agent, rows, cfg, noise_seed=key, **kw)
-        losses["total"].backward()
-        return losses, {n: p.grad.clone() for n, p in agent.named_parameters() if p.grad is not None}
+        return _losses_and_grads(agent, rows, cfg, key, **kw)
 
     whole, whole_grad = run()
     shares = [run(rank=r, world_size=3) for r in range(3)]  # 9 rows: 3 + 3 + 3
@@ -126,10 +131,7 @@ def test_critic_shares_and_their_gradients_sum_to_the_whole_batchs(rows):
     cfg, key = ObjectiveConfig(critic=True, advantage="critic", act_on="realized"), (5, 0, 2)
 
     def run(**kw):
-        agent.zero_grad()
-        losses = batch_loss(agent, rows, cfg, noise_seed=key, **kw)
-        losses["total"].backward()
-        return losses, {n: p.grad.clone() for n, p in agent.named_parameters() if p.grad is not None}
+        return _losses_and_grads(agent, rows, cfg, key, **kw)
 
     whole, whole_grad = run()
     shares = [run(rank=r, world_size=2) for r in range(2)]
