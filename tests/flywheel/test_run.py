@@ -1,5 +1,6 @@
 """``flywheel run`` end to end on an embedded Ray, with a tiny agent and a short reacher."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -241,3 +242,16 @@ def test_one_cycle_with_the_critic_on(tmp_path):
 
     model, _, _ = run_checkpoint.load(run_checkpoint.latest(tmp_path / "run"))
     assert model.has_critic and model.cfg.critic_ensemble == 2
+
+
+def test_a_resumed_run_with_the_critic_matches_an_uninterrupted_one(tmp_path):
+    # The critic's heads and its EMA target live in the model state: a resume continues byte for byte.
+    def critic_config(run_dir, cycles):
+        config = tiny_config(run_dir, cycles=cycles, choose="sim")
+        config.learner.critic, config.learner.advantage = True, "critic"
+        return config
+
+    straight = run(critic_config(tmp_path / "straight", 2), console=lambda *a: None)
+    interrupted = run(critic_config(tmp_path / "resumed", 1), console=lambda *a: None)
+    run(dataclasses.replace(critic_config(tmp_path / "resumed", 2), resume=str(interrupted)), console=lambda *a: None)
+    assert manifests(straight) == manifests(interrupted)
