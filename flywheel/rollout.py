@@ -13,6 +13,12 @@ while the chunk's start state is at hand).
 Rows are a ``flywheel.rows.ChunkRows`` (the schema lives there), padded to the model's shared
 sizes so chunks of different embodiments stack. ``return`` is filled in when an episode
 ends: the reward from the chunk's start to the episode's end, the return head's target.
+
+``sim_steps`` is every sim step spent on a chunk, read off the process's step counter
+(``sims.engine_steps_taken``) around the chunk's own work: its ``best_in_sim`` look-ahead,
+its execution and its grading (the grader's reference engine, and the first chunk a process
+grades in a sim also pays for that sim's probe set). Counting rather than deriving the
+steps means no path is missed; the column sums to every step ``collect`` caused.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ import numpy as np
 import torch
 
 from flywheel.rows import (ACTION_DIM, ACTIONS, CHUNK, CYCLE, EPISODE, EPISODE_RETURN, EPISODE_SUCCESS, IMAGINED,
-                           PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, RETURN, REWARD, SIM, STEPS, SUCCESS, TASK,
-                           WEIGHT_VERSION, WORKER, ChunkRows, episode_id, grade_columns)
+                           PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, RETURN, REWARD, SIM, SIM_STEPS, STEPS, SUCCESS,
+                           TASK, WEIGHT_VERSION, WORKER, ChunkRows, episode_id, grade_columns)
 from policies.agent import Agent
-from sims import SimEnv, SimState
+from sims import SimEnv, SimState, engine_steps_taken
 from sims.embodiment import Embodiment
 
 # How a plan's candidate is chosen: by the agent's own score (return head), or by running
@@ -98,8 +104,8 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
         order = sorted(active)
         embodiments = [envs[i].embodiment for i in order]
         histories = [np.stack(active[i]["history"]) for i in order]
-        chosen, imagined = _decide(agent, [envs[i] for i in order], [active[i]["obs"] for i in order], histories,
-                                   embodiments, spec, generator)
+        chosen, imagined, lookahead = _decide(agent, [envs[i] for i in order], [active[i]["obs"] for i in order],
+                                              histories, embodiments, spec, generator)
         # Batch-wide arrays, filled per env below; each row keeps a view of its slot.
         inputs = np.zeros((len(order), cfg.history, cfg.proprio_pad), np.float32)
         realized_pad = np.zeros((len(order), cfg.chunk, cfg.proprio_pad), np.float32)
@@ -107,6 +113,7 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
             i = order[slot]
             env, episode, emb = envs[i], active[i], embodiments[slot]
             inputs[slot, :, : emb.proprio_dim] = histories[slot]
+            steps_before = engine_steps_taken()
             start_state: SimState | None = env.get_state() if grade_chunk is not None else None
             realized, rewards, done = _run_chunk(env, env_actions, episode, cfg.history)
             n = len(realized)
@@ -119,6 +126,7 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
                 row.update(grade_columns(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
                                                      np.asarray(rewards),
                                                      episode["success"] if env.defines_success else None)))
+            row[SIM_STEPS] = lookahead[slot] + engine_steps_taken() - steps_before
             episode["rows"].append(row)
             episode["chunk"] += 1
             if done:
@@ -131,22 +139,28 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
 
 def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], histories: Sequence[np.ndarray],
             embodiments: Sequence[Embodiment], spec: RolloutSpec,
-            generator: torch.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+            generator: torch.Generator) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Perceive every env in one batch, then plan (or act on the observation alone): the chosen
-    chunks (B, T, action_pad; model units) and the imagined proprio (None when not planning)."""
+    chunks (B, T, action_pad; model units), the imagined proprio (None when not planning) and
+    the sim steps each env's choice cost (B,; ``best_in_sim``'s look-ahead, else 0)."""
     context = agent.perceive([{**obs, "proprio": h} for obs, h in zip(observations, histories)], embodiments)
+    lookahead = np.zeros(len(envs), np.int64)
     if spec.planning:
         plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
         if spec.choose == "sim":
-            plan = plan.choose([best_in_sim(env, plan.candidates[slot].cpu().numpy())
-                                for slot, env in enumerate(envs)])
+            picks = []
+            for slot, env in enumerate(envs):
+                before = engine_steps_taken()
+                picks.append(best_in_sim(env, plan.candidates[slot].cpu().numpy()))
+                lookahead[slot] = engine_steps_taken() - before
+            plan = plan.choose(picks)
         chosen, imagined = plan.actions, plan.imagined.values["proprio"]
     else:
         chosen = agent.act(context, None, steps=spec.flow_steps, generator=generator).actions.values["action"]
         imagined = None
     chosen = chosen.detach().cpu().numpy().astype(np.float32, copy=False)
     imagined = None if imagined is None else imagined.detach().cpu().numpy().astype(np.float32, copy=False)
-    return chosen, imagined
+    return chosen, imagined, lookahead
 
 
 def _run_chunk(env: SimEnv, env_actions: np.ndarray, episode: dict[str, Any],
@@ -234,3 +248,10 @@ def episode_stats(rows: Mapping[str, np.ndarray]) -> dict[str, float]:
     return {"success_rate": float(success.mean()), "mean_return": float(np.mean(returns)),
             "return_std": float(np.std(returns)),
             "episodes": int(len(episodes))}
+
+
+def episode_lengths_and_returns(rows: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per episode of the rows of ``collect`` (in id order): its length in env steps and its return."""
+    episodes, first, inverse = np.unique(rows[EPISODE], return_index=True, return_inverse=True)
+    lengths = np.bincount(inverse, weights=rows[STEPS], minlength=len(episodes)).astype(np.int64)
+    return lengths, np.asarray(rows[RETURN][first], dtype=np.float64)

@@ -20,6 +20,7 @@ to the model's shared sizes so chunks of different embodiments stack:
 | imagined | float32 | (chunk, proprio_pad) | the future the plan imagined (planning rollouts only) |
 | realized | float32 | (chunk, proprio_pad) | the future the engine produced (zeros after ``steps``) |
 | steps | int64 | () | steps the chunk really ran (the episode may end inside it) |
+| sim_steps | int64 | () | every sim step spent on the chunk: its ``steps``, ``best_in_sim``'s look-ahead, grading (``sims.env``) |
 | reward | float64 | () | reward summed over the chunk |
 | success | bool | () | the task succeeded at some step of the episode so far |
 | planned | bool | () | the chunk came from a plan |
@@ -56,6 +57,7 @@ PROPRIO = "proprio"
 ACTIONS = "actions"
 REALIZED = "realized"
 STEPS = "steps"
+SIM_STEPS = "sim_steps"
 REWARD = "reward"
 SUCCESS = "success"
 PLANNED = "planned"
@@ -96,6 +98,7 @@ CORE_COLUMNS = (
     Column(TASK, "object"), Column(PROPRIO, "float32", ("history", "proprio_pad")),
     Column(ACTIONS, "float32", ("chunk", "action_pad")), Column(REALIZED, "float32", ("chunk", "proprio_pad")),
     Column(STEPS, "int64"), Column(REWARD, "float64"), Column(SUCCESS, "bool"), Column(PLANNED, "bool"),
+    Column(SIM_STEPS, "int64"),
 )
 IMAGINED_COLUMN = Column(IMAGINED, "float32", ("chunk", "proprio_pad"))
 GRADE_COLUMNS = (
