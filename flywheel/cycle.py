@@ -88,6 +88,9 @@ class Cycle:
         self.flywheel, self.index = flywheel, index
         self.began = time.perf_counter()
         self.seconds: dict[str, float] = {}
+        # The rollout actors' sim steps that no committed row holds (their grader's start-up,
+        # quarantined chunks); 0 for a cycle committed before a stop, whose actors are gone.
+        self.sim_steps_outside_rows = 0
 
     @contextmanager
     def _timed(self, phase: str):
@@ -106,6 +109,7 @@ class Cycle:
                 seed = fw.config.seed * 7919 + self.index * 101  # + the worker's index
                 with progress_bar(f"cycle {self.index} rollouts", spec.episodes) as advance:
                     results, retries = fw.rollouts.collect(weights, spec, lambda worker: seed + worker, advance)
+                self.sim_steps_outside_rows = sum(r["sim_steps_outside_rows"] for r in results)
                 self.manifest = fw.store.commit_cycle(self.index, [r["shard"] for r in results],
                                                       [r["quarantined"] for r in results],
                                                       meta={"weight_version": self.index, "retries": retries})
@@ -136,7 +140,8 @@ class Cycle:
     def record(self, rows: dict[str, np.ndarray]) -> dict[str, Any]:
         """The cycle's line of ``cycles.jsonl`` (``rows``: the cycle's own rollouts)."""
         fw, manifest, env_steps = self.flywheel, self.manifest, int(rows[STEPS].sum())
-        sim_steps = int(rows[SIM_STEPS].sum())  # look-ahead and grading too: every engine step
+        # Look-ahead and grading too: every engine step the rollout phase took.
+        sim_steps = int(rows[SIM_STEPS].sum()) + self.sim_steps_outside_rows
         lengths, returns = episode_lengths_and_returns(rows)
         return {
             "cycle": self.index, "weight_version": self.index + 1,
@@ -147,6 +152,7 @@ class Cycle:
                         "quarantined_episodes": manifest.quarantined_episodes,
                         "success_rate": episode_stats(rows)["success_rate"],
                         "episode_return": float(returns.mean()), "episode_length": float(lengths.mean()),
+                        "sim_steps_outside_rows": self.sim_steps_outside_rows,
                         "weight_versions": sorted({int(v) for v in rows[WEIGHT_VERSION]})},
             "learner": self.learned.metrics,
             "policy_lag": float(self.index - np.mean(self.replay[WEIGHT_VERSION])),

@@ -16,9 +16,10 @@ ends: the reward from the chunk's start to the episode's end, the return head's 
 
 ``sim_steps`` is every sim step spent on a chunk, read off the process's step counter
 (``sims.engine_steps_taken``) around the chunk's own work: its ``best_in_sim`` look-ahead,
-its execution and its grading (the grader's reference engine, and the first chunk a process
-grades in a sim also pays for that sim's probe set). Counting rather than deriving the
-steps means no path is missed; the column sums to every step ``collect`` caused.
+its execution and its grading (the grader's reference engine; an unprepared grader's
+start-up lands on the first chunk it grades, which is why rollout actors call
+``ChunkGrader.prepare`` first). Counting rather than deriving the steps means no path is
+missed; the column sums to every step ``collect`` caused.
 """
 
 from __future__ import annotations

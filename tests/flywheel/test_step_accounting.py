@@ -72,3 +72,18 @@ def test_a_learned_sims_step_is_its_models_and_its_shadow_engines(agent, monkeyp
     assert rows[SIM_STEPS].sum() == len(calls)
     assert env.engine_steps == calls.count(id(env)) and env._shadow.engine_steps == env.engine_steps
     assert np.all(rows[SIM_STEPS] >= 2 * (2 + 1) * rows[STEPS])  # model + shadow, for 2 candidates and the chunk
+
+
+def test_a_prepared_grader_puts_its_start_up_on_no_chunk(agent, monkeypatch):
+    from world_model import probes
+
+    def sim_steps(prepare: bool) -> np.ndarray:
+        probes._probe_set.cache_clear()  # a fresh process: the probe set is built again
+        env, grader = sims.make(SIM, max_episode_steps=8), wm.ChunkGrader(probes=2, horizon=10)
+        if prepare:
+            grader.prepare(env)
+        return collect(agent, [env], RolloutSpec(episodes=1, seed=4, n_candidates=2, choose="sim"), grader)[SIM_STEPS]
+
+    unprepared, prepared = sim_steps(False), sim_steps(True)
+    assert unprepared[0] > prepared[0] and np.array_equal(unprepared[1:], prepared[1:])
+    assert np.array_equal(prepared, sim_steps(True))
