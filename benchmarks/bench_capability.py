@@ -67,10 +67,12 @@ def main() -> None:
     if not records:
         sys.exit(f"no cycle completed in {run_dir} (stopped early?); run again to resume it")
     curve = [{"cycle": -1, "capability": before["capability"], "mean_return": before["mean_return"],
-              "return_std": before["return_std"], "env_steps_total": 0}] + [
+              "return_std": before["return_std"], "env_steps_total": 0, "sim_steps_total": 0,
+              "eval_sim_steps": before["sim_steps"]}] + [
         {"cycle": r["cycle"], "capability": r["capability"], "mean_return": r["eval"]["mean_return"],
          "return_std": r["eval"].get("return_std", float("nan")),
-         "env_steps_total": r["env_steps_total"],
+         "env_steps_total": r["env_steps_total"], "sim_steps_total": r["sim_steps_total"],
+         "eval_sim_steps": r["eval"]["sim_steps"],
          "grade_weight": r["grades"]["weight"], "rollout_success": r["rollout"]["success_rate"],
          "seconds": r["seconds"]["cycle"]} for r in records]
     # One evaluation is a binomial draw of eval.episodes episodes, so single cycles are noisy:

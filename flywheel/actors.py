@@ -26,7 +26,7 @@ import torch
 
 import sims
 from flywheel.rollout import RolloutSpec, collect
-from flywheel.rows import STEPS, WEIGHT_VERSION
+from flywheel.rows import SIM_STEPS, STEPS, WEIGHT_VERSION
 from flywheel.store import RolloutStore
 from policies.agent import Agent
 from policies.config import ModelConfig
@@ -59,6 +59,10 @@ class RolloutWorker:
         self.weight_version = -1
         self.store = RolloutStore(spec.store_root)
         self.grader = ChunkGrader(GradeConfig(**spec.grade))
+        # Sim steps this actor has spent and not yet reported; the grader's probe set, built
+        # now rather than inside a chunk, is the first of them (see ``collect``).
+        self._steps_reported = sims.engine_steps_taken()
+        self.grader.prepare(self.envs[0])
 
     def pid(self) -> int:
         return os.getpid()
@@ -84,7 +88,11 @@ class RolloutWorker:
         spec = replace(spec, worker=self.index, weight_version=self.weight_version)
         rows = collect(self.agent, self.envs, spec, self.grader)
         shard, quarantined = self.store.write_shard(spec.cycle, self.index, rows)
+        spent, self._steps_reported = sims.engine_steps_taken() - self._steps_reported, sims.engine_steps_taken()
+        # The sim steps no committed row holds: the grader's start-up, quarantined chunks'.
+        committed = int(rows[SIM_STEPS].sum()) - (int(np.sum(quarantined[SIM_STEPS])) if quarantined else 0)
         return {"shard": shard, "quarantined": quarantined, "steps": int(rows[STEPS].sum()),
+                "sim_steps_outside_rows": spent - committed,
                 "weight_versions": sorted({int(v) for v in rows[WEIGHT_VERSION]})}
 
 

@@ -30,8 +30,8 @@ from flywheel import checkpoint as run_checkpoint
 from flywheel.actors import RolloutWorkers, WorkerSpec
 from flywheel.learners import LearnerPool
 from flywheel.logger import CycleLogger
-from flywheel.rollout import RolloutSpec, collect, episode_stats
-from flywheel.rows import CYCLE, STEPS, WEIGHT_VERSION, grade_summary
+from flywheel.rollout import RolloutSpec, collect, episode_lengths_and_returns, episode_stats
+from flywheel.rows import CYCLE, SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
 from flywheel.store import RolloutStore
 from policies.agent import Agent
 
@@ -88,6 +88,9 @@ class Cycle:
         self.flywheel, self.index = flywheel, index
         self.began = time.perf_counter()
         self.seconds: dict[str, float] = {}
+        # The rollout actors' sim steps that no committed row holds (their grader's start-up,
+        # quarantined chunks); 0 for a cycle committed before a stop, whose actors are gone.
+        self.sim_steps_outside_rows = 0
 
     @contextmanager
     def _timed(self, phase: str):
@@ -106,6 +109,7 @@ class Cycle:
                 seed = fw.config.seed * 7919 + self.index * 101  # + the worker's index
                 with progress_bar(f"cycle {self.index} rollouts", spec.episodes) as advance:
                     results, retries = fw.rollouts.collect(weights, spec, lambda worker: seed + worker, advance)
+                self.sim_steps_outside_rows = sum(r["sim_steps_outside_rows"] for r in results)
                 self.manifest = fw.store.commit_cycle(self.index, [r["shard"] for r in results],
                                                       [r["quarantined"] for r in results],
                                                       meta={"weight_version": self.index, "retries": retries})
@@ -130,12 +134,15 @@ class Cycle:
         record = self.record(rows)
         run_checkpoint.save(fw.run_dir, fw.agent.model, self.learned.optimizer_state,
                             run_checkpoint.TrainerState(self.index, self.index + 1, record["replay"]["cycles"], record))
-        fw.logger.log(record, rows, self.began)
+        fw.logger.log(record, rows, self.began, self.learned.series)
         return record
 
     def record(self, rows: dict[str, np.ndarray]) -> dict[str, Any]:
         """The cycle's line of ``cycles.jsonl`` (``rows``: the cycle's own rollouts)."""
         fw, manifest, env_steps = self.flywheel, self.manifest, int(rows[STEPS].sum())
+        # Look-ahead and grading too: every engine step the rollout phase took.
+        sim_steps = int(rows[SIM_STEPS].sum()) + self.sim_steps_outside_rows
+        lengths, returns = episode_lengths_and_returns(rows)
         return {
             "cycle": self.index, "weight_version": self.index + 1,
             "capability": self.evaluation["capability"], "eval": self.evaluation,
@@ -144,12 +151,15 @@ class Cycle:
             "rollout": {"episodes": manifest.episodes, "chunks": manifest.rows,
                         "quarantined_episodes": manifest.quarantined_episodes,
                         "success_rate": episode_stats(rows)["success_rate"],
+                        "episode_return": float(returns.mean()), "episode_length": float(lengths.mean()),
+                        "sim_steps_outside_rows": self.sim_steps_outside_rows,
                         "weight_versions": sorted({int(v) for v in rows[WEIGHT_VERSION]})},
             "learner": self.learned.metrics,
             "policy_lag": float(self.index - np.mean(self.replay[WEIGHT_VERSION])),
             "replay": {"cycles": sorted({int(c) for c in self.replay[CYCLE]}), "chunks": self.replay_report.rows,
                        "corrupt_shards": self.replay_report.corrupt_shards},
             "env_steps": env_steps, "env_steps_total": fw.logger.env_steps_total + env_steps,
+            "sim_steps": sim_steps, "sim_steps_total": fw.logger.sim_steps_total + sim_steps,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()}
                        | {"cycle": round(time.perf_counter() - self.began, 3)},
         }
@@ -168,6 +178,8 @@ def evaluate(agent: Agent, config: RunConfig, spec: RolloutSpec | None = None) -
     envs = [sims.make(ref.name, **ref.make_kwargs()) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
     rows = collect(agent, envs, spec)
     result = episode_stats(rows)
+    # Evaluation's own steps, never in the run's totals (they train nothing), kept for benchmarks.
+    result.update(env_steps=int(rows[STEPS].sum()), sim_steps=int(rows[SIM_STEPS].sum()))
     result["capability"] = result["success_rate"] if envs[0].defines_success else result["mean_return"]
     for env in envs:
         env.close()

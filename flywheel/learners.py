@@ -16,7 +16,9 @@ weight_version, s, row), every normaliser taken over the global batch), back-pro
 a single learner computes on the whole batch, clips it and steps. So two learners make the
 same update as one (up to float summation order), and the result does not depend on the
 number of learners. Rank 0 returns the new weights, its optimizer state (flattened as in
-``flywheel.checkpoint``) and the mean losses.
+``flywheel.checkpoint``), the mean losses and, per step, the series the logger plots at
+each learner step: every loss term, the gradient norm before clipping (of the averaged
+gradient, so the same on every rank) and the learning rate.
 
 Rendezvous: rank 0 reports its node IP and a free port, every rank joins
 ``init_process_group(init_method="tcp://ip:port")`` (gloo on CPU, nccl when each learner
@@ -72,6 +74,8 @@ CRITIC_HEADS = (VALUE, Q_HEAD)
 LOSS_TERMS = ("future", "action", "return", "total")
 # With the critic on, its shares ride along in the same all-reduce (``flywheel.td``).
 TERMS = LOSS_TERMS + CRITIC_TERMS
+# The per-step series a learner returns (``TrainResult.series``), by TensorBoard tag.
+SERIES = tuple(f"loss_{k}_step" for k in LOSS_TERMS) + ("grad_norm", "lr")
 
 
 class LearnerFailure(RuntimeError):
@@ -124,6 +128,9 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor]   # every weight, CPU; frozen experts exactly as given
     optimizer_state: OptimizerState
     metrics: dict[str, Any] = field(default_factory=dict)  # numbers (None: no step was taken)
+    # One value per learner step (None: skipped), by TensorBoard tag under ``learner/``: too long
+    # for ``cycles.jsonl``, so only ``metrics`` summarises them. A key added here is plotted.
+    series: dict[str, list[float | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -252,11 +259,14 @@ class Learner:
         sums = torch.zeros(len(TERMS), dtype=torch.float64)
         first = last = None
         skipped = 0
+        names = SERIES + (tuple(f"critic_{k}_step" for k in CRITIC_TERMS) if self.objective.critic else ())
+        series: dict[str, list[float | None]] = {name: [] for name in names}
         for step, idx in enumerate(global_batches(rows.n, batch_size, steps, spec.seed, version)):
             if fault is not None and rank == fault.rank and step == fault.step and attempt < fault.attempts:
                 os._exit(1)  # the test hook: this learner dies mid-train
-            parts = self._step(rows.take(idx), (spec.seed, version, step))
-            if parts is None:
+            parts, grad_norm = self._step(rows.take(idx), (spec.seed, version, step))
+            _append_step(series, parts, grad_norm, self.optimizer.param_groups[0]["lr"])
+            if grad_norm is None:
                 skipped += 1
                 continue
             sums += parts
@@ -271,15 +281,16 @@ class Learner:
             metrics.update(_critic_metrics(sums, done))
         metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
                        samples=steps * batch_size, rows=rows.n, learners=spec.world_size,
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started, **_grad_norm_summary(series["grad_norm"]))
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.agent.model.state_dict().items()}
         optim = OptimizerState(*run_checkpoint.flatten_optimizer(self.optimizer))
-        return {"state_dict": state, "optimizer_state": optim, "metrics": metrics}
+        return {"state_dict": state, "optimizer_state": optim, "metrics": metrics, "series": series}
 
-    def _step(self, batch: ChunkRows, noise_seed: tuple[int, ...]) -> torch.Tensor | None:
+    def _step(self, batch: ChunkRows, noise_seed: tuple[int, ...]) -> tuple[torch.Tensor, float | None]:
         """One optimizer step on this rank's share of a global batch: the global batch's
-        losses (``LOSS_TERMS``, identical on every rank), or None when they are not finite
-        and the step is skipped (on every rank alike)."""
+        losses (``LOSS_TERMS``, identical on every rank) and the gradient's norm before
+        clipping; the norm is None when the losses are not finite and the step is skipped (on
+        every rank alike)."""
         world = self.spec.world_size
         self.optimizer.zero_grad(set_to_none=True)
         share = self.ddp(batch, noise_seed, self.rank, world)
@@ -289,14 +300,18 @@ class Learner:
         dist.all_reduce(parts)  # the shares' sum: the global batch's losses, identical on every rank
         parts = parts.cpu().double()
         if not torch.isfinite(parts).all():
-            return None
+            return parts, None
+        # DDP has averaged the gradients by now: the norm is the whole batch's, on every rank.
         if self.spec.grad_clip is not None:
-            for group in self.clip_groups:
-                torch.nn.utils.clip_grad_norm_(group, self.spec.grad_clip)
+            # Each group (the policy's, the critic's) is clipped alone; the norm reported is all of them.
+            norms = [torch.nn.utils.clip_grad_norm_(group, self.spec.grad_clip) for group in self.clip_groups]
+            grad_norm = torch.linalg.vector_norm(torch.stack(norms))
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         self.optimizer.step()
         if self.objective.critic:
             self.agent.model.update_critic_target(self.objective.target_tau)
-        return parts
+        return parts, float(grad_norm)
 
     def _check_same_data(self, rows: ChunkRows) -> None:
         """Every rank must sample from the same rows: compare a fingerprint across ranks."""
@@ -317,6 +332,24 @@ class Learner:
 
 
 RemoteLearner = ray.remote(max_restarts=0)(Learner)
+
+
+def _append_step(series: dict[str, list[float | None]], parts: torch.Tensor, grad_norm: float | None,
+                 lr: float) -> None:
+    """One learner step's points; a skipped step's losses are kept (they say why it was skipped)."""
+    for i, k in enumerate(TERMS):
+        name = f"loss_{k}_step" if k in LOSS_TERMS else f"critic_{k}_step"
+        if name in series:
+            series[name].append(parts[i].item())
+    series["grad_norm"].append(grad_norm)
+    series["lr"].append(float(lr))
+
+
+def _grad_norm_summary(norms: Sequence[float | None]) -> dict[str, float | None]:
+    """What ``cycles.jsonl`` keeps of the gradient norms: their mean and largest (None: no step taken)."""
+    taken = [n for n in norms if n is not None]
+    return {"grad_norm_mean": float(np.mean(taken)) if taken else None,
+            "grad_norm_max": float(np.max(taken)) if taken else None}
 
 
 # ---------------------------------------------------------------------- the pool
@@ -543,7 +576,7 @@ class LearnerPool:
             except Exception as first:
                 raise self._failure(first, rank_of[ready[0]], pending, rank_of) from first
         out = results[0]
-        return TrainResult(out["state_dict"], out["optimizer_state"], out["metrics"])
+        return TrainResult(out["state_dict"], out["optimizer_state"], out["metrics"], out["series"])
 
     def _failure(self, first: Exception, rank: int, pending: list, rank_of: dict) -> Exception:
         """The most telling cause: a learner that died beats the peers that lost it."""

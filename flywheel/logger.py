@@ -3,9 +3,16 @@
 A cycle's record (``flywheel.cycle.Cycle.commit``) is logged once, after its checkpoint:
 
     cycles.jsonl   one JSON line per complete cycle, rewritten whole and atomically
-    tb/            scalars: eval/, fidelity/, rollout/, grade/, learner/, time/ (step: total env
-                   steps), and the cycle's imagined-vs-realized figure
-    console        "cycle C: capability ..., grade weight ..., N env steps, S s"
+    tb/            per cycle (step: total env steps): eval/, fidelity/, rollout/ (episodic
+                   return and length, their histograms, env and sim steps, env steps per
+                   second of the rollout phase), grade/, learner/ (the cycle's means), time/
+                   (wall seconds per phase), and the cycle's imagined-vs-realized figure;
+                   per learner step (step: total learner steps): every series the learner
+                   pool returns (``learner/loss_*_step``, ``learner/grad_norm``, ``learner/lr``)
+    console        "cycle C: capability ..., grade weight ..., N env steps (M sim steps), S s"
+
+Env steps are the steps executed in the training sim; sim steps are every engine step spent
+(the executed ones, ``best_in_sim``'s look-ahead, grading): ``flywheel.rows.SIM_STEPS``.
 
 ``flywheel status`` and ``flywheel report`` read ``cycles.jsonl`` (``read_cycles``).
 """
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +62,29 @@ class CycleLogger:
     def env_steps_total(self) -> int:
         return self.records[-1]["env_steps_total"] if self.records else 0
 
-    def log(self, record: dict[str, Any], rows: Mapping[str, np.ndarray], began: float) -> None:
-        """The cycle's line in ``cycles.jsonl``, its TensorBoard scalars and figure, its console line."""
+    @property
+    def sim_steps_total(self) -> int:
+        return self.records[-1]["sim_steps_total"] if self.records else 0
+
+    @property
+    def learner_steps_total(self) -> int:
+        """Learner steps of the cycles logged so far: the x of the per-step learner series."""
+        return sum(int(r["learner"]["steps"]) for r in self.records)
+
+    def log(self, record: dict[str, Any], rows: Mapping[str, np.ndarray], began: float,
+            series: Mapping[str, Sequence[float]] | None = None) -> None:
+        """The cycle's line in ``cycles.jsonl``, its TensorBoard scalars and figure, its console
+        line; ``series``: the learner's per-step values (``TrainResult.series``), TensorBoard only."""
+        learner_steps = self.learner_steps_total
         self.records.append(record)
         write_cycles(self.run_dir, self.records)
         self._scalars(record)
+        self._episodes(record, rows)
+        self._learner_steps(series or {}, learner_steps)
         self._imagination(record, rows)
         self.console(f"cycle {record['cycle']}: capability {record['capability']:.3f}, grade weight "
-                     f"{record['grades']['weight']:.3f}, {record['env_steps']} env steps, "
-                     f"{time.perf_counter() - began:.1f} s")
+                     f"{record['grades']['weight']:.3f}, {record['env_steps']} env steps "
+                     f"({record['sim_steps']:,} sim steps), {time.perf_counter() - began:.1f} s")
 
     def close(self) -> None:
         self.writer.close()
@@ -75,6 +96,7 @@ class CycleLogger:
         add("fidelity/measured", record["fidelity"], step)
         add("rollout/success_rate", record["rollout"]["success_rate"], step)
         add("rollout/quarantined_episodes", record["rollout"]["quarantined_episodes"], step)
+        self._steps(record)
         for key, value in record["grades"].items():
             add(f"grade/{key}", value, step)
         for key, value in record["learner"].items():
@@ -83,6 +105,39 @@ class CycleLogger:
         add("learner/policy_lag", record["policy_lag"], step)
         for key, value in record["seconds"].items():
             add(f"time/{key}", value, step)
+        self.writer.flush()
+
+    def _steps(self, record: dict[str, Any]) -> None:
+        """What the cycle spent: env steps, every sim step, and the rollout phase's throughput."""
+        step, add = record["env_steps_total"], self.writer.add_scalar
+        add("rollout/env_steps", record["env_steps"], step)
+        add("rollout/sim_steps", record["sim_steps"], step)
+        add("rollout/sim_steps_total", record["sim_steps_total"], step)
+        if record["env_steps"]:
+            add("rollout/sim_steps_per_env_step", record["sim_steps"] / record["env_steps"], step)
+        seconds = record["seconds"].get("rollout", 0.0)
+        if seconds > 0:  # a cycle whose rollouts were committed before a stop spends none
+            add("rollout/env_steps_per_second", record["env_steps"] / seconds, step)
+        add("eval/sim_steps", record["eval"].get("sim_steps", 0), step)
+
+    def _episodes(self, record: dict[str, Any], rows: Mapping[str, np.ndarray]) -> None:
+        """The cycle's rollout episodes: mean episodic return and length, and every episode's."""
+        if not len(rows[STEPS]):
+            return
+        from flywheel.rollout import episode_lengths_and_returns  # torch and the agent: not for `flywheel status`
+
+        step, lengths, returns = record["env_steps_total"], *episode_lengths_and_returns(rows)
+        self.writer.add_scalar("rollout/episodic_return", float(returns.mean()), step)
+        self.writer.add_scalar("rollout/episode_length", float(lengths.mean()), step)
+        self.writer.add_histogram("rollout/episodic_returns", returns, step)
+        self.writer.add_histogram("rollout/episode_lengths", lengths, step)
+
+    def _learner_steps(self, series: Mapping[str, Sequence[float]], before: int) -> None:
+        """Each learner series point at its global learner step (``before`` + its index + 1)."""
+        for name, values in series.items():
+            for i, value in enumerate(values):
+                if value is not None:
+                    self.writer.add_scalar(f"learner/{name}", float(value), before + i + 1)
         self.writer.flush()
 
     def _imagination(self, record: dict[str, Any], rows: Mapping[str, np.ndarray]) -> None:

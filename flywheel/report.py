@@ -238,6 +238,8 @@ def summary(run: Run) -> dict[str, Any]:
         "rate_stderr": rate_stderr(caps, run.cycle_index, run.success_episodes),
         "grade_weight": float(np.mean([c["grades"]["weight"] for c in run.cycles if "grades" in c] or [math.nan])),
         "env_steps": int(run.cycles[-1].get("env_steps_total", 0)),
+        # Every engine step (look-ahead and grading too); None for runs logged before it was counted.
+        "sim_steps": run.cycles[-1].get("sim_steps_total"),
         "seconds": float(sum(c.get("seconds", {}).get("cycle", 0.0) for c in run.cycles)),
     }
 
@@ -446,7 +448,7 @@ def _num(value: float, fmt: str) -> str:
 
 TABLE_HEADER = ["run", "training sim", "fidelity knob", "measured fidelity", "cycles", "capability start",
                 "capability end", "compounding rate (/cycle)", "rate std. error", "mean grade weight", "env steps",
-                "wall s"]
+                "sim steps", "wall s"]
 
 
 def table_rows(runs: list[Run]) -> list[list[str]]:
@@ -456,7 +458,7 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
         rows.append([s["run"], s["sim"], f"{s['knob']:g}", _num(s["fidelity"], ".3f"), f"{s['cycles']}/{s['planned']}",
                      f"{s['capability_start']:.3f}", f"{s['capability_end']:.3f}", _num(s["rate"], "+.4f"),
                      _num(s["rate_stderr"], ".4f"), _num(s["grade_weight"], ".3f"), str(s["env_steps"]),
-                     f"{s['seconds']:.1f}"])
+                     "n/a" if s["sim_steps"] is None else str(s["sim_steps"]), f"{s['seconds']:.1f}"])
     return rows
 
 

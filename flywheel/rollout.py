@@ -16,6 +16,13 @@ sizes so chunks of different embodiments stack. ``return`` is filled in when an 
 ends: the reward from the chunk's start to the episode's end, the return head's target.
 With ``choose="sim"`` every row also keeps every candidate the sim ran (``candidate_*``):
 labelled data for the critic (``flywheel.td``).
+
+``sim_steps`` is every sim step spent on a chunk, read off the process's step counter
+(``sims.engine_steps_taken``) around the chunk's own work: its ``best_in_sim`` look-ahead,
+its execution and its grading (the grader's reference engine; an unprepared grader's
+start-up lands on the first chunk it grades, which is why rollout actors call
+``ChunkGrader.prepare`` first). Counting rather than deriving the steps means no path is
+missed; the column sums to every step ``collect`` caused.
 """
 
 from __future__ import annotations
@@ -31,11 +38,11 @@ import torch
 from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_NEXT_PROPRIO, CANDIDATE_REWARDS,
                            CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, EPISODE, EPISODE_RETURN,
                            EPISODE_SUCCESS, IMAGINED, PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, RETURN, REWARD, REWARDS,
-                           SIM, STEPS, SUCCESS, TASK, TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows, episode_id,
-                           grade_columns, next_proprio)
+                           SIM, SIM_STEPS, STEPS, SUCCESS, TASK, TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows,
+                           episode_id, grade_columns, next_proprio)
 from policies.agent import Agent
 from policies.critic import td_target
-from sims import SimEnv, SimState
+from sims import SimEnv, SimState, engine_steps_taken
 from sims.embodiment import Embodiment
 
 # How a plan's candidate is chosen: by the agent's own score (return head), or by running
@@ -107,8 +114,8 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
         order = sorted(active)
         embodiments = [envs[i].embodiment for i in order]
         histories = [np.stack(active[i]["history"]) for i in order]
-        chosen, imagined, ran = _decide(agent, [envs[i] for i in order], [active[i]["obs"] for i in order],
-                                        histories, embodiments, spec, generator)
+        chosen, imagined, ran, lookahead = _decide(agent, [envs[i] for i in order], [active[i]["obs"] for i in order],
+                                                   histories, embodiments, spec, generator)
         # Batch-wide arrays, filled per env below; each row keeps a view of its slot.
         inputs = np.zeros((len(order), cfg.history, cfg.proprio_pad), np.float32)
         realized_pad = np.zeros((len(order), cfg.chunk, cfg.proprio_pad), np.float32)
@@ -116,6 +123,7 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
             i = order[slot]
             env, episode, emb = envs[i], active[i], embodiments[slot]
             inputs[slot, :, : emb.proprio_dim] = histories[slot]
+            steps_before = engine_steps_taken()
             start_state: SimState | None = env.get_state() if grade_chunk is not None else None
             realized, rewards, terminated, done = _run_chunk(env, env_actions, episode, cfg.history)
             n = len(realized)
@@ -131,6 +139,7 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
                 row.update(grade_columns(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
                                                      np.asarray(rewards),
                                                      episode["success"] if env.defines_success else None)))
+            row[SIM_STEPS] = lookahead[slot] + engine_steps_taken() - steps_before
             episode["rows"].append(row)
             episode["chunk"] += 1
             if done:
@@ -143,16 +152,18 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
 
 def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], histories: Sequence[np.ndarray],
             embodiments: Sequence[Embodiment], spec: RolloutSpec, generator: torch.Generator
-            ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, np.ndarray]] | None]:
+            ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, np.ndarray]] | None, np.ndarray]:
     """Perceive every env in one batch, then plan (or act on the observation alone): the chosen
-    chunks (B, T, action_pad; model units), the imagined proprio (None when not planning) and,
-    with ``choose=sim``, each env's candidate columns (else None)."""
+    chunks (B, T, action_pad; model units), the imagined proprio (None when not planning),
+    with ``choose=sim`` each env's candidate columns (else None), and the sim steps each
+    env's choice cost (B,; the candidates' look-ahead, else 0)."""
     context = agent.perceive([{**obs, "proprio": h} for obs, h in zip(observations, histories)], embodiments)
-    ran = None
+    ran, lookahead = None, np.zeros(len(envs), np.int64)
     if spec.planning:
         plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
         if spec.choose == "sim":
-            choice, ran = _sim_choice(agent, envs, plan.candidates.cpu().numpy(), histories, spec.discount)
+            choice, ran, lookahead = _sim_choice(agent, envs, plan.candidates.cpu().numpy(), histories,
+                                                 spec.discount)
             plan = plan.choose(choice)
         chosen, imagined = plan.actions, plan.imagined.values["proprio"]
     else:
@@ -160,16 +171,21 @@ def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], 
         imagined = None
     chosen = chosen.detach().cpu().numpy().astype(np.float32, copy=False)
     imagined = None if imagined is None else imagined.detach().cpu().numpy().astype(np.float32, copy=False)
-    return chosen, imagined, ran
+    return chosen, imagined, ran, lookahead
 
 
 def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, histories: Sequence[np.ndarray],
-                discount: float) -> tuple[list[int], list[dict[str, np.ndarray]]]:
-    """Run every env's candidates (B, n, T, A) in its sim; per env the candidate to execute
-    and the candidate columns of its row. With a critic the candidates are ranked by
-    ``ranked``'s TD target, their end states valued in one batch; else by chunk reward."""
+                discount: float) -> tuple[list[int], list[dict[str, np.ndarray]], np.ndarray]:
+    """Run every env's candidates (B, n, T, A) in its sim; per env the candidate to execute,
+    the candidate columns of its row and the sim steps the look-ahead cost. With a critic the
+    candidates are ranked by ``ranked``'s TD target, their end states valued in one batch;
+    else by chunk reward."""
     cfg = agent.cfg
-    runs = [run_candidates(env, chunks) for env, chunks in zip(envs, candidates)]
+    runs, lookahead = [], np.zeros(len(envs), np.int64)
+    for slot, (env, chunks) in enumerate(zip(envs, candidates)):
+        before = engine_steps_taken()
+        runs.append(run_candidates(env, chunks))
+        lookahead[slot] = engine_steps_taken() - before
     columns = [_candidate_columns(run, chunks, history, cfg.chunk, cfg.proprio_pad)
                for run, chunks, history in zip(runs, candidates, histories)]
     values = None
@@ -181,7 +197,7 @@ def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, hi
             values = agent.values(agent.observe(ends, bodies), target=True).cpu().double().numpy()
         values = values.reshape(len(envs), -1)
     choice = [ranked(run, discount, None if values is None else values[slot]) for slot, run in enumerate(runs)]
-    return choice, columns
+    return choice, columns, lookahead
 
 
 def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, history: np.ndarray, chunk: int,
@@ -328,3 +344,10 @@ def episode_stats(rows: Mapping[str, np.ndarray]) -> dict[str, float]:
     return {"success_rate": float(success.mean()), "mean_return": float(np.mean(returns)),
             "return_std": float(np.std(returns)),
             "episodes": int(len(episodes))}
+
+
+def episode_lengths_and_returns(rows: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per episode of the rows of ``collect`` (in id order): its length in env steps and its return."""
+    episodes, first, inverse = np.unique(rows[EPISODE], return_index=True, return_inverse=True)
+    lengths = np.bincount(inverse, weights=rows[STEPS], minlength=len(episodes)).astype(np.int64)
+    return lengths, np.asarray(rows[RETURN][first], dtype=np.float64)

@@ -20,6 +20,7 @@ to the model's shared sizes so chunks of different embodiments stack:
 | imagined | float32 | (chunk, proprio_pad) | the future the plan imagined (planning rollouts only) |
 | realized | float32 | (chunk, proprio_pad) | the future the engine produced (zeros after ``steps``) |
 | steps | int64 | () | steps the chunk really ran (the episode may end inside it) |
+| sim_steps | int64 | () | every sim step spent on the chunk: its ``steps``, ``best_in_sim``'s look-ahead, grading (``sims.env``) |
 | reward | float64 | () | reward summed over the chunk |
 | rewards | float64 | (chunk,) | each step's reward (zeros after ``steps``): the critic discounts them |
 | terminated | bool | () | the episode terminated inside the chunk (a time limit is not a termination) |
@@ -60,6 +61,7 @@ PROPRIO = "proprio"
 ACTIONS = "actions"
 REALIZED = "realized"
 STEPS = "steps"
+SIM_STEPS = "sim_steps"
 REWARD = "reward"
 REWARDS = "rewards"
 TERMINATED = "terminated"
@@ -107,6 +109,7 @@ CORE_COLUMNS = (
     Column(TASK, "object"), Column(PROPRIO, "float32", ("history", "proprio_pad")),
     Column(ACTIONS, "float32", ("chunk", "action_pad")), Column(REALIZED, "float32", ("chunk", "proprio_pad")),
     Column(STEPS, "int64"), Column(REWARD, "float64"), Column(SUCCESS, "bool"), Column(PLANNED, "bool"),
+    Column(SIM_STEPS, "int64"),
 )
 # What the critic's TD targets need of the executed chunk (``policies.critic.td_target``).
 TRANSITION_COLUMNS = (Column(REWARDS, "float64", ("chunk",)), Column(TERMINATED, "bool"))

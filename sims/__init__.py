@@ -12,7 +12,7 @@ import logging as _logging
 
 from sims import rendering as _rendering  # noqa: F401  (must run before mujoco is imported)
 from sims.embodiment import ACTION_PAD, PROPRIO_PAD, Embodiment
-from sims.env import Demonstrator, SimEnv, StateNotDetermined
+from sims.env import Demonstrator, SimEnv, StateNotDetermined, engine_steps_taken
 from sims.params import PhysicsParams, perturb, validate_fidelity
 from sims.registry import (
     ENTRY_POINT_GROUP,
@@ -48,6 +48,7 @@ __all__ = [
     "StateNotDetermined",
     "UnknownSimError",
     "check_config",
+    "engine_steps_taken",
     "families",
     "make",
     "names",

@@ -17,6 +17,18 @@ docstring) holds at that step. An episode succeeded if ``info["success"]`` was e
 Engines subclass this and fill in the underscore hooks at the bottom; the public methods
 validate input and keep the bookkeeping (step count, truncation, noise) in one place.
 
+Sim steps: every ``step`` of every env is counted twice over, for honest accounting of what
+a run spends: ``env.engine_steps`` (this env, its whole life: never reset by ``reset`` or
+``set_state``) and ``engine_steps_taken()`` (every env of this process together, so that a
+caller can take the steps of any piece of work as a difference, including those of envs it
+never sees: a grader's reference engine, a probe set, a learned sim's shadow engine). One
+sim step is one control step, whatever the physics sub-steps inside it. A learned sim
+(``world_model.learned_env``) steps its model and its shadow engine: two sim steps.
+Restoring a state (``set_state``, ``set_state_from_proprio``) is not a step. Not counted:
+the physics calls a scripted demonstrator makes on a scratch copy of the model to linearise
+it (the LQR gains of cartpole and the inverted pendulum), once per parameter set; they
+simulate no trajectory.
+
 Optional: ``state_from_proprio`` turns a proprio vector (an imagined one, say) back into an
 exact state, for tasks whose proprio determines the dynamic state; elsewhere it raises
 ``StateNotDetermined``, and its users (the grader's physics question) answer "not
@@ -38,6 +50,16 @@ from sims.state import SimState
 
 TASK_TEXT_MAX = 256
 TASK_CHARSET = frozenset(string.ascii_letters + string.digits + " ,.;:'-_()!?/")
+
+
+# Every ``SimEnv.step`` this process has taken (see the module docstring). Ray rollout actors
+# run one call at a time, so a difference of two readings is the steps of the work between.
+_steps_taken = 0
+
+
+def engine_steps_taken() -> int:
+    """Every sim step (``SimEnv.step``) this process has taken, all envs together."""
+    return _steps_taken
 
 
 class StateNotDetermined(Exception):
@@ -121,6 +143,7 @@ class SimEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(spaces)
         self._step_count = 0
         self._needs_reset = True
+        self.engine_steps = 0  # this env's sim steps over its life (see the module docstring)
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -136,7 +159,10 @@ class SimEnv(gym.Env):
     def step(self, action):
         if self._needs_reset:
             raise RuntimeError(f"{self.name}: call reset() before step() (the episode has ended or not begun)")
+        global _steps_taken
         action = self.check_action(action)
+        self.engine_steps += 1
+        _steps_taken += 1
         reward = float(self._step_task(action))
         self._step_count += 1
         success = self._update_success()

@@ -46,6 +46,15 @@ class ChunkGrader:
             self._engines[reference] = sims.make(reference)
         return self._engines[reference]
 
+    def prepare(self, env: SimEnv) -> None:
+        """Build now what grading ``env``'s chunks needs (its reference engine, its probe set),
+        so that this one-off cost lands on no chunk's ``sim_steps``: a chunk's count then depends
+        on the chunk alone, not on whether its process graded that sim before."""
+        reference = env.reference if isinstance(env, LearnedSimEnv) else env.name
+        self.scale(reference)
+        if self.physics:
+            self.engine(reference)
+
     def grade(self, env: SimEnv, start: SimState, imagined, realized, actions, rewards,
               success: bool | None) -> Grade:
         reference = env.reference if isinstance(env, LearnedSimEnv) else env.name

@@ -87,12 +87,13 @@ def status_main(argv: list[str]) -> int:
 def print_cycles(records: list[dict], title: str) -> None:
     table = Table(title=title)
     for column in ("cycle", "capability", "fidelity", "grade weight", "imagination err", "env steps",
-                   "total env steps", "weights", "wall s"):
+                   "total env steps", "sim steps", "total sim steps", "weights", "wall s"):
         table.add_column(column, justify="right")
     for r in records:
         fidelity = r.get("fidelity")
         table.add_row(str(r["cycle"]), f"{r['capability']:.3f}", "" if fidelity is None else f"{fidelity:.3f}",
                       f"{r['grades']['weight']:.3f}", f"{r['grades'].get('imagination_error', float('nan')):.3f}",
-                      f"{r['env_steps']:,}", f"{r['env_steps_total']:,}",
+                      f"{r['env_steps']:,}", f"{r['env_steps_total']:,}", f"{r['sim_steps']:,}",
+                      f"{r['sim_steps_total']:,}",
                       f"{r['rollout']['weight_versions']} -> {r['weight_version']}", f"{r['seconds']['cycle']:.1f}")
     console.print(table)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import sims
-from flywheel.learners import (FaultInjection, Learner, LearnerFailure, LearnerPool, TrainResult, global_batches,
-                               make_optimizer)
+from flywheel.learners import (SERIES, FaultInjection, Learner, LearnerFailure, LearnerPool, TrainResult,
+                               global_batches, make_optimizer)
 from configs.learning import ObjectiveConfig
 from flywheel.objective import batch_loss
 from flywheel.rollout import RolloutSpec, collect
@@ -203,6 +203,12 @@ def test_two_learners_make_the_same_update_as_one(one_learner, two_learners, wei
     for term in ("loss_future", "loss_action", "loss_return", "loss_total"):
         assert np.isclose(two_learners.metrics[term], one_learner.metrics[term], rtol=1e-5), term
     assert two_learners.metrics["learners"] == 2 and two_learners.metrics["samples"] == STEPS * BATCH
+    # Per step, too: the gradient norm is the averaged gradient's, as one learner's whole-batch one.
+    for name in SERIES:
+        assert len(two_learners.series[name]) == len(one_learner.series[name]) == STEPS, name
+        assert np.allclose(two_learners.series[name], one_learner.series[name], rtol=1e-5), name
+    assert two_learners.series["lr"] == [LR] * STEPS and min(two_learners.series["grad_norm"]) > 0
+    assert two_learners.metrics["grad_norm_max"] == max(two_learners.series["grad_norm"])
 
 
 def test_frozen_experts_come_back_bit_identical(two_learners, weights):

@@ -30,7 +30,8 @@ def make_run(root, name, fidelity, rate, cycles=range(4), reference="mujoco/reac
         lines.append(json.dumps({
             "cycle": c, "weight_version": c + 1, "capability": start + rate * c + zigzag * (-1) ** c,
             "eval": {"mean_return": 0.0}, "fidelity": fidelity, "grades": {"weight": 0.5 + 0.1 * c},
-            "env_steps": 100, "env_steps_total": 100 * (c + 1), "seconds": {"cycle": 2.5},
+            "env_steps": 100, "env_steps_total": 100 * (c + 1), "sim_steps": 1700, "sim_steps_total": 1700 * (c + 1),
+            "seconds": {"cycle": 2.5},
         }))
     (run_dir / "cycles.jsonl").write_text("\n".join(lines) + "\n")
     return run_dir
@@ -89,7 +90,7 @@ def test_a_sweep_report_has_every_file_one_row_per_run_and_a_rising_finding(tmp_
         assert float(row["capability start"]) == pytest.approx(0.2)
         assert float(row["capability end"]) == pytest.approx(0.2 + 3 * rate, abs=1e-3)
         assert float(row["mean grade weight"]) == pytest.approx(0.65)
-        assert (row["env steps"], row["wall s"], row["cycles"]) == ("400", "10.0", "4/4")
+        assert (row["env steps"], row["sim steps"], row["wall s"], row["cycles"]) == ("400", "6800", "10.0", "4/4")
     assert "rises with measured fidelity" in md and "weak evidence" in md
     assert "knob1.0` in the training sim, cycle 0 (early) and cycle 3 (late)" in md
 

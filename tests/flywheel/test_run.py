@@ -52,7 +52,33 @@ def test_one_cycle_of_the_real_entry_point(tmp_path, capsys):
     assert set(rows["weight_version"]) == {0}  # every rollout of cycle 0 used the weights broadcast for it
     assert {"weight", "grade_imagination"} <= set(rows)
     assert main(["status", str(run_dir)]) == 0
-    assert "flywheel status" in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert "flywheel status" in status and "sim steps" in status and f"{record['sim_steps']:,}" in status
+    # Every engine step is counted: the grader's replays come on top of the executed steps.
+    assert record["sim_steps_total"] == record["sim_steps"] > rows["sim_steps"].sum() > record["env_steps_total"]
+    # What no row holds is the actors' grader start-up (each built its probe set once).
+    assert record["sim_steps"] == rows["sim_steps"].sum() + record["rollout"]["sim_steps_outside_rows"]
+    assert record["eval"]["sim_steps"] >= record["eval"]["env_steps"] > 0
+    assert f"{record['env_steps']} env steps ({record['sim_steps']:,} sim steps)" in out
+
+
+def test_tensorboard_has_what_rl_practitioners_read_first(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = run(tiny_config(tmp_path / "run", choose="sim"), console=lambda *a: None)
+    (record,) = read_cycles(run_dir)
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"rollout/sim_steps_total", "rollout/sim_steps_per_env_step", "rollout/env_steps_per_second",
+            "rollout/episodic_return", "rollout/episode_length", "eval/sim_steps"} <= scalars
+    assert {"rollout/episodic_returns", "rollout/episode_lengths"} <= set(events.Tags()["histograms"])
+    # Per learner step, at the global learner step; the cycle's means stay per cycle.
+    for tag in ("learner/loss_total_step", "learner/grad_norm", "learner/lr"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3], tag
+    assert "learner/loss_total" in scalars and record["learner"]["grad_norm_max"] >= record["learner"]["grad_norm_mean"]
+    ratio = events.Scalars("rollout/sim_steps_per_env_step")[0].value
+    # choose=sim with 2 candidates: each executed step was run twice more ahead of it, then graded.
+    assert ratio == pytest.approx(record["sim_steps"] / record["env_steps"]) and ratio > 3
 
 
 def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
@@ -174,7 +200,7 @@ def test_imagination_figure_draws_imagined_against_realized(tmp_path):
     rng = np.random.default_rng(0)
     rows = {"steps": np.array([8, 5]), "proprio_dim": np.array([8, 8]), "sim": np.array(["a", "b"], dtype=object),
             "episode": np.array([1, 2]), "chunk": np.array([0, 3]), "realized": rng.normal(size=(2, 8, 64)),
-            "imagined": rng.normal(size=(2, 8, 64))}
+            "imagined": rng.normal(size=(2, 8, 64)), "return": np.array([1.0, 2.0])}
     fig = imagination_figure(rows, chunks=2)
     lines = fig.axes[1].get_lines()
     assert len(lines) == 4 and len(lines[0].get_xdata()) == 5  # only the steps that ran
@@ -189,19 +215,23 @@ def test_the_logger_writes_the_line_the_scalars_and_the_imagination_figure(tmp_p
     rng = np.random.default_rng(0)
     rows = {"steps": np.array([8, 5]), "proprio_dim": np.array([8, 8]), "sim": np.array(["a", "b"], dtype=object),
             "episode": np.array([1, 2]), "chunk": np.array([0, 3]), "realized": rng.normal(size=(2, 8, 64)),
-            "imagined": rng.normal(size=(2, 8, 64))}
+            "imagined": rng.normal(size=(2, 8, 64)), "return": np.array([1.0, 2.0])}
     record = {"cycle": 0, "capability": 0.5, "eval": {"mean_return": 1.0}, "fidelity": 1.0, "grades": {"weight": 0.25},
               "rollout": {"success_rate": 0.5, "quarantined_episodes": 0}, "learner": {"loss": 0.1},
-              "policy_lag": 0.0, "env_steps": 13, "env_steps_total": 13, "seconds": {"cycle": 1.0}}
+              "policy_lag": 0.0, "env_steps": 13, "env_steps_total": 13, "sim_steps": 1300, "sim_steps_total": 1300,
+              "seconds": {"cycle": 1.0, "rollout": 0.5}}
     config = {"sim": {"name": "a"}, "reference": {"name": "a"}}
     lines = []
     logger = CycleLogger(tmp_path, config, start_cycle=0, console=lines.append)
-    logger.log(record, rows, began=0.0)
+    logger.log(record, rows, began=0.0, series={"grad_norm": [1.0, None, 3.0]})
     logger.close()
-    assert read_cycles(tmp_path) == [record] and logger.env_steps_total == 13
-    assert lines[0].startswith("cycle 0: capability 0.500, grade weight 0.250, 13 env steps, ")
+    assert read_cycles(tmp_path) == [record] and (logger.env_steps_total, logger.sim_steps_total) == (13, 1300)
+    assert lines[0].startswith("cycle 0: capability 0.500, grade weight 0.250, 13 env steps (1,300 sim steps), ")
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     assert {"eval/capability", "grade/weight", "learner/policy_lag", "time/cycle"} <= set(events.Tags()["scalars"])
+    assert events.Scalars("rollout/env_steps_per_second")[0].value == 26.0
+    assert events.Scalars("rollout/sim_steps_per_env_step")[0].value == 100.0
+    assert [(e.step, e.value) for e in events.Scalars("learner/grad_norm")] == [(1, 1.0), (3, 3.0)]  # None: skipped
     assert events.Tags()["images"] == ["rollout/imagined_vs_realized"]
     again = CycleLogger(tmp_path, config, start_cycle=0)  # a resume from cycle 0 drops the line
     again.close()

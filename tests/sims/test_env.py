@@ -117,3 +117,15 @@ def test_success_is_reported_after_reset_and_every_step(slider):
         if truncated:
             break
     assert any(successes) and not successes[0]
+
+
+def test_every_step_is_counted_for_the_envs_life_and_the_process():
+    env = sims.make("mujoco/reacher-twin", max_episode_steps=5)
+    env.reset(seed=0)
+    before, state = sims.engine_steps_taken(), env.get_state()
+    for _ in range(3):
+        env.step(np.zeros(env.embodiment.action_dim))
+    env.set_state(state)  # a restore is not a step, and takes none back
+    env.reset(seed=1)
+    env.step(np.zeros(env.embodiment.action_dim))
+    assert env.engine_steps == 4 == sims.engine_steps_taken() - before and env.step_count == 1
