@@ -6,10 +6,11 @@
     pool.shutdown()
 
 Every learner holds the whole model. A ``train`` call gives all of them the same weights
-and the same rows (a ``flywheel.rows.ChunkRows``, as ``RolloutStore.replay_window`` reads
-them on the driver), each put in the Ray object store once. Step s draws one *global*
-batch of ``batch_size`` row indices from a sampler seeded by (seed, weight_version),
-identical on every rank; rank r computes its contiguous slice of that batch as its share
+and the same rows, each put in the Ray object store once: a ``flywheel.store.Sample`` (the
+rows the driver drew from the store, ``RolloutStore.sample``, and the draw's order), or plain
+``flywheel.rows.ChunkRows``, which the pool draws from itself (``global_batches``, the same
+draw). Step s trains on the draw's s-th run of ``batch_size`` rows, one *global* batch
+seeded by (seed, weight_version), identical on every rank; rank r computes its contiguous slice of that batch as its share
 of the global batch's loss (``flywheel.objective``: per-row flow noise seeded by (seed,
 weight_version, s, row), every normaliser taken over the global batch), back-propagates
 ``world_size * share`` and DDP averages the gradients: every rank then holds the gradient
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
 import time
 import zlib
@@ -60,6 +62,7 @@ from configs.learning import ObjectiveConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.objective import batch_loss
 from flywheel.rows import EPISODE, ChunkRows
+from flywheel.store import Sample, shuffled_passes
 from flywheel.td import CRITIC_TERMS
 from policies import checkpoint as model_checkpoint
 from policies.agent import Agent
@@ -174,13 +177,28 @@ def check_train_experts(train_experts: Sequence[str], experts: Sequence[str]) ->
 
 
 def global_batches(n_rows: int, batch_size: int, steps: int, seed: int, version: int) -> np.ndarray:
-    """(steps, batch_size) row indices: shuffled passes over the rows, seeded by (seed, version)."""
+    """(steps, batch_size) row indices: shuffled passes over the rows, seeded by (seed, version)
+    (what ``RolloutStore.sample`` draws with seed (seed, version))."""
     if n_rows < 1:
         raise ValueError("no rows to train on")
-    rng = np.random.default_rng([seed, version])
-    need = steps * batch_size
-    order = np.concatenate([rng.permutation(n_rows) for _ in range(-(-need // n_rows))])
-    return order[:need].reshape(steps, batch_size)
+    return shuffled_passes(n_rows, steps * batch_size, np.random.default_rng([seed, version])).reshape(steps, batch_size)
+
+
+def as_sample(rows: Mapping[str, np.ndarray] | Sample, steps: int, batch_size: int, seed: int,
+              version: int) -> Sample:
+    """What a ``train`` call trains on: a ``Sample`` of exactly ``steps * batch_size`` draws as
+    given, or plain rows with ``global_batches``'s draw over them."""
+    if isinstance(rows, Sample):
+        if len(rows.order) != steps * batch_size:
+            raise ValueError(f"a sample of {len(rows.order)} draws cannot make {steps} batches of {batch_size}")
+        return rows
+    rows = rows if isinstance(rows, ChunkRows) else ChunkRows.of(rows)
+    return Sample(rows, global_batches(rows.n, batch_size, steps, seed, version).reshape(-1), rows.n)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------------- the actor
@@ -249,22 +267,22 @@ class Learner:
         if state is not None:
             run_checkpoint.load_optimizer_state(self.optimizer, tuple(state), str(self.device))
 
-    def train(self, weights: dict[str, torch.Tensor], version: int, rows: Mapping[str, np.ndarray],
+    def train(self, weights: dict[str, torch.Tensor], version: int, rows: Mapping[str, np.ndarray] | Sample,
               steps: int, batch_size: int, attempt: int = 0, fault: FaultInjection | None = None) -> dict | None:
         spec, rank = self.spec, self.rank
         started = time.perf_counter()
         self.agent.model.load_state_dict(weights)
-        rows = rows if isinstance(rows, ChunkRows) else ChunkRows.of(rows)
-        self._check_same_data(rows)
+        sample = as_sample(rows, steps, batch_size, spec.seed, version)
+        self._check_same_data(sample)
         sums = torch.zeros(len(TERMS), dtype=torch.float64)
         first = last = None
         skipped = 0
         names = SERIES + (tuple(f"critic_{k}_step" for k in CRITIC_TERMS) if self.objective.critic else ())
         series: dict[str, list[float | None]] = {name: [] for name in names}
-        for step, idx in enumerate(global_batches(rows.n, batch_size, steps, spec.seed, version)):
+        for step, idx in enumerate(sample.order.reshape(steps, batch_size)):
             if fault is not None and rank == fault.rank and step == fault.step and attempt < fault.attempts:
                 os._exit(1)  # the test hook: this learner dies mid-train
-            parts, grad_norm = self._step(rows.take(idx), (spec.seed, version, step))
+            parts, grad_norm = self._step(sample.rows.take(idx), (spec.seed, version, step))
             _append_step(series, parts, grad_norm, self.optimizer.param_groups[0]["lr"])
             if grad_norm is None:
                 skipped += 1
@@ -272,6 +290,7 @@ class Learner:
             sums += parts
             last = parts[LOSS_TERMS.index("total")].item()
             first = last if first is None else first
+        peak = self._peak_rss_mb()  # a collective: every rank, before rank 0 alone goes on
         if rank != 0:
             return None
         done = steps - skipped
@@ -280,7 +299,7 @@ class Learner:
         if self.objective.critic:
             metrics.update(_critic_metrics(sums, done))
         metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
-                       samples=steps * batch_size, rows=rows.n, learners=spec.world_size,
+                       samples=steps * batch_size, rows=sample.population, learners=spec.world_size, peak_rss_mb=peak,
                        seconds=time.perf_counter() - started, **_grad_norm_summary(series["grad_norm"]))
         state = {k: v.detach().to("cpu", copy=True) for k, v in self.agent.model.state_dict().items()}
         optim = OptimizerState(*run_checkpoint.flatten_optimizer(self.optimizer))
@@ -313,17 +332,25 @@ class Learner:
             self.agent.model.update_critic_target(self.objective.target_tau)
         return parts, float(grad_norm)
 
-    def _check_same_data(self, rows: ChunkRows) -> None:
-        """Every rank must sample from the same rows: compare a fingerprint across ranks."""
-        n_rows = rows.n
-        episodes = np.ascontiguousarray(np.asarray(rows[EPISODE], dtype=np.int64))
-        mine = torch.tensor([n_rows, zlib.crc32(episodes.tobytes())], dtype=torch.int64, device=self.device)
+    def _check_same_data(self, sample: Sample) -> None:
+        """Every rank must train on the same rows in the same order: compare a fingerprint across ranks."""
+        n_rows = sample.rows.n
+        episodes = np.ascontiguousarray(np.asarray(sample.rows[EPISODE], dtype=np.int64))
+        order = np.ascontiguousarray(sample.order, dtype=np.int64)
+        mine = torch.tensor([n_rows, zlib.crc32(episodes.tobytes()), zlib.crc32(order.tobytes())], dtype=torch.int64,
+                            device=self.device)
         low, high = mine.clone(), mine.clone()
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
         if not torch.equal(low, high):
             raise ValueError(f"learners see different rows: rank {self.rank} has {n_rows} rows "
                              f"(fingerprint {mine.tolist()}, ranks range {low.tolist()}..{high.tolist()})")
+
+    def _peak_rss_mb(self) -> float:
+        """The largest peak resident memory of any rank, in MB (the same on every rank)."""
+        peak = torch.tensor([peak_rss_mb()], dtype=torch.float64, device=self.device)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        return float(peak.item())
 
     def close(self) -> None:
         if dist.is_initialized():
@@ -484,12 +511,13 @@ class LearnerPool:
     # ------------------------------------------------------------------ training
 
     def train(self, weights: Mapping[str, torch.Tensor] | ray.ObjectRef, weight_version: int,
-              rows: Mapping[str, np.ndarray], steps: int, batch_size: int, *, cycle: int | None = None,
+              rows: Mapping[str, np.ndarray] | Sample, steps: int, batch_size: int, *, cycle: int | None = None,
               optimizer_state: tuple[dict[str, torch.Tensor], dict] | None = None,
               inject_fault: FaultInjection | None = None) -> TrainResult:
         """``steps`` optimizer steps of global ``batch_size`` rows from ``weights``.
 
-        ``rows``: chunk rows (validated here: ``ChunkRows.of``), put in the object store once.
+        ``rows``: a ``Sample`` of ``steps * batch_size`` draws (``RolloutStore.sample``), or chunk
+        rows (validated here: ``ChunkRows.of``) to draw from; either is put in the object store once.
         ``optimizer_state``: start from this state instead of the learners' own (which is
         where the previous ``train`` left it). ``cycle`` (default ``weight_version``) names
         the cycle in a ``LearnerFailure``. ``inject_fault`` is a test hook.
@@ -533,7 +561,8 @@ class LearnerPool:
                              f"{self.num_learners} learner(s); last cause: {causes[-1]}", cycle, causes)
 
     def _put(self, weights: Mapping[str, torch.Tensor] | ray.ObjectRef, weight_version: int,
-             rows: Mapping[str, np.ndarray], steps: int, batch_size: int) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+             rows: Mapping[str, np.ndarray] | Sample, steps: int,
+             batch_size: int) -> tuple[ray.ObjectRef, ray.ObjectRef]:
         """Check a ``train`` call's arguments before any learner works, then put its weights
         and rows in the object store."""
         if steps < 1:
@@ -547,10 +576,9 @@ class LearnerPool:
         else:
             self._check_weights(weights)
             weights_ref = ray.put({k: v.detach().to("cpu") for k, v in weights.items()})
-        rows = ChunkRows.of(rows)
-        if not rows.n:
-            raise ValueError("no rows to train on")
-        return weights_ref, ray.put(rows)
+        if not isinstance(rows, Sample):
+            rows = ChunkRows.of(rows)  # validated here, before any learner works
+        return weights_ref, ray.put(as_sample(rows, steps, batch_size, self.spec.seed, weight_version))
 
     def _check_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
         """Same names and shapes as the pool's model, or a ValueError before any learner works."""

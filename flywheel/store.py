@@ -17,6 +17,14 @@ Guarantees:
 - An episode with a non-finite value in any float column is moved, whole, to the cycle's
   quarantine shard and counted in the manifest.
 
+Replay without the replay in memory: ``sample(cycles, n, seed)`` draws ``n`` row ids over
+every row of ``cycles`` from an index of the manifests (rows per shard, no data read), then
+reads only the shards that hold drawn rows, one at a time, each verified, and keeps only
+the drawn rows (pyarrow ``take``). Its memory is one shard plus the sample, however long
+the run. The draw is ``shuffled_passes`` seeded by ``seed``: over the same rows it is the
+draw ``flywheel.learners.global_batches`` makes over ``read``'s concatenation, so sampling
+the store trains on exactly the rows the learners used to index in a replay read whole.
+
 What goes in and comes out is a ``flywheel.rows.ChunkRows``, validated against the row
 schema on write and on read (the error names the column). A column of shape (N, *shape) is
 stored as a fixed-size list with its shape in the schema metadata, so plain Parquet readers
@@ -37,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel.rows import EPISODE, ChunkRows, arrow_schema
-from sims.files import atomic_path, sha256_file, write_json_atomic
+from sims.files import atomic_path, sha256_bytes, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +94,35 @@ class Manifest:
 
 @dataclass
 class ReadReport:
-    """What a read skipped, so callers can log and count it."""
+    """What a read skipped, so callers can log and count it (``rows``: the rows read, or for a
+    ``sample`` the rows the draw was over)."""
 
     shards_read: int = 0
     rows: int = 0
     corrupt_shards: list[str] = field(default_factory=list)
     missing_cycles: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    """Rows drawn from a replay: ``rows`` holds each drawn row once (in store order), ``order``
+    the draw as positions in ``rows``; ``population`` is how many rows the draw was over."""
+
+    rows: ChunkRows
+    order: np.ndarray  # (n,) int64
+    population: int
+
+    def drawn(self) -> ChunkRows:
+        """The drawn rows in draw order (a row drawn twice is there twice)."""
+        return self.rows.take(self.order)
+
+
+def shuffled_passes(population: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` row ids in [0, population) as shuffled passes: every row once per pass, so no row
+    is drawn twice before every row is drawn once."""
+    if population < 1:
+        raise ValueError("no rows to draw from")
+    return np.concatenate([rng.permutation(population) for _ in range(-(-n // population))])[:n]
 
 
 class RolloutStore:
@@ -148,29 +179,80 @@ class RolloutStore:
         or missing ones are reported."""
         report = ReadReport()
         parts = []
-        for cycle in cycles:
-            manifest = self.manifest(cycle)
-            if manifest is None:
-                report.missing_cycles.append(cycle)
-                continue
-            for shard in manifest.shards:
-                path = self.root / shard.path
-                if not path.exists() or sha256_file(path) != shard.sha256:
-                    log.warning("skipping shard %s: missing or checksum mismatch", shard.path)
-                    report.corrupt_shards.append(shard.path)
-                    continue
-                parts.append(from_table(pq.read_table(path)))
-                report.shards_read += 1
+        for shard in self._shards(cycles, report):
+            table = self._verified(shard, report)
+            if table is not None:
+                parts.append(from_table(table))
         rows = ChunkRows.concat(parts) if parts else ChunkRows({})
         report.rows = rows.n
         return rows, report
 
-    def replay_window(self, last_cycle: int, k: int) -> tuple[ChunkRows, ReadReport]:
-        """The last ``k`` committed cycles up to ``last_cycle``: what the learners train on."""
-        if k < 1:
+    def sample(self, cycles: Iterable[int], n: int, seed) -> tuple[Sample, ReadReport]:
+        """``n`` rows drawn uniformly (``shuffled_passes`` seeded by ``seed``) over every row of
+        ``cycles``, reading only the shards that hold drawn rows (module docstring).
+
+        A drawn shard that is missing or fails its checksum is reported and left out, and the
+        draw starts again from ``seed`` over the rest: the result is the draw over the rows a
+        ``read`` would return, never a row of a bad shard.
+        """
+        report = ReadReport()
+        shards = self._shards(cycles, report)
+        while True:
+            population = sum(s.rows for s in shards)
+            ids = shuffled_passes(population, n, np.random.default_rng(seed))
+            unique, order = np.unique(ids, return_inverse=True)
+            parts, bad = self._take(shards, unique, report)
+            if bad is None:
+                break
+            shards.remove(bad)
+            report.shards_read = 0  # the next draw reads its own shards
+        report.rows = population
+        return Sample(ChunkRows.concat(parts), order.astype(np.int64), population), report
+
+    def window(self, last_cycle: int, k: int | None) -> list[int]:
+        """The committed cycles up to ``last_cycle``, all of them (``k`` None) or the last ``k``:
+        the replay the learners sample."""
+        if k is not None and k < 1:
             raise ValueError(f"replay window must be >= 1 cycle, got {k}")
-        cycles = [c for c in self.committed_cycles() if c <= last_cycle][-k:]
-        return self.read(cycles)
+        cycles = [c for c in self.committed_cycles() if c <= last_cycle]
+        return cycles if k is None else cycles[-k:]
+
+    def _shards(self, cycles: Iterable[int], report: ReadReport) -> list[ShardInfo]:
+        """The committed shards of ``cycles`` in read order (missing cycles reported)."""
+        shards = []
+        for cycle in cycles:
+            manifest = self.manifest(cycle)
+            if manifest is None:
+                report.missing_cycles.append(cycle)
+            else:
+                shards.extend(manifest.shards)
+        return shards
+
+    def _take(self, shards: list[ShardInfo], ids: np.ndarray,
+              report: ReadReport) -> tuple[list[ChunkRows], ShardInfo | None]:
+        """The rows at sorted global ``ids`` (numbered over ``shards`` in order), one shard read at
+        a time; stops at the first bad shard and returns it."""
+        offsets = np.cumsum([0] + [s.rows for s in shards])
+        which = np.searchsorted(offsets, ids, side="right") - 1
+        parts = []
+        for i in np.unique(which):
+            table = self._verified(shards[i], report)
+            if table is None:
+                return parts, shards[i]
+            parts.append(from_table(table.take(pa.array(ids[which == i] - offsets[i]))))
+        return parts, None
+
+    def _verified(self, shard: ShardInfo, report: ReadReport) -> pa.Table | None:
+        """A shard's table if its bytes match the manifest's sha256 (read once: hashed, then
+        parsed); None, reported, if it is missing or corrupt."""
+        path = self.root / shard.path
+        data = path.read_bytes() if path.exists() else b""
+        if sha256_bytes(data) != shard.sha256:
+            log.warning("skipping shard %s: missing or checksum mismatch", shard.path)
+            report.corrupt_shards.append(shard.path)
+            return None
+        report.shards_read += 1
+        return pq.read_table(pa.BufferReader(data))
 
 
 # ---------------------------------------------------------------------- encoding

@@ -2,8 +2,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from flywheel.learners import global_batches
 from flywheel.rows import TASK
-from flywheel.store import RolloutStore, ShardInfo
+from flywheel.store import RolloutStore, ShardInfo, shuffled_passes
 from sims.files import sha256_file
 
 
@@ -62,14 +63,73 @@ def test_episodes_with_nan_are_quarantined_whole(tmp_path, chunks):
     assert 1 not in set(got["episode"]) and np.isfinite(got["realized"]).all()
 
 
-def test_replay_window_keeps_the_last_k_committed_cycles(tmp_path, chunks):
+def test_the_replay_window_is_every_cycle_so_far_or_the_last_k(tmp_path, chunks):
     store = RolloutStore(tmp_path)
     for cycle in range(5):
         store.commit_cycle(cycle, [store.write_shard(cycle, 0, chunks(first_episode=10 * cycle))[0]])
-    got, report = store.replay_window(last_cycle=3, k=2)
-    assert sorted(set(got["episode"] // 10)) == [2, 3]
+    assert store.window(last_cycle=3, k=None) == [0, 1, 2, 3]
+    assert store.window(last_cycle=3, k=2) == [2, 3]
     with pytest.raises(ValueError, match="replay window"):
-        store.replay_window(3, 0)
+        store.window(3, 0)
+
+
+def _store_of(tmp_path, chunks, cycles=3, workers=2):
+    """``cycles`` committed cycles of ``workers`` 12-row shards, every episode id distinct."""
+    store = RolloutStore(tmp_path)
+    for c in range(cycles):
+        shards = [store.write_shard(c, w, chunks(seed=10 * c + w, first_episode=100 * c + 10 * w))[0]
+                  for w in range(workers)]
+        store.commit_cycle(c, shards)
+    return store
+
+
+def _same_rows(got, expected):
+    assert list(got) == list(expected)
+    for key in expected:
+        if expected[key].dtype == object:
+            assert list(got[key]) == list(expected[key]), key
+        else:
+            assert got[key].dtype == expected[key].dtype and got[key].tobytes() == expected[key].tobytes(), key
+
+
+def test_a_sample_is_exactly_the_drawn_rows_of_the_whole_replay(tmp_path, chunks):
+    store = _store_of(tmp_path, chunks)
+    whole, _ = store.read([0, 1, 2])
+    for n in (5, 72, 100):  # fewer draws than rows, one pass, more than one pass
+        sample, report = store.sample([0, 1, 2], n, seed=(4, 2))
+        ids = global_batches(whole.n, n, 1, seed=4, version=2).reshape(-1)  # the learners' draw over read()
+        _same_rows(sample.drawn(), whole.take(ids))
+        assert sample.population == report.rows == whole.n == 72 and len(sample.order) == n
+        assert sample.rows.n == len(np.unique(ids))  # each drawn row held once
+    again, _ = store.sample([0, 1, 2], 100, seed=(4, 2))
+    _same_rows(again.drawn(), sample.drawn())
+    other, _ = store.sample([0, 1, 2], 100, seed=(4, 3))
+    assert not np.array_equal(other.drawn()["episode"], sample.drawn()["episode"])
+
+
+def test_a_sample_reads_only_the_shards_holding_drawn_rows(tmp_path, chunks, monkeypatch):
+    store = _store_of(tmp_path, chunks, cycles=4)
+    read = []
+    verified = RolloutStore._verified
+    monkeypatch.setattr(RolloutStore, "_verified", lambda self, shard, report: read.append(shard.path)
+                        or verified(self, shard, report))
+    sample, report = store.sample([0, 1, 2, 3], 3, seed=0)
+    holding = sorted({f"cycle-{e // 100:06d}/worker-{e % 100 // 10:02d}.parquet" for e in sample.rows["episode"]})
+    assert read == holding and report.shards_read == len(holding) <= 3 < 8
+
+
+def test_a_corrupt_shard_is_left_out_of_a_sample_and_counted(tmp_path, chunks):
+    store = _store_of(tmp_path, chunks, cycles=2)
+    bad = store.manifest(1).shards[0]
+    path = tmp_path / bad.path
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    sample, report = store.sample([0, 1], 60, seed=1)
+    assert report.corrupt_shards == [bad.path] and report.rows == sample.population == 36
+    assert not set(sample.rows["episode"]) & set(range(100, 110))  # nothing of the corrupt shard
+    survivors, _ = store.read([0, 1])  # read skips it too: the sample is the draw over what read returns
+    _same_rows(sample.drawn(), survivors.take(shuffled_passes(36, 60, np.random.default_rng(1))))
 
 
 def test_shards_are_plain_parquet(tmp_path, chunks):
