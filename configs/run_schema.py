@@ -7,6 +7,7 @@ a laptop with an embedded Ray; every number here scales up by configuration alon
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -40,7 +41,10 @@ class LearnerConfig(ObjectiveConfig):
     """The learners: the objective's knobs (``configs.learning.ObjectiveConfig``: advantage, act_on,
     temperature, max_weight, return_coef) and the optimiser's."""
 
-    steps: int = 200  # optimizer steps per cycle
+    # Optimizer steps per env step of the cycle's rollouts (SAC's is 1): a cycle takes
+    # ceil(utd * its env steps) steps, 200 for the default run's 3,200 env steps.
+    utd: float = 0.0625
+    steps: Optional[int] = None  # optimizer steps per cycle, fixed; set, it wins over utd (tests, tiny runs)
     batch_size: int = 32  # global batch (chunks), split across learners
     lr: float = 3e-4
     weight_decay: float = 0.01
@@ -50,8 +54,17 @@ class LearnerConfig(ObjectiveConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"learner.{name} must be >= 1, got {getattr(self, name)}")
+        if isinstance(self.utd, bool) or not isinstance(self.utd, (int, float)) or not 0 < self.utd < math.inf:
+            raise ConfigError(f"learner.utd must be > 0 (optimizer steps per env step), got {self.utd!r}")
+
+    def steps_for(self, env_steps: int) -> int:
+        """Optimizer steps for a cycle of ``env_steps``: ``steps`` when set, else ceil(utd * env_steps)
+        (at least 1). The 1e-9 keeps a float product like 0.1 * 30 = 3.0000000000000004 at 3."""
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.utd * env_steps - 1e-9))
 
 
 @dataclass
@@ -109,7 +122,8 @@ class RunConfig:
     num_learners: int = 1
     learner_resources: Resources = field(default_factory=Resources)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
-    replay_cycles: int = 12  # the learners train on the last K cycles' rollouts (all of them, in short runs)
+    # The replay the learners sample from: every cycle so far (None) or the last K.
+    replay_cycles: Optional[int] = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     grade: GradeConfig = field(default_factory=GradeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -118,10 +132,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         """The run's own counts, checked where the config is built (``to_dataclass``, before Ray
         starts); what needs a sim or Ray is ``flywheel.controller.validate``'s."""
-        for name in ("cycles", "num_rollout_workers", "envs_per_worker", "episodes_per_cycle", "num_learners",
-                     "replay_cycles"):
+        for name in ("cycles", "num_rollout_workers", "envs_per_worker", "episodes_per_cycle", "num_learners"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.replay_cycles is not None and self.replay_cycles < 1:
+            raise ConfigError(f"replay_cycles must be >= 1 (or unset: every cycle), got {self.replay_cycles}")
         if self.learner.batch_size < self.num_learners:
             raise ConfigError(f"learner.batch_size={self.learner.batch_size} is split across the learners, so it "
                               f"must be >= num_learners={self.num_learners}")

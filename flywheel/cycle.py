@@ -7,7 +7,8 @@ phase:
     collect    every rollout actor loads weight version ``c`` (put once in the Ray object store)
                and collects its share, grading every chunk as it goes; the shards are committed
                to the store. A cycle committed before a stop is reused, never collected twice.
-    learn      the learner pool trains on the replay window; the agent takes the new weights.
+    learn      the learner pool trains on rows sampled from the replay (every cycle so far, or the
+               last ``replay_cycles``), ``learner.utd`` steps per env step; the agent takes the new weights.
     evaluate   capability in the reference sim (never the training sim), on fixed seeds.
     commit     the checkpoint, then the cycle's record (``flywheel.logger``): a cycle is
                complete when its checkpoint is written.
@@ -28,10 +29,10 @@ import sims
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.actors import RolloutWorkers, WorkerSpec
-from flywheel.learners import LearnerPool
+from flywheel.learners import LearnerPool, peak_rss_mb
 from flywheel.logger import CycleLogger
 from flywheel.rollout import RolloutSpec, collect, episode_lengths_and_returns, episode_stats
-from flywheel.rows import CYCLE, SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
+from flywheel.rows import SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
 from flywheel.store import RolloutStore
 from policies.agent import Agent
 
@@ -115,13 +116,32 @@ class Cycle:
                                                       meta={"weight_version": self.index, "retries": retries})
 
     def learn(self) -> None:
-        """The learner pool trains on the last ``replay_cycles`` cycles; the agent takes the result."""
-        fw = self.flywheel
+        """The learner pool trains on a sample of the replay; the agent takes the result.
+
+        The driver draws exactly the rows the cycle's ``steps * batch_size`` draws need from the
+        store (``RolloutStore.sample``, seeded by (seed, cycle)) and ships them to the learners in
+        one ``ray.put``: its memory is one shard plus the sample, not the replay, however long
+        the run. Why the driver and not each learner: the store is read and verified once a
+        cycle whatever the number of learners, a bad shard is counted once in the cycle's record,
+        and every rank gets the very same rows (one object), which DDP needs.
+        """
+        fw, learner = self.flywheel, self.flywheel.config.learner
         with self._timed("learn"):
-            self.replay, self.replay_report = fw.store.replay_window(self.index, fw.config.replay_cycles)
-            self.learned = fw.learners.train(fw.agent.model.state_dict(), self.index, self.replay,
-                                             fw.config.learner.steps, fw.config.learner.batch_size)
+            own, _ = fw.store.read([self.index])
+            env_steps = int(own[STEPS].sum()) if own.n else 0
+            steps, batch_size = learner.steps_for(env_steps), learner.batch_size
+            cycles = fw.store.window(self.index, fw.config.replay_cycles)
+            self.sample, report = fw.store.sample(cycles, steps * batch_size, seed=(fw.config.seed, self.index))
+            self.learned = fw.learners.train(fw.agent.model.state_dict(), self.index, self.sample, steps, batch_size)
             fw.agent.model.load_state_dict(self.learned.state_dict)
+        # The realized update-to-data ratio, and samples per env step (SAC's is its batch, 256).
+        per_env_step = 1 / max(env_steps, 1)
+        self.learned.metrics.update(utd=steps * per_env_step, samples_per_env_step=steps * batch_size * per_env_step)
+        self.replay = {"cycles": cycles, "chunks": report.rows, "sampled_chunks": self.sample.rows.n,
+                       "shards_read": report.shards_read, "corrupt_shards": report.corrupt_shards,
+                       "driver_peak_rss_mb": round(peak_rss_mb(), 1)}
+        # What the learners trained on, each draw counted: how many cycles behind its weights were.
+        self.policy_lag = float(self.index - np.mean(self.sample.rows[WEIGHT_VERSION][self.sample.order]))
 
     def evaluate(self) -> None:
         with self._timed("eval"):
@@ -155,9 +175,7 @@ class Cycle:
                         "sim_steps_outside_rows": self.sim_steps_outside_rows,
                         "weight_versions": sorted({int(v) for v in rows[WEIGHT_VERSION]})},
             "learner": self.learned.metrics,
-            "policy_lag": float(self.index - np.mean(self.replay[WEIGHT_VERSION])),
-            "replay": {"cycles": sorted({int(c) for c in self.replay[CYCLE]}), "chunks": self.replay_report.rows,
-                       "corrupt_shards": self.replay_report.corrupt_shards},
+            "policy_lag": self.policy_lag, "replay": self.replay,
             "env_steps": env_steps, "env_steps_total": fw.logger.env_steps_total + env_steps,
             "sim_steps": sim_steps, "sim_steps_total": fw.logger.sim_steps_total + sim_steps,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()}

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ def manifests(run_dir):
 
 def test_one_cycle_of_the_real_entry_point(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert main(["run", f"run_dir={run_dir}", "cycles=1", *TINY]) == 0
+    # learner.steps unset: the steps follow from the update-to-data ratio and the cycle's env steps.
+    assert main(["run", f"run_dir={run_dir}", "cycles=1", *TINY, "learner.steps=null", "learner.utd=0.05"]) == 0
     out = capsys.readouterr().out
     assert "cycle 0: capability" in out and "TensorBoard" in out
     (record,) = read_cycles(run_dir)
@@ -59,6 +61,14 @@ def test_one_cycle_of_the_real_entry_point(tmp_path, capsys):
     # What no row holds is the actors' grader start-up (each built its probe set once).
     assert record["sim_steps"] == rows["sim_steps"].sum() + record["rollout"]["sim_steps_outside_rows"]
     assert record["eval"]["sim_steps"] >= record["eval"]["env_steps"] > 0
+    learner = record["learner"]
+    assert learner["steps"] == math.ceil(0.05 * record["env_steps"]) == 4  # 4 episodes of 16 steps
+    assert learner["utd"] == learner["steps"] / record["env_steps"]
+    assert learner["samples_per_env_step"] == learner["steps"] * 8 / record["env_steps"]
+    # The replay was sampled, not read whole: every drawn row held once, memory reported.
+    replay = record["replay"]
+    assert replay["cycles"] == [0] and replay["chunks"] == rows.n and replay["sampled_chunks"] <= 4 * 8
+    assert replay["driver_peak_rss_mb"] > 0 and learner["peak_rss_mb"] > 0 and not replay["corrupt_shards"]
     assert f"{record['env_steps']} env steps ({record['sim_steps']:,} sim steps)" in out
 
 
@@ -110,6 +120,9 @@ def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path)
                                                     "learner": LearnerConfig(act_on="imagined")}, "act_on=imagined"),
                                           (lambda: {"eval": EvalConfig(n_candidates=0)}, "eval.n_candidates"),
                                           (lambda: {"learner": LearnerConfig(steps=0)}, "learner.steps"),
+                                          (lambda: {"learner": LearnerConfig(utd=0)}, "learner.utd"),
+                                          (lambda: {"learner": LearnerConfig(utd=float("nan"))}, "learner.utd"),
+                                          ({"replay_cycles": 0}, "replay_cycles"),
                                           (lambda: {"num_learners": 2, "learner": LearnerConfig(batch_size=1)},
                                            "learner.batch_size=1")])
 def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field):
@@ -124,7 +137,8 @@ def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field)
                                        ("eval.n_candidates", 0), ("learner.discount", 0), ("learner.discount", 1.5),
                                        ("learner.target_tau", 0), ("learner.target_tau", 2),
                                        ("learner.expectile", 0.5), ("learner.expectile", 1.0),
-                                       ("learner.critic_coef", -1), ("learner.ensemble", 0)])
+                                       ("learner.critic_coef", -1), ("learner.ensemble", 0), ("learner.utd", 0),
+                                       ("learner.utd", -0.5), ("replay_cycles", 0)])
 def test_a_bad_objective_or_grade_knob_names_the_field_before_ray_starts(tmp_path, capsys, field, bad):
     # The schema dataclasses check themselves as Hydra builds them ...
     assert main(["run", f"run_dir={tmp_path}", f"{field}={bad}", *TINY]) == 2
