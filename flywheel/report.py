@@ -384,12 +384,13 @@ def capability_curve(records: Sequence[Mapping[str, Any]], ylabel: str = "capabi
     if all("sim_steps_total" in r for r in records):
         axes_x.append(("total sim steps", [r["sim_steps_total"] for r in records]))
     fig, axes = plt.subplots(1, len(axes_x), figsize=(4.2 * len(axes_x), 3.8), sharey=True, squeeze=False)
+    from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator
+
     for ax, (xlabel, x) in zip(axes[0], axes_x):
         ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3)
         ax.set(xlabel=xlabel)
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # "150k": six-digit step counts collide
     axes[0][0].set(ylabel=f"{ylabel} (± 1 s.e.)")
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
     axes[0][0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: "start" if v == -1 else "" if v < -1 else f"{v:g}"))
     fig.suptitle(f"{ylabel} against cycle and steps", fontsize=10)
