@@ -7,7 +7,9 @@ A run directory holds everything needed to resume or to report:
     config.json      the resolved RunConfig
     store/           graded rollouts: Parquet shards + manifest per cycle (flywheel.store)
     checkpoints/     run checkpoints (flywheel.checkpoint); ``latest`` names the newest
-    cycles.jsonl     one line per completed cycle (capability, fidelity, grades, env steps...)
+    cycles.jsonl     one line per completed cycle (capability ± its standard error, fidelity, grades, env steps...)
+    start.json       the starting weights' capability, evaluated once before cycle 0
+    capability.png   capability against cycle and steps, the start included (redrawn every cycle)
     tb/              TensorBoard events: rollout/, grade/, learner/, eval/, fidelity/, time/
 
 The phases of a cycle are ``flywheel.cycle.Cycle``'s; its record goes through
@@ -28,6 +30,7 @@ import dataclasses
 import json
 import os
 import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -186,6 +189,8 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     stop = Stop()
     try:
         with stop_on_signals(stop):
+            if start_cycle == 0 and logger.start is None:
+                evaluate_start(flywheel)
             for index in range(start_cycle, config.cycles):
                 cycle = flywheel.cycle(index)
                 cycle.collect()
@@ -201,6 +206,17 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     finally:
         flywheel.close()
     return run_dir
+
+
+def evaluate_start(flywheel) -> None:
+    """The starting weights' capability, for the curve's first point: cycle 0's record is
+    already after one round of learning. Evaluation seeds its own generator and trains nothing,
+    so no rollout or learner number changes; ``start.json`` keeps it across resumes."""
+    from flywheel.cycle import evaluate
+
+    began = time.perf_counter()
+    evaluation = evaluate(flywheel.agent, flywheel.config, flywheel.eval_spec)
+    flywheel.logger.log_start(evaluation, time.perf_counter() - began)
 
 
 def run_directory(config: RunConfig) -> Path:

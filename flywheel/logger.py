@@ -3,18 +3,24 @@
 A cycle's record (``flywheel.cycle.Cycle.commit``) is logged once, after its checkpoint:
 
     cycles.jsonl   one JSON line per complete cycle, rewritten whole and atomically
-    tb/            per cycle (step: total env steps): eval/, fidelity/, rollout/ (episodic
+    start.json     the starting weights' evaluation (``log_start``, once per run, before cycle 0;
+                   the record of cycle 0 is already after one round of learning), shown as "start"
+    capability.png capability (± 1 standard error) against cycle, total env steps and total sim
+                   steps, the start included; redrawn atomically after every cycle
+    tb/            per cycle (step: total env steps): eval/ (capability and its standard
+                   error), fidelity/, rollout/ (episodic
                    return and length, their histograms, env and sim steps, env steps per
                    second of the rollout phase), grade/, learner/ (the cycle's means), time/
                    (wall seconds per phase), and the cycle's imagined-vs-realized figure;
                    per learner step (step: total learner steps): every series the learner
                    pool returns (``learner/loss_*_step``, ``learner/grad_norm``, ``learner/lr``)
-    console        "cycle C: capability ..., grade weight ..., N env steps (M sim steps), S s"
+    console        "cycle C: capability 0.250 ± 0.077, grade weight ..., N env steps (M sim steps), S s"
 
 Env steps are the steps executed in the training sim; sim steps are every engine step spent
 (the executed ones, ``best_in_sim``'s look-ahead, grading): ``flywheel.rows.SIM_STEPS``.
 
-``flywheel status`` and ``flywheel report`` read ``cycles.jsonl`` (``read_cycles``).
+``flywheel status`` and ``flywheel report`` read ``cycles.jsonl`` (``read_cycles``); status
+also the start (``read_start``).
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from typing import Any
 import numpy as np
 
 from flywheel.rows import IMAGINED, STEPS
-from sims.files import write_bytes_atomic
+from sims.files import write_bytes_atomic, write_json_atomic
 
 CYCLES = "cycles.jsonl"
+START = "start.json"
+CAPABILITY_FIGURE = "capability.png"
 
 
 def read_cycles(run_dir: Path) -> list[dict[str, Any]]:
@@ -45,6 +53,18 @@ def write_cycles(run_dir: Path, records: list[dict[str, Any]]) -> None:
     write_bytes_atomic(Path(run_dir) / CYCLES, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
+def read_start(run_dir: Path) -> dict[str, Any] | None:
+    """The starting weights' evaluation (``CycleLogger.log_start``), or None (never evaluated)."""
+    path = Path(run_dir) / START
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def capability_text(record: Mapping[str, Any]) -> str:
+    """"0.250 ± 0.077": capability and its standard error (records before it was kept: the value)."""
+    stderr = record.get("capability_stderr")
+    return f"{record['capability']:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
+
+
 class CycleLogger:
     """Owns a run's ``cycles.jsonl``, its TensorBoard writer and the per-cycle console line."""
 
@@ -55,6 +75,7 @@ class CycleLogger:
 
         self.run_dir, self.config, self.console = Path(run_dir), dict(config), console
         self.records = [r for r in read_cycles(self.run_dir) if r["cycle"] < start_cycle]
+        self.start = read_start(self.run_dir)
         write_cycles(self.run_dir, self.records)
         self.writer = SummaryWriter(str(self.run_dir / "tb"))
 
@@ -82,16 +103,41 @@ class CycleLogger:
         self._episodes(record, rows)
         self._learner_steps(series or {}, learner_steps)
         self._imagination(record, rows)
-        self.console(f"cycle {record['cycle']}: capability {record['capability']:.3f}, grade weight "
+        self._capability_figure()
+        self.console(f"cycle {record['cycle']}: capability {capability_text(record)}, grade weight "
                      f"{record['grades']['weight']:.3f}, {record['env_steps']} env steps "
                      f"({record['sim_steps']:,} sim steps), {time.perf_counter() - began:.1f} s")
+
+    def log_start(self, evaluation: dict[str, Any], seconds: float) -> None:
+        """The starting weights' evaluation (``flywheel.cycle.evaluate``): ``start.json``, the
+        capability scalars at env step 0, the figure and a console line. Once per run: a
+        resume finds ``start.json`` and does not evaluate again."""
+        self.start = {"cycle": -1, "weight_version": 0, "capability": evaluation["capability"],
+                      "capability_stderr": evaluation["capability_stderr"], "eval": evaluation,
+                      "env_steps_total": 0, "sim_steps_total": 0, "seconds": {"eval": round(seconds, 3)}}
+        write_json_atomic(self.run_dir / START, self.start)
+        self.writer.add_scalar("eval/capability", self.start["capability"], 0)
+        self.writer.add_scalar("eval/capability_stderr", self.start["capability_stderr"], 0)
+        self.writer.flush()
+        self._capability_figure()
+        self.console(f"start: capability {capability_text(self.start)} (the starting weights, before cycle 0, "
+                     f"{evaluation['episodes']} evaluation episodes), {seconds:.1f} s")
 
     def close(self) -> None:
         self.writer.close()
 
+    def _capability_figure(self) -> None:
+        from flywheel.report import capability_curve  # matplotlib: not for `flywheel status`
+
+        records = ([self.start] if self.start else []) + self.records
+        ylabel = f"capability in {self.config['reference']['name']}"
+        write_bytes_atomic(self.run_dir / CAPABILITY_FIGURE, capability_curve(records, ylabel))
+
     def _scalars(self, record: dict[str, Any]) -> None:
         step, add = record["env_steps_total"], self.writer.add_scalar
         add("eval/capability", record["capability"], step)
+        if record.get("capability_stderr") is not None:
+            add("eval/capability_stderr", record["capability_stderr"], step)
         add("eval/mean_return", record["eval"]["mean_return"], step)
         add("fidelity/measured", record["fidelity"], step)
         add("rollout/success_rate", record["rollout"]["success_rate"], step)

@@ -372,6 +372,32 @@ def capability_figure(runs: list[Run]) -> bytes:
     return _png(fig)
 
 
+def capability_curve(records: Sequence[Mapping[str, Any]], ylabel: str = "capability") -> bytes:
+    """One run's capability (± 1 standard error) against cycle, total env steps and total sim
+    steps (where every record has them); a ``start`` record (cycle -1, ``flywheel.logger``) is
+    drawn as "start". The run directory's ``capability.png``, redrawn after every cycle."""
+    plt = _pyplot()
+    y = np.array([r["capability"] for r in records], dtype=float)
+    # Records written before the standard error was kept have none: no bar rather than a zero one.
+    err = np.array([np.nan if r.get("capability_stderr") is None else r["capability_stderr"] for r in records])
+    axes_x = [("cycle", [r["cycle"] for r in records]), ("total env steps", [r["env_steps_total"] for r in records])]
+    if all("sim_steps_total" in r for r in records):
+        axes_x.append(("total sim steps", [r["sim_steps_total"] for r in records]))
+    fig, axes = plt.subplots(1, len(axes_x), figsize=(4.2 * len(axes_x), 3.8), sharey=True, squeeze=False)
+    from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator
+
+    for ax, (xlabel, x) in zip(axes[0], axes_x):
+        ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3)
+        ax.set(xlabel=xlabel)
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # "150k": six-digit step counts collide
+    axes[0][0].set(ylabel=f"{ylabel} (± 1 s.e.)")
+    axes[0][0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: "start" if v == -1 else "" if v < -1 else f"{v:g}"))
+    fig.suptitle(f"{ylabel} against cycle and steps", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def compounding_figure(runs: list[Run]) -> bytes:
     plt = _pyplot()
     t = trend(runs)

@@ -346,6 +346,18 @@ def episode_stats(rows: Mapping[str, np.ndarray]) -> dict[str, float]:
             "episodes": int(len(episodes))}
 
 
+def standard_errors(stats: Mapping[str, float]) -> dict[str, float]:
+    """The standard errors of ``episode_stats``' success rate and mean return, from its numbers.
+
+    Success is a binomial draw per episode: sqrt(p (1 - p) / n). The mean return's is the
+    episodes' sample standard deviation (ddof=1) over sqrt(n); ``return_std`` is ddof=0, so
+    that is ``return_std / sqrt(n - 1)``, unknown (NaN) for one episode.
+    """
+    n, p = int(stats["episodes"]), float(stats["success_rate"])
+    return {"success_stderr": float(np.sqrt(p * (1 - p) / n)),
+            "return_stderr": float(stats["return_std"] / np.sqrt(n - 1)) if n > 1 else float("nan")}
+
+
 def episode_lengths_and_returns(rows: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per episode of the rows of ``collect`` (in id order): its length in env steps and its return."""
     episodes, first, inverse = np.unique(rows[EPISODE], return_index=True, return_inverse=True)

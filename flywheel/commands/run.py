@@ -28,7 +28,7 @@ def run_task(cfg) -> int:
     from configs.schema import to_dataclass
     from flywheel.controller import run
     from flywheel.hydra import SweepStopped
-    from flywheel.logger import read_cycles
+    from flywheel.logger import CAPABILITY_FIGURE, read_cycles, read_start
 
     hydra = HydraConfig.get()
     sweep = hydra.mode == RunMode.MULTIRUN
@@ -40,9 +40,9 @@ def run_task(cfg) -> int:
     # Log lines such as pretraining's "[understand] step ..." are text, not rich markup.
     run_dir = run(config, console=lambda line: console.print(line, markup=False, highlight=False))
     records = read_cycles(run_dir)
-    print_cycles(records, title=f"flywheel run {run_dir}")
+    print_cycles(records, title=f"flywheel run {run_dir}", start=read_start(run_dir))
     console.print(f"run directory: {run_dir}\ncycle records: {run_dir / 'cycles.jsonl'} (flywheel status {run_dir})\n"
-                  f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+                  f"capability plot: {run_dir / CAPABILITY_FIGURE}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     if sweep and len(records) < config.cycles:
         # The run stopped early on SIGINT/SIGTERM: stop the sweep too, rather than start its next run.
         raise SweepStopped(f"sweep stopped in {run_dir}; the same command resumes it")
@@ -69,7 +69,7 @@ def resumed_config(run_dir: str):
 
 
 def status_main(argv: list[str]) -> int:
-    from flywheel.logger import read_cycles
+    from flywheel.logger import read_cycles, read_start
 
     ap = argparse.ArgumentParser(prog="flywheel status", description="Print a run's cycle table.")
     ap.add_argument("run_dir")
@@ -78,20 +78,26 @@ def status_main(argv: list[str]) -> int:
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir}: not a flywheel run directory (no config.json)")
     records = read_cycles(run_dir)
-    print_cycles(records, title=f"flywheel status {run_dir}")
+    print_cycles(records, title=f"flywheel status {run_dir}", start=read_start(run_dir))
     if not records:
         console.print("no complete cycle yet")
     return 0
 
 
-def print_cycles(records: list[dict], title: str) -> None:
+def print_cycles(records: list[dict], title: str, start: dict | None = None) -> None:
+    """The cycle table; ``start`` (the starting weights' evaluation) is its first row: capability, weights, seconds."""
+    from flywheel.logger import capability_text
+
     table = Table(title=title)
     for column in ("cycle", "capability", "fidelity", "grade weight", "imagination err", "env steps",
                    "total env steps", "sim steps", "total sim steps", "weights", "wall s"):
         table.add_column(column, justify="right")
+    if start is not None:
+        table.add_row("start", capability_text(start), *[""] * 7, f"{start['weight_version']}",
+                      f"{start['seconds']['eval']:.1f}")
     for r in records:
         fidelity = r.get("fidelity")
-        table.add_row(str(r["cycle"]), f"{r['capability']:.3f}", "" if fidelity is None else f"{fidelity:.3f}",
+        table.add_row(str(r["cycle"]), capability_text(r), "" if fidelity is None else f"{fidelity:.3f}",
                       f"{r['grades']['weight']:.3f}", f"{r['grades'].get('imagination_error', float('nan')):.3f}",
                       f"{r['env_steps']:,}", f"{r['env_steps_total']:,}", f"{r['sim_steps']:,}",
                       f"{r['sim_steps_total']:,}",

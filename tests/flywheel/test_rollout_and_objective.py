@@ -8,7 +8,7 @@ import sims
 import world_model as wm
 from configs.learning import ROW_ADVANTAGES, ObjectiveConfig
 from flywheel.objective import advantage_signal, advantage_weights, batch_loss
-from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats
+from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats, standard_errors
 from flywheel.rows import EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, SUCCESS, WEIGHT, ChunkRows
 from policies.agent import Agent
 
@@ -74,6 +74,26 @@ def test_returns_to_go_sum_the_rest_of_the_episode(rows):
     measured = episode_stats(rows)
     assert measured["episodes"] == 3 and np.isclose(measured["mean_return"], np.mean(firsts))
     assert np.isclose(measured["return_std"], np.std(firsts)) and measured["return_std"] > 0
+
+
+def test_standard_errors_of_the_collected_episodes(rows):
+    firsts = [rows["return"][rows["episode"] == e][0] for e in np.unique(rows["episode"])]
+    stats = episode_stats(rows)
+    errors = standard_errors(stats)
+    p = stats["success_rate"]
+    assert errors["success_stderr"] == pytest.approx(np.sqrt(p * (1 - p) / 3))
+    assert errors["return_stderr"] == pytest.approx(np.std(firsts, ddof=1) / np.sqrt(3)) and errors["return_stderr"] > 0
+
+
+def test_standard_errors_on_known_outcomes():
+    # 8 successes in 32 episodes: the README's "0.250 ± 0.077".
+    returns = np.array([1.0, 2.0, 3.0, 4.0])
+    errors = standard_errors({"episodes": 32, "success_rate": 0.25, "return_std": 0.0})
+    assert f"{errors['success_stderr']:.3f}" == "0.077" and errors["return_stderr"] == 0.0
+    errors = standard_errors({"episodes": 4, "success_rate": 1.0, "return_std": float(np.std(returns))})
+    assert errors["success_stderr"] == 0.0  # every episode succeeded: the binomial has no spread
+    assert errors["return_stderr"] == pytest.approx(np.sqrt(5 / 3) / 2)  # sample std 1.291 over sqrt(4)
+    assert np.isnan(standard_errors({"episodes": 1, "success_rate": 0.0, "return_std": 0.0})["return_stderr"])
 
 
 def test_collect_is_reproducible_from_its_seed(agent):

@@ -13,10 +13,12 @@ from configs.run_schema import EvalConfig, LearnerConfig, RunConfig
 from configs.schema import SimConfig
 from flywheel.cli import main
 from flywheel.controller import run, validate
-from flywheel.logger import read_cycles
+from flywheel.logger import read_cycles, read_start
 from flywheel.store import RolloutStore
 
 pytestmark = pytest.mark.xdist_group("ray")
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 TINY = ["pretrained=scratch", "num_rollout_workers=2", "envs_per_worker=2", "episodes_per_cycle=4",
         "learner.steps=3", "learner.batch_size=8", "eval.episodes=2", "sim.max_episode_steps=16",
@@ -43,8 +45,15 @@ def test_one_cycle_of_the_real_entry_point(tmp_path, capsys):
     assert main(["run", f"run_dir={run_dir}", "cycles=1", *TINY, "learner.steps=null", "learner.utd=0.05"]) == 0
     out = capsys.readouterr().out
     assert "cycle 0: capability" in out and "TensorBoard" in out
+    # The curve's first point: the starting weights, evaluated once before cycle 0.
+    start = read_start(run_dir)
+    assert start["cycle"] == -1 and start["weight_version"] == 0 and start["eval"]["episodes"] == 2
+    assert f"start: capability {start['capability']:.3f} ± {start['capability_stderr']:.3f}" in out
+    assert (run_dir / "capability.png").read_bytes().startswith(PNG) and f"capability plot: {run_dir}" in out
     (record,) = read_cycles(run_dir)
     assert record["cycle"] == 0 and record["weight_version"] == 1
+    assert f"cycle 0: capability {record['capability']:.3f} ± {record['capability_stderr']:.3f}" in out
+    assert record["capability_stderr"] == record["eval"]["success_stderr"]  # the reacher defines success
     assert record["rollout"]["episodes"] == 4 and record["eval"]["episodes"] == 2
     assert 0.0 <= record["fidelity"] <= 1.0 and record["fidelity"] == pytest.approx(1.0)  # training sim = reference
     assert (run_dir / "checkpoints" / "latest").read_text() == "cycle-000000"
@@ -56,6 +65,7 @@ def test_one_cycle_of_the_real_entry_point(tmp_path, capsys):
     assert main(["status", str(run_dir)]) == 0
     status = capsys.readouterr().out
     assert "flywheel status" in status and "sim steps" in status and f"{record['sim_steps']:,}" in status
+    assert f"{record['capability']:.3f} ± {record['capability_stderr']:.3f}" in status and "start" in status
     # Every engine step is counted: the grader's replays come on top of the executed steps.
     assert record["sim_steps_total"] == record["sim_steps"] > rows["sim_steps"].sum() > record["env_steps_total"]
     # What no row holds is the actors' grader start-up (each built its probe set once).
@@ -94,7 +104,9 @@ def test_tensorboard_has_what_rl_practitioners_read_first(tmp_path):
 def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
     straight = run(tiny_config(tmp_path / "straight", cycles=2), console=lambda *a: None)
     interrupted = run(tiny_config(tmp_path / "resumed", cycles=1), console=lambda *a: None)
+    start = (interrupted / "start.json").read_bytes()
     assert main(["run", f"resume={interrupted}", "cycles=2"]) == 0
+    assert (interrupted / "start.json").read_bytes() == start  # the start is evaluated once, never again
     assert [r["cycle"] for r in read_cycles(interrupted)] == [0, 1]
     assert manifests(straight) == manifests(interrupted)
     saved = json.loads((interrupted / "config.json").read_text())
@@ -230,19 +242,27 @@ def test_the_logger_writes_the_line_the_scalars_and_the_imagination_figure(tmp_p
     rows = {"steps": np.array([8, 5]), "proprio_dim": np.array([8, 8]), "sim": np.array(["a", "b"], dtype=object),
             "episode": np.array([1, 2]), "chunk": np.array([0, 3]), "realized": rng.normal(size=(2, 8, 64)),
             "imagined": rng.normal(size=(2, 8, 64)), "return": np.array([1.0, 2.0])}
-    record = {"cycle": 0, "capability": 0.5, "eval": {"mean_return": 1.0}, "fidelity": 1.0, "grades": {"weight": 0.25},
+    record = {"cycle": 0, "capability": 0.5, "capability_stderr": 0.125, "eval": {"mean_return": 1.0}, "fidelity": 1.0,
+              "grades": {"weight": 0.25},
               "rollout": {"success_rate": 0.5, "quarantined_episodes": 0}, "learner": {"loss": 0.1},
               "policy_lag": 0.0, "env_steps": 13, "env_steps_total": 13, "sim_steps": 1300, "sim_steps_total": 1300,
               "seconds": {"cycle": 1.0, "rollout": 0.5}}
     config = {"sim": {"name": "a"}, "reference": {"name": "a"}}
     lines = []
     logger = CycleLogger(tmp_path, config, start_cycle=0, console=lines.append)
+    logger.log_start({"capability": 0.25, "capability_stderr": 0.0766, "episodes": 32}, seconds=2.0)
+    assert (tmp_path / "capability.png").read_bytes().startswith(PNG)
     logger.log(record, rows, began=0.0, series={"grad_norm": [1.0, None, 3.0]})
     logger.close()
     assert read_cycles(tmp_path) == [record] and (logger.env_steps_total, logger.sim_steps_total) == (13, 1300)
-    assert lines[0].startswith("cycle 0: capability 0.500, grade weight 0.250, 13 env steps (1,300 sim steps), ")
+    assert read_start(tmp_path)["cycle"] == -1 and read_start(tmp_path)["capability_stderr"] == 0.0766
+    assert lines[0].startswith("start: capability 0.250 ± 0.077 (the starting weights, before cycle 0, 32 ")
+    assert lines[1].startswith("cycle 0: capability 0.500 ± 0.125, grade weight 0.250, 13 env steps (1,300 sim steps), ")
+    assert (tmp_path / "capability.png").read_bytes().startswith(PNG)
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     assert {"eval/capability", "grade/weight", "learner/policy_lag", "time/cycle"} <= set(events.Tags()["scalars"])
+    assert [(e.step, e.value) for e in events.Scalars("eval/capability_stderr")] == [(0, pytest.approx(0.0766)),
+                                                                                  (13, 0.125)]
     assert events.Scalars("rollout/env_steps_per_second")[0].value == 26.0
     assert events.Scalars("rollout/sim_steps_per_env_step")[0].value == 100.0
     assert [(e.step, e.value) for e in events.Scalars("learner/grad_norm")] == [(1, 1.0), (3, 3.0)]  # None: skipped
