@@ -35,7 +35,7 @@ from flywheel.cycle import evaluate  # noqa: E402
 from flywheel.logger import read_cycles  # noqa: E402
 from flywheel.pretrained import DEFAULT, small_checkpoint  # noqa: E402
 from policies.agent import Agent  # noqa: E402
-from sims.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -124,8 +124,6 @@ def judge(gain: float, stderr: float) -> str:
 
 
 def plot(curve: list[dict], config: RunConfig, path: Path) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,10 +147,7 @@ def plot(curve: list[dict], config: RunConfig, path: Path) -> None:
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"flywheel capability from a pretrained checkpoint ({config.eval.episodes} eval episodes)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(path, fig, dpi=110)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ and a PNG. ``key=value`` are ``flywheel run`` overrides (e.g. ``reference.name=.
 from __future__ import annotations
 
 import argparse
-import io
 import platform
 import sys
 import time
@@ -41,7 +40,7 @@ from flywheel.rollout import collect, episode_lengths_and_returns, episode_stats
 from flywheel.rows import EPISODE, SIM_STEPS, STEPS, SUCCESS  # noqa: E402
 from policies.agent import Agent  # noqa: E402
 from sims import make  # noqa: E402
-from sims.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -155,10 +154,7 @@ def plot(table: list[dict], labels: list[str], path: Path, episodes: int) -> Non
     axes[0].legend(fontsize=8)
     fig.suptitle(f"planning without the sim vs no planning ({episodes} fixed eval episodes, +-1 s.e.)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(path, fig, dpi=100)
 
 
 if __name__ == "__main__":

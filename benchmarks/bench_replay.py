@@ -23,7 +23,6 @@ deleted at the end unless ``--keep``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import subprocess
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flywheel.store import RolloutStore, ShardInfo  # noqa: E402
-from sims.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SHARDS_PER_CYCLE = 2
@@ -145,9 +144,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.legend()
     mem.set_title("driver memory: sample (flat) vs read whole")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(path, fig, dpi=110)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 import sims  # noqa: E402
 import world_model as wm  # noqa: E402
-from sims.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
 from sims.timing import steps_per_second  # noqa: E402
 from sims.twins import TWIN_PAIRS  # noqa: E402
 from world_model.fidelity import plot_curves  # noqa: E402
@@ -77,8 +77,6 @@ def calibration(result: wm.FidelityResult, reference: np.ndarray, bins: int = 10
 
 
 def plot_calibration(cal: dict, path: Path, sim: str) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,10 +93,7 @@ def plot_calibration(cal: dict, path: Path, sim: str) -> None:
            title=f"Error estimate vs true error: learned {sim}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(path, fig, dpi=110)
 
 
 def main() -> None:

@@ -56,6 +56,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+def write_figure_atomic(path: str | os.PathLike, fig, dpi: int = 110) -> Path:
+    """A matplotlib figure as a PNG, written atomically; the figure is closed, since open
+    figures pile up in a long run."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     return write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
 

@@ -17,7 +17,6 @@ keeps its last observation for the remaining steps, so the parting counts as err
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 
 import sims
 from sims import SimEnv
-from sims.files import write_bytes_atomic
+from sims.files import write_figure_atomic
 from world_model.metrics import DIVERGENCE, Score, score
 from world_model.probes import ProbeSet, probe_set, start_candidate, twin_of
 
@@ -138,8 +137,5 @@ def plot_curves(results: list[FidelityResult], path: str, title: str | None = No
            title=title or f"Error against horizon on the probe set of {results[0].reference if results else '?'}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(path, fig, dpi=110)
 

@@ -22,7 +22,6 @@ against wall time. stable-baselines3 is a benchmark-only dependency:
 from __future__ import annotations
 
 import argparse
-import io
 import platform
 import sys
 import time
@@ -39,7 +38,7 @@ import numpy as np  # noqa: E402
 
 import sims  # noqa: E402
 from flywheel.rollout import reset_seed  # noqa: E402
-from sims.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 INSTALL_HINT = 'pip install -e ".[bench]"'
@@ -236,10 +235,7 @@ def plot(curves: Mapping[str, Sequence[dict[str, Any]]], title: str, path: Path)
     axes[0, 0].legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(path, fig, dpi=110)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

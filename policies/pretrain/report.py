@@ -8,12 +8,11 @@ of the command's output.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 from policies.pretrain.schedule import DECAY, Schedule
-from sims.files import write_bytes_atomic
+from sims.files import write_figure_atomic
 
 COLOURS = {"understand": "#4C72B0", "image": "#DD8452", "video": "#55A868", "action": "#C44E52", DECAY: "#8172B3"}
 
@@ -87,10 +86,7 @@ def plot_schedule(schedule: Schedule, experts: list[str], curriculum: str, decay
                 loc="lower left", fontsize=7, ncol=3, framealpha=0.9)
     grid.set_xlim(0, schedule.total)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return write_bytes_atomic(path, buf.getvalue())
+    return write_figure_atomic(path, fig, dpi=110)
 
 
 # ---------------------------------------------------------------------- table

@@ -17,12 +17,11 @@ hard ones, so once the actions drive a joint into its limit the trajectories div
 from __future__ import annotations
 
 import argparse
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sims.files import write_bytes_atomic
+from sims.files import write_figure_atomic
 from sims.registry import make
 from sims.timing import steps_per_second
 
@@ -151,10 +150,7 @@ def plot_drift(results: list[TwinDrift], path: str) -> None:
            title="Twin drift: PyBullet against MuJoCo, same state, same actions")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(path, fig, dpi=120)
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m sims.twins") -> int:

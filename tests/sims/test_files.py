@@ -114,3 +114,19 @@ def test_only_sims_files_renames_into_place_or_hashes():
             if rel != HOME:
                 offenders += _offenders(path, rel)
     assert not offenders, "use sims.files instead:\n" + "\n".join(offenders)
+
+
+def test_a_figure_is_written_as_a_png_with_the_files_mode_and_closed(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sims.files import write_figure_atomic
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = write_figure_atomic(tmp_path / "figure.png", fig, dpi=50)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (path.stat().st_mode & 0o777) == 0o644
+    assert not plt.fignum_exists(fig.number)
