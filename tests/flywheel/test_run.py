@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs.errors import ConfigError
-from configs.run_schema import EvalConfig, LearnerConfig, RunConfig
+from configs.run_schema import EvalConfig, LearnerConfig, RayConfig, Resources, RunConfig
 from configs.schema import SimConfig
 from flywheel.cli import main
 from flywheel.controller import run, validate
@@ -136,7 +136,21 @@ def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path)
                                           (lambda: {"learner": LearnerConfig(utd=float("nan"))}, "learner.utd"),
                                           ({"replay_cycles": 0}, "replay_cycles"),
                                           (lambda: {"num_learners": 2, "learner": LearnerConfig(batch_size=1)},
-                                           "learner.batch_size=1")])
+                                           "learner.batch_size=1"),
+                                          ({"episodes_per_cycle": 1}, "episodes_per_cycle=1"),  # 2 workers
+                                          (lambda: {"learner": LearnerConfig(lr=0)}, "learner.lr"),
+                                          (lambda: {"learner": LearnerConfig(lr=-1e-3)}, "learner.lr"),
+                                          (lambda: {"ray": RayConfig(num_cpus=0)}, "ray.num_cpus"),
+                                          (lambda: {"rollout_resources": Resources(num_cpus=-0.5)},
+                                           "rollout_resources.num_cpus"),
+                                          (lambda: {"learner_resources": Resources(num_cpus=-1)},
+                                           "learner_resources.num_cpus"),
+                                          (lambda: {"learner_resources": Resources(num_gpus=-1)},
+                                           "learner_resources.num_gpus"),
+                                          ({"sim": SimConfig(name="mujoco/reacher-twin", max_episode_steps=0)},
+                                           "sim.max_episode_steps"),
+                                          ({"reference": SimConfig(name="mujoco/reacher-twin", max_episode_steps=0)},
+                                           "reference.max_episode_steps")])
 def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field):
     # Some are caught as the config is built (RunConfig and its sections check themselves), the
     # rest by validate: either way before Ray starts. A callable builds its change inside the check.
@@ -150,7 +164,8 @@ def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field)
                                        ("learner.target_tau", 0), ("learner.target_tau", 2),
                                        ("learner.expectile", 0.5), ("learner.expectile", 1.0),
                                        ("learner.critic_coef", -1), ("learner.ensemble", 0), ("learner.utd", 0),
-                                       ("learner.utd", -0.5), ("replay_cycles", 0)])
+                                       ("learner.utd", -0.5), ("replay_cycles", 0), ("learner.lr", 0),
+                                       ("rollout_resources.num_cpus", -1), ("learner_resources.num_gpus", -1)])
 def test_a_bad_objective_or_grade_knob_names_the_field_before_ray_starts(tmp_path, capsys, field, bad):
     # The schema dataclasses check themselves as Hydra builds them ...
     assert main(["run", f"run_dir={tmp_path}", f"{field}={bad}", *TINY]) == 2
