@@ -16,7 +16,8 @@ The phases of a cycle are ``flywheel.cycle.Cycle``'s; its record goes through
 ``flywheel.logger.CycleLogger``. Cycle ``c`` broadcasts weight version ``c`` (the weights
 after ``c`` rounds of learning) to every rollout actor, once, through the Ray object store;
 each chunk records the version it was produced with. A cycle is complete when its checkpoint
-is written, and only then does its line go to ``cycles.jsonl``. Resuming starts after the
+is written, and only then does its line go to ``cycles.jsonl`` (the checkpoint holds the line
+too: a resume rebuilds one that a stop in between lost). Resuming starts after the
 latest checkpoint; rollouts that an interrupted cycle had already committed are reused,
 never collected twice.
 
@@ -179,7 +180,8 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     measured = training_fidelity(config)
     console(f"training sim {config.sim.name} (fidelity knob {config.sim.fidelity}) measures fidelity "
             f"{measured['fidelity']:.3f} against the reference {config.reference.name}")
-    logger = CycleLogger(run_dir, json_config(config), start_cycle, console)
+    logger = CycleLogger(run_dir, json_config(config), start_cycle, console,
+                         checkpointed=lambda cycle: run_checkpoint.record(run_dir, cycle))
     try:
         start_ray(config)
         flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault)

@@ -101,13 +101,21 @@ def test_tensorboard_has_what_rl_practitioners_read_first(tmp_path):
     assert ratio == pytest.approx(record["sim_steps"] / record["env_steps"]) and ratio > 3
 
 
-def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
+def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys):
+    from flywheel.logger import write_cycles
+
     straight = run(tiny_config(tmp_path / "straight", cycles=2), console=lambda *a: None)
     interrupted = run(tiny_config(tmp_path / "resumed", cycles=1), console=lambda *a: None)
     start = (interrupted / "start.json").read_bytes()
+    # The worst moment to stop: cycle 0's checkpoint is written, its cycles.jsonl line is not.
+    lost = (interrupted / "cycles.jsonl").read_text()
+    write_cycles(interrupted, [])
     assert main(["run", f"resume={interrupted}", "cycles=2"]) == 0
+    assert "no line for cycle 0" in capsys.readouterr().out
     assert (interrupted / "start.json").read_bytes() == start  # the start is evaluated once, never again
     assert [r["cycle"] for r in read_cycles(interrupted)] == [0, 1]
+    assert (interrupted / "cycles.jsonl").read_text().startswith(lost)  # the very line, rebuilt
+    assert [r["env_steps_total"] for r in read_cycles(interrupted)] == [r["env_steps_total"] for r in read_cycles(straight)]
     assert manifests(straight) == manifests(interrupted)
     saved = json.loads((interrupted / "config.json").read_text())
     assert saved["cycles"] == 2 and saved["num_rollout_workers"] == 2  # the run's own config, plus the override
