@@ -22,7 +22,9 @@ latest checkpoint; rollouts that an interrupted cycle had already committed are 
 never collected twice.
 
 SIGINT/SIGTERM ask the controller to stop: the current phase finishes, the run exits cleanly,
-and ``resume=`` continues it.
+and ``resume=`` continues it. A run stopped before its last cycle raises ``RunStopped``, whose
+``exit_code`` (130 for SIGINT, 143 for SIGTERM) ``flywheel run`` exits with, so that a script or
+scheduler can tell an early stop from a finished run (exit code 0).
 """
 
 from __future__ import annotations
@@ -50,7 +52,26 @@ from sims.files import write_json_atomic
 
 @dataclasses.dataclass
 class Stop:
-    requested: bool = False
+    signum: int | None = None  # the signal that asked for the stop
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+class RunStopped(Exception):
+    """The run stopped on a signal before its last cycle, cleanly: every complete cycle is
+    checkpointed and ``resume=`` continues it. ``exit_code`` is the shell's convention for a
+    process ended by that signal, 128 + its number."""
+
+    def __init__(self, run_dir: Path, signum: int) -> None:
+        self.run_dir, self.signum = Path(run_dir), int(signum)
+        super().__init__(f"stopped by {signal.Signals(self.signum).name} before the last cycle; "
+                         f"resume={self.run_dir} continues it")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def validate(config: RunConfig) -> RolloutSpec:
@@ -146,7 +167,7 @@ def stop_on_signals(stop: Stop):
     """SIGINT/SIGTERM set ``stop.requested``; the loop checks it between phases."""
 
     def handler(signum, frame):
-        stop.requested = True
+        stop.signum = signum
         print(f"\nflywheel: {signal.Signals(signum).name} received; finishing the current phase, then stopping")
 
     saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -162,8 +183,8 @@ def json_config(config: RunConfig) -> dict[str, Any]:
 
 
 def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -> Path:
-    """Run (or resume) the flywheel; returns the run directory. ``fault`` is a test hook
-    (``flywheel.actors.WorkerSpec.fault``)."""
+    """Run (or resume) the flywheel; returns the run directory, or raises ``RunStopped`` when a
+    signal stopped it before its last cycle. ``fault`` is a test hook (``flywheel.actors.WorkerSpec.fault``)."""
     from flywheel.cycle import Flywheel
     from flywheel.learned_sim import with_world_models
     from flywheel.logger import CycleLogger
@@ -188,12 +209,14 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     except BaseException:
         logger.close()
         raise
-    stop = Stop()
+    stop, finished = Stop(), False
     try:
         with stop_on_signals(stop):
             if start_cycle == 0 and logger.start is None:
                 evaluate_start(flywheel)
             for index in range(start_cycle, config.cycles):
+                if stop.requested:
+                    break
                 cycle = flywheel.cycle(index)
                 cycle.collect()
                 if stop.requested:
@@ -203,10 +226,12 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                     break
                 cycle.evaluate()
                 cycle.commit()
-                if stop.requested:
-                    break
+            else:
+                finished = True  # a stop asked for during the last cycle's commit still finished the run
     finally:
         flywheel.close()
+    if not finished:
+        raise RunStopped(run_dir, stop.signum)
     return run_dir
 
 

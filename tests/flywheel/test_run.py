@@ -234,13 +234,29 @@ def test_sigint_finishes_the_phase_checkpoints_and_resumes(tmp_path):
             break
         assert time.monotonic() < deadline, "".join(lines)
     out = proc.communicate(timeout=240)[0]
-    assert proc.returncode == 0, "".join(lines) + out
+    assert proc.returncode == 130, "".join(lines) + out  # 128 + SIGINT: an early stop, not a finished run
     assert "finishing the current phase" in out
     done = [r["cycle"] for r in read_cycles(run_dir)]
     assert done and done == list(range(len(done))) and len(done) < 6
     assert (run_dir / "checkpoints" / "latest").read_text() == f"cycle-{done[-1]:06d}"
     assert main(["run", f"resume={run_dir}", f"cycles={len(done) + 1}"]) == 0
     assert [r["cycle"] for r in read_cycles(run_dir)] == list(range(len(done) + 1))
+
+
+@pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_run_stopped_early_exits_with_its_signals_code(tmp_path, monkeypatch, capsys, signum, code):
+    import signal
+
+    import flywheel.controller
+    from flywheel.controller import RunStopped
+
+    def stopped(config, console=print):  # what run raises after a stop before the last cycle
+        Path(config.run_dir).mkdir(parents=True)
+        raise RunStopped(Path(config.run_dir), getattr(signal, signum))
+
+    monkeypatch.setattr(flywheel.controller, "run", stopped)
+    assert main(["run", f"run_dir={tmp_path / 'run'}", *TINY]) == code
+    assert f"stopped by {signum} before the last cycle; resume={tmp_path / 'run'}" in capsys.readouterr().out
 
 
 def test_imagination_figure_draws_imagined_against_realized(tmp_path):
