@@ -253,14 +253,40 @@ def run_directory(config: RunConfig) -> Path:
     return run_dir
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def start_ray(config: RunConfig) -> None:
-    """An embedded Ray (or the cluster at ``ray.address``), checked to fit every actor."""
+    """An embedded Ray listening on loopback only, no dashboard (or the cluster at
+    ``ray.address``), checked to fit every actor."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=config.ray.address, num_cpus=config.ray.num_cpus if config.ray.address is None else None,
-                 include_dashboard=False, log_to_driver=False)
+        if config.ray.address is None:
+            with single_machine_ray():
+                ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False,
+                         _node_ip_address=LOOPBACK)
+        else:
+            ray.init(address=config.ray.address, include_dashboard=False, log_to_driver=False)
     check_resources(config, ray.cluster_resources())
+
+
+@contextmanager
+def single_machine_ray():
+    """Ray's servers listen on its node address, and Ray rewrites a loopback
+    ``_node_ip_address`` to the machine's routable IP (``services.resolve_ip_for_localhost``)
+    unless it believes clusters are off, as on macOS and Windows (``ENABLE_RAY_CLUSTER``). An
+    embedded run is one machine: say so while Ray starts, and every server it starts (GCS,
+    raylet, workers, agents) listens on 127.0.0.1 only. A Ray without the flag is caught by
+    ``tests/flywheel/test_network.py``."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def training_fidelity(config: RunConfig, probes: int = 8, horizon: int = 50) -> dict[str, Any]:
