@@ -23,6 +23,11 @@ class RayConfig:
     address: Optional[str] = None  # None: start an embedded local Ray; "auto" or host:port: join a cluster
     num_cpus: Optional[int] = None  # embedded Ray only; None = every core
 
+    def __post_init__(self) -> None:
+        # ray.init(num_cpus=0) starts a Ray no actor fits in; it would wait for CPUs forever.
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ConfigError(f"ray.num_cpus must be >= 1 (or unset: every core), got {self.num_cpus}")
+
 
 @dataclass
 class Resources:
@@ -58,6 +63,10 @@ class LearnerConfig(ObjectiveConfig):
                 raise ConfigError(f"learner.{name} must be >= 1, got {getattr(self, name)}")
         if isinstance(self.utd, bool) or not isinstance(self.utd, (int, float)) or not 0 < self.utd < math.inf:
             raise ConfigError(f"learner.utd must be > 0 (optimizer steps per env step), got {self.utd!r}")
+        # Caught here, not by the optimizer inside the learner actors, where it cost a rollout
+        # phase and three retries before it surfaced.
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
+            raise ConfigError(f"learner.lr must be > 0, got {self.lr!r}")
 
     def steps_for(self, env_steps: int) -> int:
         """Optimizer steps for a cycle of ``env_steps``: ``steps`` when set, else ceil(utd * env_steps)
@@ -140,11 +149,27 @@ class RunConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.replay_cycles is not None and self.replay_cycles < 1:
             raise ConfigError(f"replay_cycles must be >= 1 (or unset: every cycle), got {self.replay_cycles}")
+        if self.episodes_per_cycle < self.num_rollout_workers:
+            raise ConfigError(f"episodes_per_cycle={self.episodes_per_cycle} is shared among the rollout workers, so "
+                              f"it must be >= num_rollout_workers={self.num_rollout_workers}")
+        self._check_resources_and_episode_steps()
         if self.learner.batch_size < self.num_learners:
             raise ConfigError(f"learner.batch_size={self.learner.batch_size} is split across the learners, so it "
                               f"must be >= num_learners={self.num_learners}")
         if self.learner.act_on == "imagined" and not self.planning:
             raise ConfigError("learner.act_on=imagined trains on the plans rollouts imagined, so it needs planning=true")
+
+    def _check_resources_and_episode_steps(self) -> None:
+        for section in ("rollout_resources", "learner_resources"):
+            for name in ("num_cpus", "num_gpus"):
+                value = getattr(getattr(self, section), name)
+                if not 0 <= value < math.inf:  # NaN fails too
+                    raise ConfigError(f"{section}.{name} must be >= 0, got {value}")
+        for section in ("sim", "reference"):
+            steps = getattr(self, section).max_episode_steps
+            if steps is not None and steps < 1:
+                raise ConfigError(f"{section}.max_episode_steps must be >= 1 (or unset: the task's default), "
+                                  f"got {steps}")
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -123,11 +123,29 @@ def _read_header(path: Path) -> dict[str, Any]:
     file = path / "trainer.json"
     if not file.is_file():
         raise RunCheckpointError(f"{path}: no trainer.json; not a run checkpoint")
-    header = json.loads(file.read_text())
+    try:
+        header = json.loads(file.read_text())
+    except ValueError as exc:
+        raise RunCheckpointError(
+            f"{file}: not readable JSON ({exc}); the checkpoint is corrupt. To resume from the one before, "
+            f"write its directory name (cycle-NNNNNN) into {path.parent / 'latest'}") from exc
+    if not isinstance(header, dict):
+        raise RunCheckpointError(f"{file}: not a run checkpoint header (a JSON {type(header).__name__})")
     if header.get("format") != FORMAT or header.get("version") != VERSION:
         raise RunCheckpointError(f"{file}: format {header.get('format')!r} v{header.get('version')}, "
                                  f"expected {FORMAT!r} v{VERSION}")
     return header
+
+
+def record(run_dir: str | os.PathLike, cycle: int) -> dict[str, Any] | None:
+    """The cycle record that ``cycle``'s checkpoint holds (``Cycle.commit`` saves it as
+    ``TrainerState.extra``), or None without one: what rebuilds a ``cycles.jsonl`` line lost to
+    a stop between the checkpoint and the line."""
+    path = Path(run_dir) / "checkpoints" / f"cycle-{cycle:06d}"
+    if not (path / "trainer.json").is_file():
+        return None
+    extra = _read_header(path)["extra"]
+    return extra if extra.get("cycle") == cycle else None
 
 
 def optimizer_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] | None:

@@ -16,12 +16,15 @@ The phases of a cycle are ``flywheel.cycle.Cycle``'s; its record goes through
 ``flywheel.logger.CycleLogger``. Cycle ``c`` broadcasts weight version ``c`` (the weights
 after ``c`` rounds of learning) to every rollout actor, once, through the Ray object store;
 each chunk records the version it was produced with. A cycle is complete when its checkpoint
-is written, and only then does its line go to ``cycles.jsonl``. Resuming starts after the
+is written, and only then does its line go to ``cycles.jsonl`` (the checkpoint holds the line
+too: a resume rebuilds one that a stop in between lost). Resuming starts after the
 latest checkpoint; rollouts that an interrupted cycle had already committed are reused,
 never collected twice.
 
 SIGINT/SIGTERM ask the controller to stop: the current phase finishes, the run exits cleanly,
-and ``resume=`` continues it.
+and ``resume=`` continues it. A run stopped before its last cycle raises ``RunStopped``, whose
+``exit_code`` (130 for SIGINT, 143 for SIGTERM) ``flywheel run`` exits with, so that a script or
+scheduler can tell an early stop from a finished run (exit code 0).
 """
 
 from __future__ import annotations
@@ -49,7 +52,26 @@ from sims.files import write_json_atomic
 
 @dataclasses.dataclass
 class Stop:
-    requested: bool = False
+    signum: int | None = None  # the signal that asked for the stop
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+class RunStopped(Exception):
+    """The run stopped on a signal before its last cycle, cleanly: every complete cycle is
+    checkpointed and ``resume=`` continues it. ``exit_code`` is the shell's convention for a
+    process ended by that signal, 128 + its number."""
+
+    def __init__(self, run_dir: Path, signum: int) -> None:
+        self.run_dir, self.signum = Path(run_dir), int(signum)
+        super().__init__(f"stopped by {signal.Signals(self.signum).name} before the last cycle; "
+                         f"resume={self.run_dir} continues it")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def validate(config: RunConfig) -> RolloutSpec:
@@ -145,7 +167,7 @@ def stop_on_signals(stop: Stop):
     """SIGINT/SIGTERM set ``stop.requested``; the loop checks it between phases."""
 
     def handler(signum, frame):
-        stop.requested = True
+        stop.signum = signum
         print(f"\nflywheel: {signal.Signals(signum).name} received; finishing the current phase, then stopping")
 
     saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -161,8 +183,8 @@ def json_config(config: RunConfig) -> dict[str, Any]:
 
 
 def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -> Path:
-    """Run (or resume) the flywheel; returns the run directory. ``fault`` is a test hook
-    (``flywheel.actors.WorkerSpec.fault``)."""
+    """Run (or resume) the flywheel; returns the run directory, or raises ``RunStopped`` when a
+    signal stopped it before its last cycle. ``fault`` is a test hook (``flywheel.actors.WorkerSpec.fault``)."""
     from flywheel.cycle import Flywheel
     from flywheel.learned_sim import with_world_models
     from flywheel.logger import CycleLogger
@@ -179,19 +201,22 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     measured = training_fidelity(config)
     console(f"training sim {config.sim.name} (fidelity knob {config.sim.fidelity}) measures fidelity "
             f"{measured['fidelity']:.3f} against the reference {config.reference.name}")
-    logger = CycleLogger(run_dir, json_config(config), start_cycle, console)
+    logger = CycleLogger(run_dir, json_config(config), start_cycle, console,
+                         checkpointed=lambda cycle: run_checkpoint.record(run_dir, cycle))
     try:
         start_ray(config)
         flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault)
     except BaseException:
         logger.close()
         raise
-    stop = Stop()
+    stop, finished = Stop(), False
     try:
         with stop_on_signals(stop):
             if start_cycle == 0 and logger.start is None:
                 evaluate_start(flywheel)
             for index in range(start_cycle, config.cycles):
+                if stop.requested:
+                    break
                 cycle = flywheel.cycle(index)
                 cycle.collect()
                 if stop.requested:
@@ -201,10 +226,12 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                     break
                 cycle.evaluate()
                 cycle.commit()
-                if stop.requested:
-                    break
+            else:
+                finished = True  # a stop asked for during the last cycle's commit still finished the run
     finally:
         flywheel.close()
+    if not finished:
+        raise RunStopped(run_dir, stop.signum)
     return run_dir
 
 
@@ -226,14 +253,40 @@ def run_directory(config: RunConfig) -> Path:
     return run_dir
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def start_ray(config: RunConfig) -> None:
-    """An embedded Ray (or the cluster at ``ray.address``), checked to fit every actor."""
+    """An embedded Ray listening on loopback only, no dashboard (or the cluster at
+    ``ray.address``), checked to fit every actor."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=config.ray.address, num_cpus=config.ray.num_cpus if config.ray.address is None else None,
-                 include_dashboard=False, log_to_driver=False)
+        if config.ray.address is None:
+            with single_machine_ray():
+                ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False,
+                         _node_ip_address=LOOPBACK)
+        else:
+            ray.init(address=config.ray.address, include_dashboard=False, log_to_driver=False)
     check_resources(config, ray.cluster_resources())
+
+
+@contextmanager
+def single_machine_ray():
+    """Ray's servers listen on its node address, and Ray rewrites a loopback
+    ``_node_ip_address`` to the machine's routable IP (``services.resolve_ip_for_localhost``)
+    unless it believes clusters are off, as on macOS and Windows (``ENABLE_RAY_CLUSTER``). An
+    embedded run is one machine: say so while Ray starts, and every server it starts (GCS,
+    raylet, workers, agents) listens on 127.0.0.1 only. A Ray without the flag is caught by
+    ``tests/flywheel/test_network.py``."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def training_fidelity(config: RunConfig, probes: int = 8, horizon: int = 50) -> dict[str, Any]:

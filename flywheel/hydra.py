@@ -11,7 +11,12 @@ import sys
 
 
 class SweepStopped(KeyboardInterrupt):
-    """A stop asked for during one run of a sweep ends the sweep (Hydra runs the next job after an Exception)."""
+    """A stop asked for during one run of a sweep ends the sweep (Hydra runs the next job after an
+    Exception); ``exit_code`` is the stopped run's (``flywheel.controller.RunStopped``)."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def run_hydra(prog: str, config_name: str, task, overrides: list[str]) -> int:
@@ -34,7 +39,7 @@ def run_hydra(prog: str, config_name: str, task, overrides: list[str]) -> int:
         _entry()
     except SweepStopped as stopped:
         print(f"flywheel: {stopped}", file=sys.stderr)
-        return 130
+        return stopped.exit_code
     finally:
         sys.argv = saved
     return result.get("rc", 0)

@@ -21,10 +21,13 @@ number of learners. Rank 0 returns the new weights, its optimizer state (flatten
 each learner step: every loss term, the gradient norm before clipping (of the averaged
 gradient, so the same on every rank) and the learning rate.
 
-Rendezvous: rank 0 reports its node IP and a free port, every rank joins
-``init_process_group(init_method="tcp://ip:port")`` (gloo on CPU, nccl when each learner
-has a whole GPU). Learners keep their optimizer state between ``train`` calls;
-``load_optimizer`` restores one after a resume.
+Rendezvous: rank 0 listens on its node's address (Ray's node IP: 127.0.0.1 in an embedded
+run, the cluster address on a cluster) and hands that socket to the process group's TCP store,
+which would otherwise listen on every interface; every rank joins through that store (gloo on
+CPU, nccl when each learner has a whole GPU). On a loopback node the collectives' own sockets
+stay on loopback too (``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME``, unless already set).
+Learners keep their optimizer state between ``train`` calls; ``load_optimizer`` restores one
+after a resume.
 
 Faults: if a learner dies (or the step hangs past ``timeout_s``, or a collective fails),
 the pool kills every learner, starts a fresh set, restores the optimizer state the cycle
@@ -40,6 +43,7 @@ the ``LearnerSpec`` dataclass, ``ChunkRows``) crosses into the actors, never Ome
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import resource
@@ -196,6 +200,16 @@ def as_sample(rows: Mapping[str, np.ndarray] | Sample, steps: int, batch_size: i
     return Sample(rows, global_batches(rows.n, batch_size, steps, seed, version).reshape(-1), rows.n)
 
 
+def keep_collectives_on_loopback() -> None:
+    """gloo and NCCL pick the interface of their own sockets from the host name, which may
+    resolve to a routable address; on a loopback node, name the loopback interface instead
+    (an operator's own choice, already in the environment, wins)."""
+    loopback = next((name for _, name in socket.if_nameindex() if name in ("lo", "lo0")), None)  # Linux, macOS
+    if loopback is not None:
+        for variable in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            os.environ.setdefault(variable, loopback)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -242,18 +256,32 @@ class Learner:
         self.agent.model.train()
         self.objective = ObjectiveConfig(**spec.objective)
         self.ddp: DistributedDataParallel | None = None
+        self._listener: socket.socket | None = None  # rank 0's store socket, from rendezvous to connect
 
     def rendezvous(self) -> tuple[str, int]:
-        """Rank 0: this node's IP and a free port for the process group's TCP store."""
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("", 0))
-            port = s.getsockname()[1]
-        return ray.util.get_node_ip_address(), port
+        """Rank 0: the address and port of the process group's TCP store, listening already.
+
+        torch's store binds every interface, and answers anyone: so rank 0 binds the node's own
+        address here and ``connect`` hands the socket to the store (``master_listen_fd``). Bound
+        now, the port cannot be taken by another process before the store starts."""
+        address = ray.util.get_node_ip_address()
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.bind((address, 0))
+        listener.listen()
+        self._listener = listener
+        return address, listener.getsockname()[1]
 
     def connect(self, address: str, port: int) -> int:
-        dist.init_process_group(self.spec.backend, init_method=f"tcp://{address}:{port}", rank=self.rank,
-                                world_size=self.spec.world_size,
-                                timeout=timedelta(seconds=self.spec.collective_timeout_s))
+        if ipaddress.ip_address(address).is_loopback:
+            keep_collectives_on_loopback()
+        listener, self._listener = self._listener, None
+        timeout = timedelta(seconds=self.spec.collective_timeout_s)
+        # The store serves rank 0's socket from here on: detached, Python never closes it under the store.
+        store = dist.TCPStore(address, port, self.spec.world_size, is_master=listener is not None, timeout=timeout,
+                              master_listen_fd=None if listener is None else listener.detach())
+        dist.init_process_group(self.spec.backend, store=store, rank=self.rank, world_size=self.spec.world_size,
+                                timeout=timeout)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # Some parameters get no gradient from this objective (the text head, the image
         # tokenizer, ...): DDP must not wait for them. The model has no buffers to sync.

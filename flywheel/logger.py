@@ -69,15 +69,35 @@ class CycleLogger:
     """Owns a run's ``cycles.jsonl``, its TensorBoard writer and the per-cycle console line."""
 
     def __init__(self, run_dir: Path, config: Mapping[str, Any], start_cycle: int,
-                 console: Callable[[str], None] = print) -> None:
-        """Keeps the records of the cycles before ``start_cycle`` (those a resume does not redo)."""
+                 console: Callable[[str], None] = print,
+                 checkpointed: Callable[[int], dict[str, Any] | None] | None = None) -> None:
+        """Keeps the records of the cycles before ``start_cycle`` (those a resume does not redo).
+        ``checkpointed(cycle)``: the record a cycle's checkpoint holds (``flywheel.checkpoint.record``),
+        which replaces a line that a stop between the checkpoint and ``cycles.jsonl`` lost."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir, self.config, self.console = Path(run_dir), dict(config), console
-        self.records = [r for r in read_cycles(self.run_dir) if r["cycle"] < start_cycle]
+        kept = {r["cycle"]: r for r in read_cycles(self.run_dir) if r["cycle"] < start_cycle}
+        rebuilt = self._rebuild(kept, start_cycle, checkpointed) if checkpointed else []
+        self.records = [kept[c] for c in sorted(kept)]
         self.start = read_start(self.run_dir)
         write_cycles(self.run_dir, self.records)
         self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        for record in rebuilt:  # their scalars were lost with their line
+            self._scalars(record)
+
+    def _rebuild(self, kept: dict[int, dict[str, Any]], start_cycle: int,
+                 checkpointed: Callable[[int], dict[str, Any] | None]) -> list[dict[str, Any]]:
+        """Adds to ``kept`` the checkpointed records of the cycles it lacks; returns them. Without
+        them the lost cycle's steps would also be missing from every later cycle's totals."""
+        rebuilt = []
+        for cycle in range(start_cycle):
+            if cycle not in kept and (record := checkpointed(cycle)) is not None:
+                kept[cycle] = record
+                rebuilt.append(record)
+                self.console(f"{CYCLES} had no line for cycle {cycle} (stopped between its checkpoint and its "
+                             "line); rebuilt it from the checkpoint")
+        return rebuilt
 
     @property
     def env_steps_total(self) -> int:

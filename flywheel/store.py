@@ -92,6 +92,10 @@ class Manifest:
                    ShardInfo(**q) if q else None, dict(data.get("meta", {})))
 
 
+class CorruptManifest(ValueError):
+    """A cycle's ``manifest.json`` that cannot be read; the message names the file and what to do."""
+
+
 @dataclass
 class ReadReport:
     """What a read skipped, so callers can log and count it (``rows``: the rows read, or for a
@@ -165,7 +169,14 @@ class RolloutStore:
         path = self.root / _cycle_dir(cycle) / "manifest.json"
         if not path.exists():
             return None
-        return Manifest.from_json(json.loads(path.read_text()))
+        try:
+            return Manifest.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:  # a JSONDecodeError is a ValueError
+            # Without the path, a truncated manifest stopped every resume with a bare JSON error.
+            raise CorruptManifest(
+                f"{path}: not a readable manifest ({type(exc).__name__}: {exc}). Move it aside and resume: the "
+                f"cycle then counts as not collected (collected again if it is the cycle in progress, left out "
+                f"of the replay if it is an earlier one)") from exc
 
     def committed_cycles(self) -> list[int]:
         return sorted(int(p.parent.name.split("-")[1]) for p in self.root.glob("cycle-*/manifest.json"))

@@ -115,7 +115,11 @@ class SimEnv(gym.Env):
         self.camera = bool(camera)
         self.image_size = image_size
         self.render_mode = render_mode
-        self.max_episode_steps = int(max_episode_steps or self.default_max_episode_steps)
+        # ``or`` would turn 0 into the default: an explicit 0 is a mistake, not "the default".
+        if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or int(max_episode_steps) < 1):
+            raise ValueError(f"{self.name}: max_episode_steps must be >= 1 (None: the task's default, "
+                             f"{self.default_max_episode_steps}), got {max_episode_steps!r}")
+        self.max_episode_steps = int(self.default_max_episode_steps if max_episode_steps is None else max_episode_steps)
         if not 0 < len(self.task_text) <= TASK_TEXT_MAX or set(self.task_text) - TASK_CHARSET:
             raise ValueError(f"{self.name}: task_text must be 1-{TASK_TEXT_MAX} chars from TASK_CHARSET")
 

@@ -26,7 +26,7 @@ def run_task(cfg) -> int:
 
     from configs.run_schema import RunConfig
     from configs.schema import to_dataclass
-    from flywheel.controller import run
+    from flywheel.controller import RunStopped, run
     from flywheel.hydra import SweepStopped
     from flywheel.logger import CAPABILITY_FIGURE, read_cycles, read_start
 
@@ -37,16 +37,20 @@ def run_task(cfg) -> int:
     if cfg.resume:
         cfg = resumed_config(cfg.resume)
     config = to_dataclass(cfg, RunConfig)
-    # Log lines such as pretraining's "[understand] step ..." are text, not rich markup.
-    run_dir = run(config, console=lambda line: console.print(line, markup=False, highlight=False))
-    records = read_cycles(run_dir)
-    print_cycles(records, title=f"flywheel run {run_dir}", start=read_start(run_dir))
+    try:
+        # Log lines such as pretraining's "[understand] step ..." are text, not rich markup.
+        run_dir, stopped = run(config, console=lambda line: console.print(line, markup=False, highlight=False)), None
+    except RunStopped as exc:
+        run_dir, stopped = exc.run_dir, exc
+    print_cycles(read_cycles(run_dir), title=f"flywheel run {run_dir}", start=read_start(run_dir))
     console.print(f"run directory: {run_dir}\ncycle records: {run_dir / 'cycles.jsonl'} (flywheel status {run_dir})\n"
                   f"capability plot: {run_dir / CAPABILITY_FIGURE}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}")
-    if sweep and len(records) < config.cycles:
-        # The run stopped early on SIGINT/SIGTERM: stop the sweep too, rather than start its next run.
-        raise SweepStopped(f"sweep stopped in {run_dir}; the same command resumes it")
-    return 0
+    if stopped is None:
+        return 0
+    if sweep:  # stop the sweep too, rather than start its next run
+        raise SweepStopped(f"sweep stopped in {run_dir} ({stopped}); the same command resumes it", stopped.exit_code)
+    console.print(f"flywheel: {stopped}")
+    return stopped.exit_code
 
 
 def resumed_config(run_dir: str):

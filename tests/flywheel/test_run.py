@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs.errors import ConfigError
-from configs.run_schema import EvalConfig, LearnerConfig, RunConfig
+from configs.run_schema import EvalConfig, LearnerConfig, RayConfig, Resources, RunConfig
 from configs.schema import SimConfig
 from flywheel.cli import main
 from flywheel.controller import run, validate
@@ -101,13 +101,21 @@ def test_tensorboard_has_what_rl_practitioners_read_first(tmp_path):
     assert ratio == pytest.approx(record["sim_steps"] / record["env_steps"]) and ratio > 3
 
 
-def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
+def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys):
+    from flywheel.logger import write_cycles
+
     straight = run(tiny_config(tmp_path / "straight", cycles=2), console=lambda *a: None)
     interrupted = run(tiny_config(tmp_path / "resumed", cycles=1), console=lambda *a: None)
     start = (interrupted / "start.json").read_bytes()
+    # The worst moment to stop: cycle 0's checkpoint is written, its cycles.jsonl line is not.
+    lost = (interrupted / "cycles.jsonl").read_text()
+    write_cycles(interrupted, [])
     assert main(["run", f"resume={interrupted}", "cycles=2"]) == 0
+    assert "no line for cycle 0" in capsys.readouterr().out
     assert (interrupted / "start.json").read_bytes() == start  # the start is evaluated once, never again
     assert [r["cycle"] for r in read_cycles(interrupted)] == [0, 1]
+    assert (interrupted / "cycles.jsonl").read_text().startswith(lost)  # the very line, rebuilt
+    assert [r["env_steps_total"] for r in read_cycles(interrupted)] == [r["env_steps_total"] for r in read_cycles(straight)]
     assert manifests(straight) == manifests(interrupted)
     saved = json.loads((interrupted / "config.json").read_text())
     assert saved["cycles"] == 2 and saved["num_rollout_workers"] == 2  # the run's own config, plus the override
@@ -136,7 +144,21 @@ def test_a_rollout_actor_that_dies_is_replaced_and_the_cycle_completes(tmp_path)
                                           (lambda: {"learner": LearnerConfig(utd=float("nan"))}, "learner.utd"),
                                           ({"replay_cycles": 0}, "replay_cycles"),
                                           (lambda: {"num_learners": 2, "learner": LearnerConfig(batch_size=1)},
-                                           "learner.batch_size=1")])
+                                           "learner.batch_size=1"),
+                                          ({"episodes_per_cycle": 1}, "episodes_per_cycle=1"),  # 2 workers
+                                          (lambda: {"learner": LearnerConfig(lr=0)}, "learner.lr"),
+                                          (lambda: {"learner": LearnerConfig(lr=-1e-3)}, "learner.lr"),
+                                          (lambda: {"ray": RayConfig(num_cpus=0)}, "ray.num_cpus"),
+                                          (lambda: {"rollout_resources": Resources(num_cpus=-0.5)},
+                                           "rollout_resources.num_cpus"),
+                                          (lambda: {"learner_resources": Resources(num_cpus=-1)},
+                                           "learner_resources.num_cpus"),
+                                          (lambda: {"learner_resources": Resources(num_gpus=-1)},
+                                           "learner_resources.num_gpus"),
+                                          ({"sim": SimConfig(name="mujoco/reacher-twin", max_episode_steps=0)},
+                                           "sim.max_episode_steps"),
+                                          ({"reference": SimConfig(name="mujoco/reacher-twin", max_episode_steps=0)},
+                                           "reference.max_episode_steps")])
 def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field):
     # Some are caught as the config is built (RunConfig and its sections check themselves), the
     # rest by validate: either way before Ray starts. A callable builds its change inside the check.
@@ -150,7 +172,8 @@ def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field)
                                        ("learner.target_tau", 0), ("learner.target_tau", 2),
                                        ("learner.expectile", 0.5), ("learner.expectile", 1.0),
                                        ("learner.critic_coef", -1), ("learner.ensemble", 0), ("learner.utd", 0),
-                                       ("learner.utd", -0.5), ("replay_cycles", 0)])
+                                       ("learner.utd", -0.5), ("replay_cycles", 0), ("learner.lr", 0),
+                                       ("rollout_resources.num_cpus", -1), ("learner_resources.num_gpus", -1)])
 def test_a_bad_objective_or_grade_knob_names_the_field_before_ray_starts(tmp_path, capsys, field, bad):
     # The schema dataclasses check themselves as Hydra builds them ...
     assert main(["run", f"run_dir={tmp_path}", f"{field}={bad}", *TINY]) == 2
@@ -211,13 +234,29 @@ def test_sigint_finishes_the_phase_checkpoints_and_resumes(tmp_path):
             break
         assert time.monotonic() < deadline, "".join(lines)
     out = proc.communicate(timeout=240)[0]
-    assert proc.returncode == 0, "".join(lines) + out
+    assert proc.returncode == 130, "".join(lines) + out  # 128 + SIGINT: an early stop, not a finished run
     assert "finishing the current phase" in out
     done = [r["cycle"] for r in read_cycles(run_dir)]
     assert done and done == list(range(len(done))) and len(done) < 6
     assert (run_dir / "checkpoints" / "latest").read_text() == f"cycle-{done[-1]:06d}"
     assert main(["run", f"resume={run_dir}", f"cycles={len(done) + 1}"]) == 0
     assert [r["cycle"] for r in read_cycles(run_dir)] == list(range(len(done) + 1))
+
+
+@pytest.mark.parametrize("signum,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_run_stopped_early_exits_with_its_signals_code(tmp_path, monkeypatch, capsys, signum, code):
+    import signal
+
+    import flywheel.controller
+    from flywheel.controller import RunStopped
+
+    def stopped(config, console=print):  # what run raises after a stop before the last cycle
+        Path(config.run_dir).mkdir(parents=True)
+        raise RunStopped(Path(config.run_dir), getattr(signal, signum))
+
+    monkeypatch.setattr(flywheel.controller, "run", stopped)
+    assert main(["run", f"run_dir={tmp_path / 'run'}", *TINY]) == code
+    assert f"stopped by {signum} before the last cycle; resume={tmp_path / 'run'}" in capsys.readouterr().out
 
 
 def test_imagination_figure_draws_imagined_against_realized(tmp_path):

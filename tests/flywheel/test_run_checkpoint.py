@@ -81,6 +81,17 @@ def test_a_corrupt_file_is_refused(tmp_path):
         checkpoint.load(path)
 
 
+def test_a_truncated_header_is_an_error_naming_the_file(tmp_path):
+    model = Model(model_config("tiny"))
+    path = checkpoint.save(tmp_path, model, None, TrainerState(cycle=0, weight_version=1, extra={"cycle": 0}))
+    header = path / "trainer.json"
+    assert checkpoint.record(tmp_path, 0) == {"cycle": 0}
+    header.write_text(header.read_text()[:100])
+    for read in (lambda: checkpoint.load(path), lambda: checkpoint.record(tmp_path, 0)):
+        with pytest.raises(RunCheckpointError, match=f"{header}: not readable JSON"):
+            read()
+
+
 def test_a_run_without_checkpoints_has_no_latest(tmp_path):
     assert checkpoint.latest(tmp_path) is None
     with pytest.raises(RunCheckpointError, match="not a run checkpoint"):

@@ -4,7 +4,7 @@ import pytest
 
 from flywheel.learners import global_batches
 from flywheel.rows import TASK
-from flywheel.store import RolloutStore, ShardInfo, shuffled_passes
+from flywheel.store import CorruptManifest, RolloutStore, ShardInfo, shuffled_passes
 from sims.files import sha256_file
 
 
@@ -50,6 +50,17 @@ def test_a_corrupt_shard_is_skipped_and_counted(tmp_path, chunks):
     got, report = store.read([0])
     assert report.corrupt_shards == [shards[1].path]
     assert report.rows == 12 and set(got["episode"]) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("damage", [lambda text: text[: len(text) // 2], lambda text: "{}"])
+def test_an_unreadable_manifest_is_an_error_naming_the_file(tmp_path, chunks, damage):
+    store = RolloutStore(tmp_path)
+    store.commit_cycle(2, [store.write_shard(2, 0, chunks())[0]])
+    path = tmp_path / "cycle-000002" / "manifest.json"
+    path.write_text(damage(path.read_text()))  # truncated by a full disk; or valid JSON with no manifest in it
+    for read in (lambda: store.manifest(2), lambda: store.read([2])):
+        with pytest.raises(CorruptManifest, match=f"{path}: not a readable manifest.*Move it aside"):
+            read()
 
 
 def test_episodes_with_nan_are_quarantined_whole(tmp_path, chunks):

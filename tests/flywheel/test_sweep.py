@@ -4,6 +4,7 @@ the PyBullet reference) on an embedded Ray, then writes the report of its sweep 
 
 import json
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -90,10 +91,16 @@ def fake_runs(monkeypatch, outcome):
     return seen
 
 
-def test_a_run_stopped_by_a_signal_stops_the_sweep(tmp_path, monkeypatch, capsys):
-    seen = fake_runs(monkeypatch, lambda config, run_dir: None)  # no cycle completes, as after SIGINT
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_run_stopped_by_a_signal_stops_the_sweep(tmp_path, monkeypatch, capsys, signum, code):
+    from flywheel.controller import RunStopped
+
+    def stopped(config, run_dir):  # no cycle completes, as after a stop in cycle 0
+        raise RunStopped(run_dir, signum)
+
+    seen = fake_runs(monkeypatch, stopped)
     rc = main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={tmp_path}", "training_sim=knob-1.0,knob-0.5"])
-    assert rc == 130 and [c.name for c in seen] == ["knob-1.0"]  # knob-0.5 never started
+    assert rc == code and [c.name for c in seen] == ["knob-1.0"]  # knob-0.5 never started
     assert "sweep stopped in" in capsys.readouterr().err
 
 

@@ -27,6 +27,12 @@ def test_episodes_truncate_at_max_episode_steps(slider):
         env.step(np.zeros(1))
 
 
+def test_a_zero_episode_length_is_refused_not_replaced_by_the_default(slider):
+    with pytest.raises(ValueError, match="max_episode_steps must be >= 1"):
+        slider(max_episode_steps=0)
+    assert slider().max_episode_steps == slider.default_max_episode_steps  # unset: the task's default
+
+
 def test_actions_are_clipped_to_bounds_and_validated(slider):
     env = slider()
     assert env.check_action([5.0]).tolist() == [1.0]
