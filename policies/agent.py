@@ -38,6 +38,7 @@ from torch import nn
 from policies import checkpoint, critic, routes
 from policies.config import SIZES, ModelConfig
 from policies.data import Data, encode_text
+from policies.future import from_model, to_model
 from policies.model import Item, Model
 from policies.mot import KVCache
 from sims.embodiment import Embodiment
@@ -56,6 +57,13 @@ class Observed:
     @property
     def batch(self) -> int:
         return self.proprio_mask.shape[0]
+
+    def history(self, n: int = 1) -> torch.Tensor | None:
+        """The proprio history (B * n, H, P), each env repeated n times; None when the model reads none."""
+        for it in self.items:
+            if it.modality == "proprio":
+                return it.data.values["proprio"].repeat_interleave(n, dim=0)
+        return None
 
     def inputs(self) -> dict[str, Data]:
         """The prefix as route inputs: ``{modality: data}`` for ``Agent.generate``."""
@@ -261,7 +269,7 @@ class Agent(nn.Module):
         """n imagined futures of the coming chunk per env: one batched sampler over B * n."""
         future = self.model.sample("future", self.future_template(context.observed, n),
                                    context.shared(n), steps=steps, generator=generator)
-        return Imagined(future, n)
+        return Imagined(from_model(self.model, future, context.observed.history(n)), n)
 
     # ------------------------------------------------------------------ Act
 
@@ -273,7 +281,8 @@ class Agent(nn.Module):
         n = 1 if imagined is None else imagined.n
         cache, returns = context.shared(n), None
         if imagined is not None:
-            (hidden,), cache = self.model.run([Item("future", imagined.future)], cache, keep=True)
+            future = to_model(self.model, imagined.future, context.observed.history(n))
+            (hidden,), cache = self.model.run([Item("future", future)], cache, keep=True)
             if "return" in self.model.heads:
                 returns = self.model.heads["return"](hidden)
         cfg = self.cfg
@@ -369,6 +378,9 @@ class Agent(nn.Module):
         is averaged over.
         """
         noise, denominators = noise or {}, denominators or {}
+        history = observed.history()
+        future = to_model(self.model, future, history)
+        plan = None if plan is None else to_model(self.model, plan, history)
         f_x0, f_t = noise.get("future", (None, None))
         a_x0, a_t = noise.get("action", (None, None))
         noisy_future, f0, f1 = self.model.flow_target("future", future, generator, t=f_t, x0=f_x0)

@@ -50,6 +50,8 @@ class ModelConfig:
     text_max: int = 64             # bytes of text, BOS/EOS included
     return_expert: str = "video"   # owner of the return head (it reads imagined futures)
     critic_ensemble: int = 0       # Q heads of the chunk critic (``policies.critic``); 0: no critic
+    # Imagine proprio as its change from the latest observed step, in standard units (``policies.future``).
+    relative_future: bool = True
 
     def __post_init__(self) -> None:
         # Hydra/JSON give lists; the config must stay hashable.
@@ -103,6 +105,8 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown ModelConfig field(s) {unknown}")
+        # Checkpoints written before ``relative_future`` existed imagine absolute proprio.
+        data = {"relative_future": False, **data}
         defaults = cls()
         for f in fields(cls):
             if f.name in data:

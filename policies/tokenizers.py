@@ -257,6 +257,17 @@ class FutureTokenizer(FlowTokenizer):
         self.patch_pos = nn.Parameter(torch.randn(1 + cfg.n_patches, d) * 0.02)  # slot 0: proprio
         self.proprio_out = nn.Linear(d, cfg.proprio_pad)
         self.patch_out = nn.Linear(d, cfg.patch_size ** 2 * 3)
+        # Per future step and proprio dimension, the spread of the motion from the latest observed
+        # step (``policies.future``): set once from training data, saved with the weights.
+        self.register_buffer("motion_scale", torch.ones(cfg.chunk, cfg.proprio_pad))
+
+    @torch.no_grad()
+    def set_motion_scale(self, scale: torch.Tensor) -> None:
+        """(chunk, proprio_pad) standard deviations of x_t - x_now, each > 0."""
+        scale = torch.as_tensor(scale, dtype=self.motion_scale.dtype).reshape(self.motion_scale.shape)
+        if not bool((scale > 0).all()) or not bool(torch.isfinite(scale).all()):
+            raise ValueError("the future's motion scale needs positive finite entries")
+        self.motion_scale.copy_(scale)
 
     def _per_step(self, data: Data) -> int:
         return 1 + (self.patch_pos.shape[0] - 1 if "frames" in data.values else 0)

@@ -661,3 +661,26 @@ def proprio_statistics(banks: dict[str, dict[str, Bank]], proprio_pad: int) -> t
     std = var.clamp_min(0).sqrt()
     std = torch.where(std > 1e-3, std, torch.ones_like(std))  # constant or unused dimensions
     return mean.float(), std.float()
+
+
+def motion_statistics(banks: dict[str, dict[str, Bank]], chunk: int, proprio_pad: int) -> torch.Tensor | None:
+    """(chunk, proprio_pad) std of proprio[w + t] - proprio[w], t = 1..chunk, over the windows w of
+    every episode train set (``policies.future``'s motion scale); None when there is none."""
+    total = torch.zeros(chunk, proprio_pad, dtype=torch.float64)
+    square = torch.zeros_like(total)
+    count = torch.zeros_like(total)
+    for splits in banks.values():
+        bank = splits["train"]
+        if bank.kind != EPISODES:
+            continue
+        p, w = bank.tensors["proprio"].double(), bank.tensors["windows"]
+        motion = p[w[:, None] + torch.arange(1, chunk + 1)[None]] - p[w][:, None]  # (W, chunk, P)
+        mask = bank.proprio_mask[bank.tensors["sim"][w]].double()[:, None].expand_as(motion)
+        total += (motion * mask).sum(0)
+        square += (motion * motion * mask).sum(0)
+        count += mask.sum(0)
+    if not bool((count > 1).any()):
+        return None
+    mean = total / count.clamp_min(1)
+    std = (square / count.clamp_min(1) - mean**2).clamp_min(0).sqrt()
+    return torch.where((count > 1) & (std > 1e-4), std, torch.ones_like(std)).float()

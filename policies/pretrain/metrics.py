@@ -29,6 +29,7 @@ import torch
 
 from policies.agent import Agent
 from policies.data import Data
+from policies.future import from_model
 from policies.model import Item, Model
 from policies.pretrain.datasets import Bank, env_pool
 from policies.pretrain.objectives import Batch, make_batch, observation_items
@@ -122,29 +123,32 @@ def imagination(model: Model, held_out: Bank, n: int, batch_size: int, seed: int
                 scale: torch.Tensor) -> dict[str, Any]:
     """Imagined vs realized proprio over the chunk, in units of each dimension's std."""
     g = torch.Generator().manual_seed(seed)
-    model_sq, cv_sq, counts, frame_err = 0.0, 0.0, 0.0, []
+    model_sq, cv_sq, hold_sq, counts, frame_err = 0.0, 0.0, 0.0, 0.0, []
     for batch in batches(held_out, model, n, batch_size):
         future = batch.extra["future"]
         inputs = {it.modality: it.data for it in observation_items(batch, model)}
         if "command" in model.tokenizers:
             inputs["command"] = batch.extra["command"]
         template = future.with_values({k: torch.zeros_like(v) for k, v in future.values.items()})
-        out = generate(model, inputs, "future", template, generator=g)
-        truth = future.values["proprio"]
-        mask = future.masks["proprio"].expand_as(truth).float()
         hist = batch.observation["proprio"].values["proprio"]
+        out = from_model(model, generate(model, inputs, "future", template, generator=g), hist)
+        truth = from_model(model, future, hist).values["proprio"]
+        mask = future.masks["proprio"].expand_as(truth).float()
         last, prev = hist[:, -1], hist[:, -2] if hist.shape[1] > 1 else hist[:, -1]
         steps = torch.arange(1, truth.shape[1] + 1, dtype=truth.dtype)[None, :, None]
         const_velocity = last[:, None] + steps * (last - prev)[:, None]
         norm = lambda x: (x - truth) / scale  # noqa: E731
         model_sq = model_sq + ((norm(out.values["proprio"]) ** 2) * mask).sum(dim=(0, 2))
         cv_sq = cv_sq + ((norm(const_velocity) ** 2) * mask).sum(dim=(0, 2))
+        hold_sq = hold_sq + ((norm(last[:, None].expand_as(truth)) ** 2) * mask).sum(dim=(0, 2))
         counts = counts + mask.sum(dim=(0, 2))
         if "frames" in future.values:
             frame_err.append(((out.values["frames"] - future.values["frames"]) ** 2).mean().item())
     per_step = (model_sq / counts).sqrt()
     cv = (cv_sq / counts).sqrt()
+    # Two baselines that imagine nothing: hold the latest step, or extrapolate its velocity.
     result = {"imagination_error": float(per_step.mean()), "imagination_error_const_velocity": float(cv.mean()),
+              "imagination_error_hold": float((hold_sq / counts).sqrt().mean()),
               "imagination_error_per_step": [round(float(x), 4) for x in per_step],
               "imagination_error_const_velocity_per_step": [round(float(x), 4) for x in cv]}
     if frame_err:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from policies.data import Data, encode_text
+from policies.future import to_model
 from policies.model import Item, Model
 from policies.pretrain.datasets import EPISODES, Bank
 from policies.routes import route_loss
@@ -97,7 +98,7 @@ def make_batch(bank: Bank, index: torch.Tensor, model: Model) -> Batch:
         future = {"proprio": t["proprio"][steps + 1]}
         if "frame" in t and cfg.future_frames:
             future["frames"] = to_unit_frames(t["frame"][steps + 1], cfg.image_size)
-        extra["future"] = Data(future, {"proprio": pmask})
+        extra["future"] = to_model(model, Data(future, {"proprio": pmask}), history)  # the model's coordinates
         extra["command"] = Data({"action": t["executed"][steps]}, {"action": amask})
         extra["label"] = Data({"action": t["label"][steps]}, {"action": amask})
     return Batch(bank, index, sim, obs, extra)

@@ -115,14 +115,15 @@ def metrics_rows(stages: list[dict[str, Any]], baselines: dict[str, Any]) -> lis
         rows.append([m["stage"], f"{m['start']}-{m['stop']}", ", ".join(m["training"]), _fmt(m.get("loss"), 4), acc,
                      (f"{_fmt(m['frame_mse'], 4)} ({_fmt(m.get('frame_mse_mean_frame'), 4)} / "
                       f"{_fmt(m.get('frame_mse_random_frame'), 4)})" if "frame_mse" in m else "-"),
-                     pair("imagination_error", "imagination_error_const_velocity"),
+                     (f"{_fmt(m['imagination_error'])} ({_fmt(m.get('imagination_error_hold'))} / "
+                      f"{_fmt(m.get('imagination_error_const_velocity'))})" if "imagination_error" in m else "-"),
                      pair("action_mse", "action_mse_zero", 4), success,
                      f"{m.get('train_seconds', 0):.0f}+{m.get('eval_seconds', 0):.0f}"])
     return rows
 
 
 HEADER = ["stage", "steps", "training", "loss", "answer acc (chance / majority)", "frame MSE (mean / random frame)",
-          "imagination err (const. velocity)", "action MSE (zero)", "success (random)", "seconds train+eval"]
+          "imagination err (hold / const. velocity)", "action MSE (zero)", "success (random)", "seconds train+eval"]
 
 
 def metrics_markdown(stages: list[dict[str, Any]], baselines: dict[str, Any], title: str) -> str:

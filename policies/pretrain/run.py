@@ -190,6 +190,7 @@ def pretrain(config, on_band_end: Callback | None = None, log: Callable[[str], N
                 first = cfg if config.curriculum == "joint" else replace(cfg, experts=cfg.experts[:1])
                 model = Model(first)
                 model.tokenizers["proprio"].set_normalization(shift, scale)
+                set_motion_scale(model, banks)
         result = _train_band(model, k, band, config, checked, banks, steps_plan, log, progress)
         eval_start = time.perf_counter()
         if not baselines and _wants_success(config, band, cfg):
@@ -287,12 +288,21 @@ def trainable(band: Band, config, stages: tuple[str, ...]) -> list[str]:
     return [band.name]
 
 
+def set_motion_scale(model: Model, banks) -> None:
+    """A new future tokenizer's motion scale, from the episodes' windows (``policies.future``)."""
+    if "future" in model.tokenizers:
+        motion = datasets.motion_statistics(banks, model.cfg.chunk, model.cfg.proprio_pad)
+        if motion is not None:
+            model.tokenizers["future"].set_motion_scale(motion)
+
+
 def _train_band(model: Model, k: int, band: Band, config, checked: Checked, banks, steps_plan: list[str],
                 log, progress: bool) -> dict[str, Any]:
     cfg, schedule = checked.model, checked.schedule
     torch.manual_seed(config.seed * 1000 + k)  # a new expert's initial weights
     if band.name != DECAY and band.name not in model.cfg.experts:
         model.add_expert(band.name)
+        set_motion_scale(model, banks)
     training = trainable(band, config, cfg.experts)
     for expert in model.cfg.experts:
         (model.unfreeze if expert in training else model.freeze)(expert)
@@ -437,8 +447,8 @@ def _band_line(m: dict[str, Any], baselines: dict[str, Any]) -> str:
         parts.append(f"frame MSE {m['frame_mse']:.4f} (mean frame {m['frame_mse_mean_frame']:.4f}, "
                      f"random frame {m['frame_mse_random_frame']:.4f})")
     if "imagination_error" in m:
-        parts.append(f"imagination {m['imagination_error']:.3f} (const. velocity "
-                     f"{m['imagination_error_const_velocity']:.3f})")
+        parts.append(f"imagination {m['imagination_error']:.3f} (hold {m['imagination_error_hold']:.3f}, "
+                     f"const. velocity {m['imagination_error_const_velocity']:.3f})")
     if "action_mse" in m:
         parts.append(f"action MSE {m['action_mse']:.4f} (zero {m['action_mse_zero']:.4f})")
     if "success" in m:

@@ -109,3 +109,18 @@ def test_ray_actors_generate_the_same_data_as_one_process(tmp_path):
     _, local = datasets.ensure(spec, tmp_path / "local", workers=1, progress=False, log=lambda s: None)
     _, remote = datasets.ensure(spec, tmp_path / "ray", workers=2, progress=False, log=lambda s: None)
     assert local["files"] == remote["files"] and len(local["files"]) == 5  # byte for byte
+
+
+def test_motion_statistics_are_the_spread_of_each_steps_motion_from_the_window_start(generated):
+    spec, _, _, _, banks = generated
+    motion = datasets.motion_statistics(banks, spec.chunk, 64)
+    assert motion.shape == (spec.chunk, 64)
+    moves = []
+    for stage in ("video", "action"):  # the episode banks
+        t, bank = banks[stage]["train"].tensors, banks[stage]["train"]
+        for w in t["windows"].tolist():
+            if bank.sims[int(t["sim"][w])] == "mujoco/reacher-twin":
+                moves.append((t["proprio"][w + 3] - t["proprio"][w])[6].item())  # step 3, a target-offset entry
+    assert motion[2, 6].item() == pytest.approx(np.std(moves), rel=1e-4)  # the point mass pads that entry
+    assert torch.all(motion[:, 60:] == 1)  # padding no body uses: left at one
+    assert torch.all(motion > 0)
