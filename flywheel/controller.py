@@ -152,10 +152,18 @@ def check_critic(agent: Agent, config: RunConfig) -> None:
 
 
 def check_embodiment(agent: Agent, config: RunConfig) -> None:
-    """The model must be able to drive the reference (and training) sim's body."""
+    """The model must be able to drive the reference (and training) sim's body, and its chunk
+    (the critic's n-step backup) must fit in an episode."""
     for field in ("sim", "reference"):
         sim = getattr(config, field)
-        emb = sims.make(sim.name, **sim.make_kwargs()).embodiment
+        env = sims.make(sim.name, **sim.make_kwargs())
+        emb, length = env.embodiment, env.max_episode_steps
+        env.close()
+        if length < agent.cfg.chunk:
+            raise ConfigError(
+                f"{field}.max_episode_steps={length} is shorter than the model's chunk of {agent.cfg.chunk} steps: "
+                "every chunk would be cut by the episode's end, and the critic's n-step backup never reach a next "
+                f"chunk; set {field}.max_episode_steps >= {agent.cfg.chunk}")
         if emb.proprio_dim > agent.cfg.proprio_pad or emb.action_dim > agent.cfg.action_pad:
             raise ConfigError(
                 f"{field}.name={sim.name!r}: its body ({emb.proprio_dim} proprio, {emb.action_dim} actions) does "

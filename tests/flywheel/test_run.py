@@ -12,7 +12,7 @@ from configs.errors import ConfigError
 from configs.run_schema import EvalConfig, LearnerConfig, RayConfig, Resources, RunConfig
 from configs.schema import SimConfig
 from flywheel.cli import main
-from flywheel.controller import run, validate
+from flywheel.controller import check_embodiment, run, validate
 from flywheel.logger import read_cycles, read_start
 from flywheel.store import RolloutStore
 
@@ -190,6 +190,31 @@ def test_bad_run_config_is_one_line_on_the_command_line(tmp_path, capsys):
     assert main(["run", f"run_dir={tmp_path}", "num_learners=0", *TINY]) == 2
     assert "num_learners must be >= 1" in capsys.readouterr().err
     assert main(["status", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.parametrize("field", ["sim", "reference"])
+def test_an_episode_shorter_than_the_chunk_is_a_config_error(tmp_path, capsys, field):
+    """The critic's n-step backup is a whole chunk: an episode shorter than one never reaches the next."""
+    from policies.agent import Agent
+
+    agent = Agent("tiny")
+    config = tiny_config(tmp_path)
+    check_embodiment(agent, config)  # 16 steps hold two chunks of 8
+    setattr(config, field, SimConfig(name="mujoco/reacher-twin", max_episode_steps=agent.cfg.chunk - 1))
+    with pytest.raises(ConfigError, match=rf"{field}\.max_episode_steps=7 is shorter than the model's chunk of 8"):
+        check_embodiment(agent, config)
+    # a full run stops there too, before Ray starts
+    assert main(["run", f"run_dir={tmp_path / 'run'}", *TINY, f"{field}.max_episode_steps=7"]) == 2
+    assert f"{field}.max_episode_steps=7 is shorter" in capsys.readouterr().err
+
+
+def test_a_body_the_model_cannot_pad_is_a_config_error(tmp_path):
+    from policies.agent import Agent
+    from policies.config import SIZES, ModelConfig
+
+    narrow = Agent(ModelConfig(**{**SIZES["tiny"].to_dict(), "proprio_pad": 4}))
+    with pytest.raises(ConfigError, match=r"sim\.name='mujoco/reacher-twin': its body \(8 proprio"):
+        check_embodiment(narrow, tiny_config(tmp_path))
 
 
 def test_actors_that_cannot_all_fit_are_a_config_error(tmp_path):
