@@ -338,8 +338,9 @@ def check_same_run(run_dir: Path, config: RunConfig) -> None:
                if key.split(".")[0] not in RESUMABLE and was.get(key, "unset") != now.get(key, "unset")]
     if changed:
         listed = ", ".join(f"{key}={now.get(key, 'unset')} (the run has {was.get(key, 'unset')})" for key in changed)
-        raise ConfigError(f"resume={run_dir}: {listed}; a resumed run may change only "
-                          f"{', '.join(RESUMABLE)}: start a new run (another name=) for another configuration")
+        how = f"resume={run_dir}" if config.resume else f"if_exists=resume, and {run_dir} holds a run"
+        raise ConfigError(f"{how}: {listed}; a resumed run may change only {', '.join(RESUMABLE)}: start a new "
+                          "run (another name=, run_dir= or hydra.sweep.dir=) for another configuration")
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

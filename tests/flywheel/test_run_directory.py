@@ -84,6 +84,8 @@ def test_resume_refuses_another_configuration_naming_the_fields(tmp_path, no_ray
     # What the run is, only: how long, where, and on which Ray may change.
     check_same_run(tmp_path / "run", dataclasses.replace(original, cycles=9, name="elsewhere", run_dir="/x",
                                                          ray=RayConfig(address="auto")))
+    with pytest.raises(ConfigError, match=r"if_exists=resume, and .* holds a run: seed=3 \(the run has 0\)"):
+        check_same_run(tmp_path / "run", dataclasses.replace(original, seed=3, if_exists="resume"))
 
 
 def test_resume_on_the_command_line_refuses_a_changed_setting(tmp_path, capsys, no_ray):
