@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from difflib import get_close_matches
+from types import UnionType
 from typing import Any, Optional, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from hydra.core.config_store import ConfigStore
@@ -86,18 +87,17 @@ def to_dataclass(cfg: DictConfig, schema: type[T]) -> T:
 
 def unknown_keys(cfg: Any, schema: type, prefix: str = "") -> list[str]:
     """The dotted keys of ``cfg`` that are not fields of the dataclass ``schema`` (free-form
-    dict fields, such as ``sim.params``, take any key)."""
-    if not isinstance(cfg, DictConfig) or cfg._is_none() or cfg._is_missing():
+    dict fields, such as ``sim.params``, take any key). Interpolations are left unresolved."""
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    if not isinstance(tree, dict):
         return []
     hints = get_type_hints(schema)
     unknown = []
-    for key in cfg.keys():
+    for key, value in tree.items():
         if key not in hints:
             unknown.append(f"{prefix}{key}")
-            continue
-        nested = _dataclass_of(hints[key])
-        if nested is not None:
-            unknown += unknown_keys(cfg._get_node(key), nested, f"{prefix}{key}.")
+        elif (nested := _dataclass_of(hints[key])) is not None:
+            unknown += unknown_keys(value, nested, f"{prefix}{key}.")
     return unknown
 
 
@@ -105,7 +105,7 @@ def _dataclass_of(hint: Any) -> type | None:
     """The dataclass a field holds, ``Optional`` unwrapped; None for any other type."""
     if is_dataclass(hint):
         return hint
-    if get_origin(hint) is Union:
+    if get_origin(hint) in (Union, UnionType):
         inner = [a for a in get_args(hint) if a is not type(None)]
         return inner[0] if len(inner) == 1 and is_dataclass(inner[0]) else None
     return None
