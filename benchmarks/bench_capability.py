@@ -56,7 +56,8 @@ def main() -> None:
     if run_dir.exists() and not read_cycles(run_dir):
         sys.exit(f"--run-dir {run_dir} exists without a completed cycle: remove it or pick another")
     cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.from_dotlist(
-        [f"pretrained={args.pretrained}", f"cycles={args.cycles}", f"run_dir={run_dir}", *args.overrides]))
+        [f"pretrained={args.pretrained}", f"cycles={args.cycles}", f"run_dir={run_dir}", "if_exists=resume",
+         *args.overrides]))
     config = to_dataclass(cfg, RunConfig)
 
     before = evaluate(Agent.from_checkpoint(args.pretrained), config)

@@ -108,11 +108,18 @@ class LearnedSimConfig(WorldModelRecipe):
     root: str = WORLD_MODEL_ROOT
 
 
+IF_EXISTS = ("error", "resume")
+
+
 @dataclass
 class RunConfig:
     name: str = "default"
     run_dir: Optional[str] = None  # default runs/flywheel/<name>
     resume: Optional[str] = None  # a run directory to continue from its last complete cycle
+    # A new run whose directory already holds a run: "error" names it (the default directory,
+    # name and run_dir both unset, gets a fresh timestamped sibling instead); "resume" continues
+    # it, as resume= does (the fidelity sweep's, so that re-running the sweep resumes it).
+    if_exists: str = "error"
     cycles: int = 3
     seed: int = 0
     sim: SimConfig = field(default_factory=lambda: SimConfig(name="mujoco/reacher-twin"))  # training sim
@@ -147,6 +154,8 @@ class RunConfig:
         for name in ("cycles", "num_rollout_workers", "envs_per_worker", "episodes_per_cycle", "num_learners"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.if_exists not in IF_EXISTS:
+            raise ConfigError(f"if_exists must be one of {', '.join(IF_EXISTS)}, got {self.if_exists!r}")
         if self.replay_cycles is not None and self.replay_cycles < 1:
             raise ConfigError(f"replay_cycles must be >= 1 (or unset: every cycle), got {self.replay_cycles}")
         if self.episodes_per_cycle < self.num_rollout_workers:

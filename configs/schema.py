@@ -8,11 +8,15 @@ nothing downstream (Ray actors included) depends on OmegaConf.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, TypeVar
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from difflib import get_close_matches
+from types import UnionType
+from typing import Any, Optional, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+
+from configs.errors import ConfigError
 
 
 @dataclass
@@ -68,9 +72,51 @@ T = TypeVar("T")
 
 
 def to_dataclass(cfg: DictConfig, schema: type[T]) -> T:
-    """A composed config as its plain schema dataclass (nested dataclasses included)."""
+    """A composed config as its plain schema dataclass (nested dataclasses included).
+
+    A key the schema does not have is a ``ConfigError`` naming it: Hydra lets ``+key=value``
+    add one, and OmegaConf would carry it along unused, so a typo such as ``+cycels=5`` would
+    otherwise run with the default it meant to change."""
+    unknown = unknown_keys(cfg, schema)
+    if unknown:
+        named = "; ".join(f"{key}{_did_you_mean(key, schema)}" for key in unknown)
+        raise ConfigError(f"{schema.__name__} has no setting {named}")
     obj: Any = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
     return obj
+
+
+def unknown_keys(cfg: Any, schema: type, prefix: str = "") -> list[str]:
+    """The dotted keys of ``cfg`` that are not fields of the dataclass ``schema`` (free-form
+    dict fields, such as ``sim.params``, take any key). Interpolations are left unresolved."""
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    if not isinstance(tree, dict):
+        return []
+    hints = get_type_hints(schema)
+    unknown = []
+    for key, value in tree.items():
+        if key not in hints:
+            unknown.append(f"{prefix}{key}")
+        elif (nested := _dataclass_of(hints[key])) is not None:
+            unknown += unknown_keys(value, nested, f"{prefix}{key}.")
+    return unknown
+
+
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass a field holds, ``Optional`` unwrapped; None for any other type."""
+    if is_dataclass(hint):
+        return hint
+    if get_origin(hint) in (Union, UnionType):
+        inner = [a for a in get_args(hint) if a is not type(None)]
+        return inner[0] if len(inner) == 1 and is_dataclass(inner[0]) else None
+    return None
+
+
+def _did_you_mean(key: str, schema: type) -> str:
+    *parents, leaf = key.split(".")
+    for parent in parents:
+        schema = _dataclass_of(get_type_hints(schema)[parent])
+    close = get_close_matches(leaf, [f.name for f in fields(schema)], n=1)
+    return f" (did you mean {'.'.join([*parents, close[0]])}?)" if close else ""
 
 
 # ---------------------------------------------------------------------- the agent (policies)

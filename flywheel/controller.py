@@ -2,9 +2,10 @@
 
     run(config) -> run directory
 
-A run directory holds everything needed to resume or to report:
+A run directory (``run_directory``: never one that holds another run, unless resumed) holds
+everything needed to resume or to report:
 
-    config.json      the resolved RunConfig
+    config.json      the resolved RunConfig (its run_dir absolute)
     store/           graded rollouts: Parquet shards + manifest per cycle (flywheel.store)
     checkpoints/     run checkpoints (flywheel.checkpoint); ``latest`` names the newest
     cycles.jsonl     one line per completed cycle (capability ± its standard error, fidelity, grades, env steps...)
@@ -43,6 +44,7 @@ import torch
 import sims
 from configs.errors import ConfigError
 from configs.run_schema import RunConfig
+from configs.schema import SimConfig
 from flywheel import checkpoint as run_checkpoint
 from configs.learning import ObjectiveConfig
 from flywheel.rollout import RolloutSpec
@@ -90,6 +92,7 @@ def validate(config: RunConfig) -> RolloutSpec:
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{field}.name / {field}: {exc}") from exc
         check_learned(field, sim)
+    check_reference(config)
     if config.ray.address is None:  # an embedded Ray has what we give it: check before starting it
         cpus = config.ray.num_cpus or os.cpu_count() or 1
         check_resources(config, {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())})
@@ -112,6 +115,18 @@ def check_resources(config: RunConfig, available: dict[str, float]) -> None:
                 f"num_rollout_workers={config.num_rollout_workers} x rollout_resources.num_{resource.lower()}s="
                 f"{per_worker} plus num_learners={config.num_learners} x learner_resources.num_{resource.lower()}s="
                 f"{per_learner} need {needed:g} {resource}s, but Ray has {available.get(resource, 0.0):g}")
+
+
+def check_reference(config: RunConfig) -> None:
+    """The training sim's fidelity is measured on the reference's probe set, which starts only
+    the reference itself (at any fidelity), its learned sim or its cross-engine twin."""
+    from world_model.learned_env import PREFIX
+    from world_model.probes import can_start
+
+    sim, reference = config.sim.name, config.reference.name
+    if not can_start(reference, sim):
+        raise ConfigError(f"reference.name={reference}: it cannot measure the training sim {sim} (only itself, "
+                          f"learned/{reference} or its cross-engine twin); set reference.name={sim.removeprefix(PREFIX)}")
 
 
 def check_learned(field: str, sim) -> None:
@@ -194,15 +209,9 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     """Run (or resume) the flywheel; returns the run directory, or raises ``RunStopped`` when a
     signal stopped it before its last cycle. ``fault`` is a test hook (``flywheel.actors.WorkerSpec.fault``)."""
     from flywheel.cycle import Flywheel
-    from flywheel.learned_sim import with_world_models
     from flywheel.logger import CycleLogger
 
-    rollout_spec = validate(config)
-    run_dir = run_directory(config)
-    config = with_world_models(config, console)  # a learned sim's checkpoint, fitted first if missing
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", json_config(dataclasses.replace(config, resume=None)))
-
+    config, run_dir, rollout_spec = prepare(config, console)
     agent, optimizer_state, start_cycle = _starting_point(run_dir, config, console)
     check_embodiment(agent, config)
     check_critic(agent, config)
@@ -254,11 +263,120 @@ def evaluate_start(flywheel) -> None:
     flywheel.logger.log_start(evaluation, time.perf_counter() - began)
 
 
-def run_directory(config: RunConfig) -> Path:
-    run_dir = Path(config.resume or config.run_dir or Path("runs") / "flywheel" / config.name)
-    if config.resume and not (run_dir / "config.json").is_file():
-        raise ConfigError(f"resume={run_dir}: not a run directory (no config.json)")
-    return run_dir
+def prepare(config: RunConfig, console=print) -> tuple[RunConfig, Path, RolloutSpec]:
+    """The config as the run uses it, checked, its directory claimed and its ``config.json``
+    written; nothing here needs Ray. The run directory goes into the config as an absolute path,
+    resolved once, here: the actors write their shards under it, and on another node a relative
+    path would name that node's working directory."""
+    from flywheel.learned_sim import with_world_models
+
+    config = with_own_reference(config, console)
+    rollout_spec = validate(config)
+    run_dir, resuming = run_directory(config)
+    config = with_world_models(config, console)  # a learned sim's checkpoint, fitted first if missing
+    config = dataclasses.replace(config, run_dir=str(run_dir))
+    if resuming:
+        check_same_run(run_dir, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / CONFIG, json_config(dataclasses.replace(config, resume=None)))
+    return config, run_dir, rollout_spec
+
+
+CONFIG = "config.json"  # the first file a run writes: a directory holding one holds a run
+DEFAULT_ROOT = Path("runs") / "flywheel"
+
+
+def run_directory(config: RunConfig) -> tuple[Path, bool]:
+    """The run's directory, absolute, and whether the run continues one already there.
+
+    A new run never writes into a directory that holds a run: it would resume it under the new
+    config and rewrite its ``config.json``. A directory the user named (``name=``, ``run_dir=``)
+    is refused, naming it: a run put elsewhere than asked is a run looked for in the wrong place.
+    The default one, ``runs/flywheel/default``, is followed by a fresh timestamped sibling
+    instead (``default-20260101-120000``, as CleanRL and Ray Tune name runs), so that ``make
+    run`` works every time and a multirun without a run directory gives each job its own; the
+    run prints its directory when it ends. ``resume=DIR`` and ``if_exists=resume`` continue one.
+    """
+    if config.resume:
+        run_dir = Path(config.resume).resolve()
+        if not (run_dir / CONFIG).is_file():
+            raise ConfigError(f"resume={config.resume}: not a run directory (no {CONFIG} in {run_dir})")
+        return run_dir, True
+    run_dir = Path(config.run_dir or DEFAULT_ROOT / config.name).resolve()
+    if not (run_dir / CONFIG).is_file():
+        return run_dir, False
+    if config.if_exists == "resume":
+        return run_dir, True
+    if config.run_dir is None and config.name == RunConfig.name:
+        return fresh_directory(run_dir), False
+    named = f"run_dir={config.run_dir}" if config.run_dir else f"name={config.name}"
+    raise ConfigError(f"{named}: {run_dir} already holds a run; pass resume={run_dir} to continue it, or "
+                      "another name= or run_dir= to start a new one")
+
+
+def fresh_directory(taken: Path) -> Path:
+    """A new sibling of ``taken``, timestamped, created here so that no other run claims it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    fresh, n = taken.with_name(f"{taken.name}-{stamp}"), 1
+    while True:
+        try:
+            fresh.mkdir(parents=True)
+            return fresh
+        except FileExistsError:  # another run this second
+            n += 1
+            fresh = taken.with_name(f"{taken.name}-{stamp}-{n}")
+
+
+# What a resumed run may change: how long it runs, where its directory is, and which Ray runs it.
+RESUMABLE = ("cycles", "resume", "run_dir", "name", "if_exists", "ray")
+
+
+def check_same_run(run_dir: Path, config: RunConfig) -> None:
+    """A resumed run continues the run it resumes: a config that differs from its ``config.json``
+    in anything but ``RESUMABLE`` is a ``ConfigError`` naming every such field. Fields that the
+    stored config lacks (written by an older version) count as their defaults."""
+    path = run_dir / CONFIG
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"resume={run_dir}: cannot read {path} ({exc})") from exc
+    was = {**_flat(json_config(RunConfig())), **_flat(stored)}
+    now = _flat(json_config(config))
+    changed = [key for key in sorted(was.keys() | now.keys())
+               if key.split(".")[0] not in RESUMABLE and was.get(key, "unset") != now.get(key, "unset")]
+    if changed:
+        listed = ", ".join(f"{key}={now.get(key, 'unset')} (the run has {was.get(key, 'unset')})" for key in changed)
+        how = f"resume={run_dir}" if config.resume else f"if_exists=resume, and {run_dir} holds a run"
+        raise ConfigError(f"{how}: {listed}; a resumed run may change only {', '.join(RESUMABLE)}: start a new "
+                          "run (another name=, run_dir= or hydra.sweep.dir=) for another configuration")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def with_own_reference(config: RunConfig, console=print) -> RunConfig:
+    """A run on a sim that the default reference cannot measure (another task: the reference's
+    probe set starts only itself, its learned sim or its cross-engine twin) is scored in the
+    training sim's own engine, at full fidelity and the same episode length, when the reference
+    was left at its default;
+    the fidelity sweep's twins keep theirs. A reference that was set is checked by ``validate``."""
+    from world_model.learned_env import PREFIX
+    from world_model.probes import can_start
+
+    default = RunConfig.__dataclass_fields__["reference"].default_factory()
+    if config.reference != default or can_start(default.name, config.sim.name):
+        return config
+    own = config.sim.name.removeprefix(PREFIX)
+    console(f"reference sim: {own}, the training sim's own (the default reference {default.name} cannot "
+            f"measure {config.sim.name}; reference.name= to choose another)")
+    return dataclasses.replace(config, reference=SimConfig(name=own, max_episode_steps=config.sim.max_episode_steps))
 
 
 LOOPBACK = "127.0.0.1"

@@ -34,7 +34,9 @@ def run_hydra(prog: str, config_name: str, task, overrides: list[str]) -> int:
         result["rc"] = max(result.get("rc", 0), report_user_errors(task, cfg) or 0)
 
     saved = sys.argv
-    sys.argv = [prog, *overrides]
+    # Hydra names the app after the file that defines the entry point (this one) in --help's
+    # banner; a Hydra override, so it is not among the task's (``hydra.overrides.task``).
+    sys.argv = [prog, f"hydra.help.app_name='{prog}'", *overrides]
     try:
         _entry()
     except SweepStopped as stopped:

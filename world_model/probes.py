@@ -28,7 +28,7 @@ import numpy as np
 import sims
 from sims import SimEnv, SimState
 from sims.twins import TWIN_PAIRS
-from world_model.learned_env import LearnedSimEnv
+from world_model.learned_env import PREFIX, LearnedSimEnv
 from world_model.metrics import spread
 
 ACTION_HOLD = 4  # control steps each random action (or noise draw) is held
@@ -143,6 +143,12 @@ def start_candidate(env: SimEnv, probes: ProbeSet, index: int, reference_env: Si
         return
     raise ValueError(f"a probe set of {probes.sim!r} cannot start candidate {env.name!r}: a candidate must be the "
                      f"same sim (any fidelity), 'learned/{probes.sim}', or its cross-engine twin")
+
+
+def can_start(reference: str, candidate: str) -> bool:
+    """Whether a probe set of ``reference`` can start ``candidate``: ``start_candidate``'s
+    rule by name alone, so a run's config is checked before any env is built."""
+    return candidate in (reference, PREFIX + reference) or twin_of(reference, candidate)
 
 
 def twin_of(reference: str, candidate: str) -> bool:

@@ -66,6 +66,7 @@ def resumed_config(run_dir: str):
     if not saved.is_file():
         raise ValueError(f"resume={run_dir}: not a flywheel run directory (no config.json)")
     base = OmegaConf.merge(OmegaConf.structured(RunConfig), json.loads(saved.read_text()))
+    OmegaConf.set_struct(base, False)  # an unknown key on the command line is to_dataclass's to name
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     merged = OmegaConf.merge(base, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
     merged.resume = run_dir

@@ -42,6 +42,7 @@ def test_a_sweeps_runs_share_agent_seeds_and_budgets(experiment):
     for name, cfg in jobs.items():
         assert cfg.name == name  # the run directory is named after its training sim
         assert OmegaConf.to_container(cfg)["run_dir"] == "${hydra:sweep.dir}/${name}"
+        assert cfg.if_exists == "resume"  # the same command again finishes an interrupted sweep
         validate(to_dataclass(compose_run([f"experiment={experiment}", f"training_sim={name}", *DIRS]), RunConfig))
 
 

@@ -40,3 +40,14 @@ def test_overrides_are_typed():
 def test_unknown_keys_are_rejected():
     with pytest.raises(ConfigCompositionException):
         compose_rollout(["episodez=3"])
+
+
+def test_keys_added_with_plus_must_be_fields_except_in_free_form_dicts():
+    from configs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"SimsRolloutConfig has no setting episodez \(did you mean episodes\?\)"):
+        to_dataclass(compose_rollout(["+episodez=3"]), SimsRolloutConfig)
+    with pytest.raises(ConfigError, match=r"no setting sim\.fidelty \(did you mean sim\.fidelity\?\)"):
+        to_dataclass(compose_rollout(["sim=dmc_cartpole_swingup", "+sim.fidelty=0.5"]), SimsRolloutConfig)
+    config = to_dataclass(compose_rollout(["sim=dmc_cartpole_swingup", "+sim.params.anything=1.5"]), SimsRolloutConfig)
+    assert config.sim.params == {"anything": 1.5}

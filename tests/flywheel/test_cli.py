@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import sims
 from flywheel.cli import main
 
@@ -56,3 +58,22 @@ def test_twins_prints_drift_and_draws_it(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "reacher" in out and "apart at" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_help_is_flywheels(capsys):
+    with pytest.raises(SystemExit) as exit_:  # Hydra's --help exits itself
+        main(["run", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("flywheel run is powered by Hydra") and "cycles: 3" in out
+
+
+def test_an_unknown_setting_added_with_plus_is_an_error_naming_it(capsys, monkeypatch):
+    def ran(config, console=print):
+        raise AssertionError("the run started despite an unknown setting")
+
+    monkeypatch.setattr("flywheel.controller.run", ran)  # it must fail in the config's conversion
+    assert main(["run", "+cycels=5"]) == 2
+    assert "RunConfig has no setting cycels (did you mean cycles?)" in capsys.readouterr().err
+    assert main(["run", "+learner.lrr=0.1", "cycles=1"]) == 2
+    assert "learner.lrr (did you mean learner.lr?)" in capsys.readouterr().err
