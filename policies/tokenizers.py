@@ -258,12 +258,16 @@ class FutureTokenizer(FlowTokenizer):
         self.proprio_out = nn.Linear(d, cfg.proprio_pad)
         self.patch_out = nn.Linear(d, cfg.patch_size ** 2 * 3)
         # Per future step and proprio dimension, the spread of the motion from the latest observed
-        # step (``policies.future``): set once from training data, saved with the weights.
-        self.register_buffer("motion_scale", torch.ones(cfg.chunk, cfg.proprio_pad))
+        # step (``policies.future``): set once from training data, saved with the weights. Models
+        # that imagine absolute proprio (checkpoints from before) have none.
+        if cfg.relative_future:
+            self.register_buffer("motion_scale", torch.ones(cfg.chunk, cfg.proprio_pad))
 
     @torch.no_grad()
     def set_motion_scale(self, scale: torch.Tensor) -> None:
         """(chunk, proprio_pad) standard deviations of x_t - x_now, each > 0."""
+        if not hasattr(self, "motion_scale"):
+            raise ValueError("this model imagines absolute proprio (relative_future=false): it has no motion scale")
         scale = torch.as_tensor(scale, dtype=self.motion_scale.dtype).reshape(self.motion_scale.shape)
         if not bool((scale > 0).all()) or not bool(torch.isfinite(scale).all()):
             raise ValueError("the future's motion scale needs positive finite entries")

@@ -290,7 +290,7 @@ def trainable(band: Band, config, stages: tuple[str, ...]) -> list[str]:
 
 def set_motion_scale(model: Model, banks) -> None:
     """A new future tokenizer's motion scale, from the episodes' windows (``policies.future``)."""
-    if "future" in model.tokenizers:
+    if "future" in model.tokenizers and model.cfg.relative_future:
         motion = datasets.motion_statistics(banks, model.cfg.chunk, model.cfg.proprio_pad)
         if motion is not None:
             model.tokenizers["future"].set_motion_scale(motion)

@@ -51,8 +51,25 @@ def test_holding_still_is_the_origin_and_the_map_inverts():
         pytest.approx(1.0)
 
 
+def test_a_checkpoint_saved_before_relative_futures_loads_as_absolute(tmp_path):
+    import json
+
+    from policies import checkpoint
+
+    torch.manual_seed(0)
+    old = Model(ModelConfig(**{**SIZES["tiny"].to_dict(), "relative_future": False}))
+    path = checkpoint.save(old, tmp_path / "old")
+    config = json.loads((path / "config.json").read_text())
+    config["config"].pop("relative_future")  # as written before the field existed
+    (path / "config.json").write_text(json.dumps(config))
+    loaded = checkpoint.load(path)
+    assert loaded.cfg.relative_future is False and not hasattr(loaded.tokenizers["future"], "motion_scale")
+    with pytest.raises(ValueError, match="imagines absolute proprio"):
+        loaded.tokenizers["future"].set_motion_scale(torch.ones(8, loaded.cfg.proprio_pad))
+
+
 def test_absolute_checkpoints_are_untouched():
-    model = _model(relative=False)
+    model = Model(ModelConfig(**{**SIZES["tiny"].to_dict(), "relative_future": False}))
     agent = Agent(model=model)
     observed, _ = _observed(agent)
     future = observed.future_data(torch.randn(1, agent.cfg.chunk, agent.cfg.proprio_pad))
