@@ -9,10 +9,11 @@ with ``scale_t`` the standard deviation of that motion per future step and dimen
 pretraining data (the future tokenizer's ``motion_scale``; ones until set). Why: a chunk moves
 the body a little from where it is, so "stay where you are" is z = 0, the flow's mean, and
 the flow's unit noise is the size of a typical motion, not of the whole state space: an
-undertrained expert errs by about a motion, not by a state. In absolute raw units the small starter imagined
-futures 37 times farther from the realized ones (in the state's standard units) than simply
-copying the current state, and the target offset (std 0.06 m) drowned in unit flow noise:
-the agent's own plans were worse than acting with zero torque (docs/rl-core.md, "Imagination").
+undertrained expert errs by about a motion, not by a state. In absolute raw units the small
+starter imagined futures 42 times farther from the realized ones (in the state's standard
+units) than simply holding the current state, and the target offset (std 0.06 m) drowned in unit flow noise;
+relative, 7 times, and 1.6 times after one learning phase in the flywheel
+(docs/rl-core.md, "Imagination").
 
 Frames of an imagined future are untouched. Every place a future crosses the model's
 boundary calls ``to_model`` or ``from_model``: the agent (imagine, act, loss) and
