@@ -27,8 +27,10 @@ FROZEN = ["understand", "image"]
 STEPS, BATCH = 3, 7  # 7 rows over 2 learners: uneven shares (4 + 3), the hard case for normalisation
 LR = 3e-3
 # Float32 sums in a different order (one process vs two, then gloo's all-reduce), over 3 AdamW
-# steps of lr 3e-3: measured differences are below 1e-6 while the weights move by > 1e-3.
-EQUIVALENCE_ATOL = 1e-5
+# steps of lr 3e-3, while the weights move by 9e-3. Measured: below 2.1e-6 everywhere but one
+# element at 1.04e-5, where AdamW divides a near-zero gradient by its own size, so the gradient's
+# roundoff becomes a fraction of the learning rate (since relative futures changed the numbers).
+EQUIVALENCE_ATOL = 3e-5
 # The grade's weights (made uneven below) on the realized futures of rollouts that did not plan.
 OBJECTIVE = ObjectiveConfig(advantage="grade", act_on="realized")
 
@@ -117,7 +119,8 @@ def test_shares_of_a_split_batch_sum_to_the_whole_batch(rows, act_on):
         assert torch.allclose(sum(s[term] for s, _ in shares), whole[term], rtol=1e-5), term
     for name, grad in whole_grad.items():
         summed = sum(g[name] for _, g in shares if name in g)
-        assert torch.allclose(summed, grad, rtol=1e-4, atol=1e-7), name
+        # Float32 roundoff of a sum of three shares, at the scale of the tensor's largest entry.
+        assert torch.allclose(summed, grad, rtol=1e-4, atol=1e-6 * float(grad.abs().max())), name
     with pytest.raises(ValueError, match="noise_seed"):
         batch_loss(agent, rows, cfg, torch.Generator(), rank=0, world_size=2)
 
@@ -140,7 +143,8 @@ def test_critic_shares_and_their_gradients_sum_to_the_whole_batchs(rows):
     assert any(name.startswith("model.heads.q.") for name in whole_grad)
     for name, grad in whole_grad.items():
         summed = sum(g[name] for _, g in shares if name in g)
-        assert torch.allclose(summed, grad, rtol=1e-4, atol=1e-7), name
+        # Float32 roundoff of a sum of three shares, at the scale of the tensor's largest entry.
+        assert torch.allclose(summed, grad, rtol=1e-4, atol=1e-6 * float(grad.abs().max())), name
 
 
 def test_row_noise_depends_on_the_row_seed_only():
