@@ -21,6 +21,12 @@ and without Ray:
 4. capability as ``flywheel.cycle.evaluate`` measures it (fixed seeds ``eval.seed``, planning
    with ``eval.n_candidates``), and acting without planning.
 
+``--prior-data`` adds the variant "defaults + prior data": every step also takes the
+pretraining objectives of the video and action stages (``policies.pretrain.objectives``) on a
+batch of the same size drawn from the starter's own pretraining data (its run directory's
+``config.yaml`` names it; the data cache is regenerated if missing), summed with the
+flywheel's loss: RLPD's symmetric sampling of prior data, tried here before the learners get it.
+
 Prints a table, writes ``benchmarks/results/<name>.json`` and a PNG. ``--variant`` may repeat;
 without it: the run's defaults, ``act_on=realized`` and a tenth of the learning rate. The
 rollouts are not graded, so a variant may not use ``advantage=grade`` or ``task``.
@@ -84,8 +90,27 @@ def rollouts(agent: Agent, config: RunConfig, episodes: int):
     return rows
 
 
-def train(agent: Agent, rows, config: RunConfig, steps: int, seed: int = 0) -> tuple[Agent, float]:
-    """A copy of ``agent`` after ``steps`` learner steps on ``rows`` (module docstring, step 2)."""
+def prior_data(pretrained: str, batch_size: int, seed: int) -> dict:
+    """Samplers over the starter's pretraining data of the video and action stages."""
+    from configs.schema import PretrainConfig
+    from policies.pretrain import datasets, objectives
+    from policies.pretrain.run import check
+
+    recipe = OmegaConf.load(Path(pretrained).parent / "config.yaml")
+    recipe.pop("training_hash", None)
+    config = to_dataclass(OmegaConf.merge(OmegaConf.structured(PretrainConfig), recipe), PretrainConfig)
+    checked = check(config)
+    directory, manifest = datasets.ensure(checked.spec, config.data.cache_dir, 1, log=print, progress=False)
+    banks = datasets.load(directory, manifest, checked.spec, checked.model.proprio_pad, checked.model.action_pad)
+    return {stage: objectives.Sampler(banks[stage]["train"], batch_size, seed) for stage in ("video", "action")}
+
+
+def train(agent: Agent, rows, config: RunConfig, steps: int, seed: int = 0,
+          prior: dict | None = None) -> tuple[Agent, float]:
+    """A copy of ``agent`` after ``steps`` learner steps on ``rows`` (module docstring, step 2),
+    plus the pretraining objectives on batches of ``prior`` data where given."""
+    from policies.pretrain.objectives import OBJECTIVES
+
     agent = copy.deepcopy(agent)
     learner = config.learner
     objective = ObjectiveConfig(**{k: getattr(learner, k) for k in ObjectiveConfig.__dataclass_fields__})
@@ -96,8 +121,11 @@ def train(agent: Agent, rows, config: RunConfig, steps: int, seed: int = 0) -> t
     losses = []
     for _ in range(steps):
         loss = batch_loss(agent, rows.take(rng.integers(0, rows.n, learner.batch_size)), objective, generator)
+        total = loss["total"]
+        for stage, sampler in (prior or {}).items():
+            total = total + OBJECTIVES[stage](agent.model, sampler.sample(agent.model), generator)
         optimizer.zero_grad(set_to_none=True)
-        loss["total"].backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         losses.append(float(loss["total"].detach()))
@@ -165,11 +193,15 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=40)
     ap.add_argument("--steps", type=int, default=200, help="learner steps per variant (the default run's per cycle)")
     ap.add_argument("--variant", action="append", default=None, help="NAME:key=value,key=value (run overrides)")
+    ap.add_argument("--prior-data", action="store_true", help="add the variant 'defaults + prior data'")
+    ap.add_argument("--seed", type=int, default=0, help="the run's seed: rollouts and training draws")
     ap.add_argument("--name", default="bench_distill")
     args = ap.parse_args()
     pretrained = args.pretrained or str(DEFAULT if (DEFAULT / "config.json").is_file() else small_checkpoint())
     variants = [v.split(":", 1) for v in (args.variant or DEFAULT_VARIANTS)]
-    configs = {name: run_config(pretrained, [f"eval.episodes={args.eval_episodes}",
+    if args.prior_data:
+        variants.append(["defaults + prior data", ""])
+    configs = {name: run_config(pretrained, [f"eval.episodes={args.eval_episodes}", f"seed={args.seed}",
                                              *[o for o in overrides.split(",") if o]]) for name, overrides in variants}
     start = Agent.from_checkpoint(pretrained)
     base = next(iter(configs.values()))
@@ -183,12 +215,13 @@ def main() -> None:
     table = [{"variant": "start", **diagnose(start, held), **capability(start, base)}]
     report(table[-1])
     for name, config in configs.items():
-        trained, loss = train(start, train_rows, config, args.steps)
+        prior = prior_data(pretrained, config.learner.batch_size, args.seed) if name.endswith("prior data") else None
+        trained, loss = train(start, train_rows, config, args.steps, args.seed, prior)
         table.append({"variant": name, "loss": loss, **diagnose(trained, held), **capability(trained, config)})
         report(table[-1])
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / f"{args.name}.json", {
-        "pretrained": pretrained, "steps": args.steps, "episodes": args.episodes, "eval_episodes": args.eval_episodes,
+        "pretrained": pretrained, "seed": args.seed, "steps": args.steps, "episodes": args.episodes, "eval_episodes": args.eval_episodes,
         "variants": dict(variants), "teacher": teacher, "table": table, "seconds": round(time.perf_counter() - began),
         "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()}})
     plot(table, teacher, RESULTS / f"{args.name}.png", args)
