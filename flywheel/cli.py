@@ -1,13 +1,13 @@
 """The ``flywheel`` command.
 
-    flywheel sims list [--tag TAG]             registered simulators
+    flywheel sims list [--tag TAG] [--json]     registered simulators, their dims and whether they load
     flywheel sims check NAME... [--all]         the conformance suite
     flywheel sims rollout [hydra overrides]     demonstrator rollouts and a timing table
     flywheel sims twins [--plot PNG]            how far MuJoCo/PyBullet twins drift apart
     flywheel routes [agent=tiny | --checkpoint DIR]   the routes (inputs -> output) a model supports
     flywheel run [hydra overrides]              the flywheel: rollouts, grading, learning, evaluation
     flywheel run experiment=fidelity_sweep      one agent in ten training sims, then flywheel report (docs/report.md)
-    flywheel status RUN_DIR                     a run's cycle table
+    flywheel status RUN_DIR [--json]            a run's cycle table and any corrupt or missing store shards
     flywheel world-model fit [sim=... out=DIR ...]    fit the learned simulator of a sim (checkpoint + fidelity report)
     flywheel fidelity --reference SIM --candidate SIM[:k=v,...] ...   fidelity table and error-vs-horizon PNG
     flywheel pretrain [pretrain=cpu|tiny] [curriculum=staged|joint] ...   staged pretraining of the backbone

@@ -108,6 +108,22 @@ class ReadReport:
 
 
 @dataclass
+class CycleAudit:
+    """A committed cycle's shards that a read would skip: ``missing`` (no file) and ``corrupt``
+    (sha256 differs from the manifest), paths relative to the store root; ``manifest_error``:
+    why its manifest cannot be read (then no shard of it is read, and none is listed)."""
+
+    cycle: int
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    manifest_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.manifest_error)
+
+
+@dataclass
 class Sample:
     """Rows drawn from a replay: ``rows`` holds each drawn row once (in store order), ``order``
     the draw as positions in ``rows``; ``population`` is how many rows the draw was over."""
@@ -180,6 +196,27 @@ class RolloutStore:
 
     def committed_cycles(self) -> list[int]:
         return sorted(int(p.parent.name.split("-")[1]) for p in self.root.glob("cycle-*/manifest.json"))
+
+    def audit(self) -> list[CycleAudit]:
+        """Every committed cycle, its shards checked as a read checks them (whole files hashed,
+        one at a time), without reading any: for ``flywheel status``, since a read only logs
+        what it skips and the run goes on without those rows."""
+        audits = []
+        for cycle in self.committed_cycles():
+            audit = CycleAudit(cycle)
+            try:
+                manifest = self.manifest(cycle)
+            except CorruptManifest as exc:
+                audit.manifest_error = str(exc)
+                manifest = Manifest(cycle, [])
+            for shard in manifest.shards:
+                path = self.root / shard.path
+                if not path.is_file():
+                    audit.missing.append(shard.path)
+                elif sha256_file(path) != shard.sha256:
+                    audit.corrupt.append(shard.path)
+            audits.append(audit)
+        return audits
 
     def shard_paths(self, cycles: Iterable[int]) -> list[str]:
         """Absolute paths of the committed shards of ``cycles`` (e.g. for ray.data.read_parquet)."""

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from flywheel.commands import output
 
 console = Console()
 if not console.is_terminal:
@@ -78,33 +82,92 @@ def status_main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(prog="flywheel status", description="Print a run's cycle table.")
     ap.add_argument("run_dir")
+    output.add_json_flag(ap)
     args = ap.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir}: not a flywheel run directory (no config.json)")
-    records = read_cycles(run_dir)
-    print_cycles(records, title=f"flywheel status {run_dir}", start=read_start(run_dir))
+    records, start, audits = read_cycles(run_dir), read_start(run_dir), store_audit(run_dir)
+    if args.json:
+        output.print_json({"run_dir": str(run_dir), "start": None if start is None else start_summary(start),
+                           "cycles": [cycle_summary(r) for r in records],
+                           "store": [asdict(a) for a in audits if not a.ok]})
+        return 0
+    if output.plain():
+        output.print_columns(CYCLE_COLUMNS, cycle_cells(records, start))
+    else:
+        print_cycles(records, title=f"flywheel status {run_dir}", start=start)
+    # On stderr: what is wrong is for the person running it, and stdout stays the table.
+    for audit in audits:
+        if not audit.ok:
+            print(audit_line(audit), file=sys.stderr)
     if not records:
-        console.print("no complete cycle yet")
+        print("no complete cycle yet", file=sys.stderr)
     return 0
+
+
+def store_audit(run_dir: Path) -> list:
+    from flywheel.store import RolloutStore
+
+    if not (run_dir / "store").is_dir():  # RolloutStore() would create it; no rollout phase has ended yet
+        return []
+    return RolloutStore(run_dir / "store").audit()
+
+
+def audit_line(audit) -> str:
+    if audit.manifest_error:
+        return f"store: cycle {audit.cycle}: {audit.manifest_error}"
+    parts = [f"{len(paths)} {what} ({', '.join(paths)})"
+             for what, paths in (("missing", audit.missing), ("corrupt (sha256 differs from the manifest)",
+                                                              audit.corrupt)) if paths]
+    return (f"store: cycle {audit.cycle}: shards {'; '.join(parts)}: their rows are left out of every replay "
+            "that reads this cycle")
+
+
+CYCLE_COLUMNS = ("cycle", "capability", "fidelity", "grade weight", "imagination err", "env steps",
+                 "total env steps", "sim steps", "total sim steps", "weights", "wall s")
+
+
+def cycle_summary(record: dict) -> dict:
+    """A cycle's fields as the table shows them, unformatted (``flywheel status --json``)."""
+    return {"cycle": record["cycle"], "capability": record["capability"],
+            "capability_stderr": record.get("capability_stderr"), "fidelity": record.get("fidelity"),
+            "grade_weight": record["grades"]["weight"],
+            "imagination_error": record["grades"].get("imagination_error"),
+            "env_steps": record["env_steps"], "env_steps_total": record["env_steps_total"],
+            "sim_steps": record["sim_steps"], "sim_steps_total": record["sim_steps_total"],
+            "rollout_weight_versions": record["rollout"]["weight_versions"],
+            "weight_version": record["weight_version"], "seconds": record["seconds"]["cycle"]}
+
+
+def start_summary(start: dict) -> dict:
+    return {"capability": start["capability"], "capability_stderr": start.get("capability_stderr"),
+            "weight_version": start["weight_version"], "seconds": start["seconds"]["eval"]}
+
+
+def cycle_cells(records: list[dict], start: dict | None = None) -> list[list[str]]:
+    """The table's rows as text; ``start`` (the starting weights' evaluation) first."""
+    from flywheel.logger import capability_text
+
+    rows = []
+    if start is not None:
+        rows.append(["start", capability_text(start), *[""] * 7, f"{start['weight_version']}",
+                     f"{start['seconds']['eval']:.1f}"])
+    for r in records:
+        fidelity = r.get("fidelity")
+        rows.append([str(r["cycle"]), capability_text(r), "" if fidelity is None else f"{fidelity:.3f}",
+                     f"{r['grades']['weight']:.3f}", f"{r['grades'].get('imagination_error', float('nan')):.3f}",
+                     f"{r['env_steps']:,}", f"{r['env_steps_total']:,}", f"{r['sim_steps']:,}",
+                     f"{r['sim_steps_total']:,}",
+                     f"{r['rollout']['weight_versions']} -> {r['weight_version']}", f"{r['seconds']['cycle']:.1f}"])
+    return rows
 
 
 def print_cycles(records: list[dict], title: str, start: dict | None = None) -> None:
     """The cycle table; ``start`` (the starting weights' evaluation) is its first row: capability, weights, seconds."""
-    from flywheel.logger import capability_text
-
     table = Table(title=title)
-    for column in ("cycle", "capability", "fidelity", "grade weight", "imagination err", "env steps",
-                   "total env steps", "sim steps", "total sim steps", "weights", "wall s"):
+    for column in CYCLE_COLUMNS:
         table.add_column(column, justify="right")
-    if start is not None:
-        table.add_row("start", capability_text(start), *[""] * 7, f"{start['weight_version']}",
-                      f"{start['seconds']['eval']:.1f}")
-    for r in records:
-        fidelity = r.get("fidelity")
-        table.add_row(str(r["cycle"]), capability_text(r), "" if fidelity is None else f"{fidelity:.3f}",
-                      f"{r['grades']['weight']:.3f}", f"{r['grades'].get('imagination_error', float('nan')):.3f}",
-                      f"{r['env_steps']:,}", f"{r['env_steps_total']:,}", f"{r['sim_steps']:,}",
-                      f"{r['sim_steps_total']:,}",
-                      f"{r['rollout']['weight_versions']} -> {r['weight_version']}", f"{r['seconds']['cycle']:.1f}")
+    for row in cycle_cells(records, start):
+        table.add_row(*row)
     console.print(table)

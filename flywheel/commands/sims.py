@@ -8,9 +8,11 @@ import time
 from dataclasses import asdict, dataclass
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
+from flywheel.commands import output
 from sims.files import write_json_atomic
 
 console = Console()
@@ -45,18 +47,58 @@ def main(argv: list[str]) -> int:
 def list_command(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="flywheel sims list", description="List registered simulators.")
     ap.add_argument("--tag", help="only sims carrying this tag")
+    output.add_json_flag(ap)
     args = ap.parse_args(argv)
     import sims
 
-    table = Table(title="Registered simulators")
-    for column in ("sim", "tags", "origin"):
-        table.add_column(column)
-    for name in sims.names(tag=args.tag):
-        table.add_row(name, ", ".join(sims.tags_of(name)), sims.origin_of(name))
-    console.print(table)
+    described = [describe(name) for name in sims.names(tag=args.tag)]
+    if args.json:
+        output.print_json(described)
+    elif output.plain():
+        output.print_columns(LIST_COLUMNS, [list_cells(d) for d in described])
+    else:
+        table = Table(title="Registered simulators")
+        for column in LIST_COLUMNS:
+            table.add_column(column, overflow="fold")
+        for d in described:
+            table.add_row(*list_cells(d, markup=True))
+        console.print(table)
+    # Families are name spaces, not sims: kept off stdout when a program reads it.
+    family_console = console if not (args.json or output.plain()) else Console(stderr=True)
     for family in sims.families():
-        console.print(f"also resolvable: [bold]{family}[/bold]")
+        family_console.print(f"also resolvable: [bold]{family}[/bold]")
     return 0
+
+
+LIST_COLUMNS = ("sim", "tags", "proprio", "action", "loads", "origin")
+
+
+def describe(name: str) -> dict:
+    """A sim as ``flywheel sims list`` shows it. The sim is built (cheap: no episode is run), since
+    only building it shows that a plug-in's module imports and its factory returns a ``SimEnv``."""
+    import sims
+
+    entry = {"name": name, "tags": [], "proprio_dim": None, "action_dim": None, "loads": False, "error": None,
+             "origin": sims.origin_of(name)}
+    try:
+        env = sims.make(name)
+    except Exception as exc:  # a listing reports every broken sim, whatever broke it, and goes on
+        entry.update(tags=list(sims.tags_of(name)), error=f"{type(exc).__name__}: {exc}")
+        return entry
+    try:
+        entry.update(tags=list(sims.tags_of(name)), proprio_dim=env.embodiment.proprio_dim,
+                     action_dim=env.embodiment.action_dim, loads=True)
+    finally:
+        env.close()
+    return entry
+
+
+def list_cells(d: dict, markup: bool = False) -> list[str]:
+    loads = "yes" if d["loads"] else f"NO: {d['error']}"
+    if markup and not d["loads"]:
+        loads = f"[red]{escape(loads)}[/red]"
+    dims = ["" if d[k] is None else str(d[k]) for k in ("proprio_dim", "action_dim")]
+    return [d["name"], ", ".join(d["tags"]), *dims, loads, escape(d["origin"]) if markup else d["origin"]]
 
 
 # ---------------------------------------------------------------------- check
@@ -129,15 +171,19 @@ def rollout_task(cfg) -> int:
 
 
 def rollout(config) -> list[RolloutRow]:
-    """Roll out the demonstrator of every selected sim; time raw stepping."""
+    """Roll out the demonstrator of every selected sim; time raw stepping.
+
+    A tour of every registered sim skips a plug-in that cannot be loaded or made, saying so:
+    one broken third-party package must not hide the others' rows. A sim named with ``sim=``
+    is not skipped: its error is the answer.
+    """
     import sims
-    from sims.conformance import demo_success_rate
     from sims.rendering import mujoco_rendering_problem
-    from sims.timing import steps_per_second
 
     if config.episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {config.episodes}")
-    if config.sim is not None:
+    tour = config.sim is None
+    if not tour:
         targets = [(config.sim.name, config.sim.make_kwargs())]
     else:
         targets = [(n, {}) for n in sims.names() if all(t in sims.tags_of(n) for t in config.tags)]
@@ -150,32 +196,46 @@ def rollout(config) -> list[RolloutRow]:
 
     rows = []
     for name, kwargs in track(targets, description="rolling out", console=console, transient=True):
-        start = time.perf_counter()
-        env = sims.make(name, **kwargs)
-        sps = steps_per_second(env, steps=300, seed=config.seed)
-        obs, _ = env.reset(seed=config.seed)
-        image_shape = None
-        if camera:
-            cam_kwargs = {**kwargs, "camera": True, "image_size": config.image_size}
-            try:
-                image_shape = list(sims.make(name, **cam_kwargs).reset(seed=config.seed)[0]["image"].shape)
-            except sims.RenderingUnavailable as exc:
-                console.print(f"[yellow]{name}: {exc}[/yellow]")
-        success = None
-        if env.defines_success and config.episodes:
-            success = demo_success_rate(env, config.episodes, first_seed=config.seed)
-        rows.append(RolloutRow(
-            sim=name,
-            proprio_shape=list(obs["proprio"].shape),
-            action_shape=list(env.action_space.shape),
-            image_shape=image_shape,
-            steps_per_second=round(sps, 1),
-            demo_success=success,
-            demo_episodes=config.episodes if success is not None else 0,
-            seconds=round(time.perf_counter() - start, 2),
-        ))
-        env.close()
+        try:
+            rows.append(rollout_one(name, kwargs, config, camera))
+        except sims.SimPluginError as exc:
+            if not tour:
+                raise
+            console.print(f"[yellow]skipping {escape(name)}: {escape(str(exc))}[/yellow]")
     return rows
+
+
+def rollout_one(name: str, kwargs: dict, config, camera: bool) -> RolloutRow:
+    import sims
+    from sims.conformance import demo_success_rate
+    from sims.timing import steps_per_second
+
+    start = time.perf_counter()
+    env = sims.make(name, **kwargs)
+    sps = steps_per_second(env, steps=300, seed=config.seed)
+    obs, _ = env.reset(seed=config.seed)
+    image_shape = None
+    if camera:
+        cam_kwargs = {**kwargs, "camera": True, "image_size": config.image_size}
+        try:
+            image_shape = list(sims.make(name, **cam_kwargs).reset(seed=config.seed)[0]["image"].shape)
+        except sims.RenderingUnavailable as exc:
+            console.print(f"[yellow]{name}: {exc}[/yellow]")
+    success = None
+    if env.defines_success and config.episodes:
+        success = demo_success_rate(env, config.episodes, first_seed=config.seed)
+    row = RolloutRow(
+        sim=name,
+        proprio_shape=list(obs["proprio"].shape),
+        action_shape=list(env.action_space.shape),
+        image_shape=image_shape,
+        steps_per_second=round(sps, 1),
+        demo_success=success,
+        demo_episodes=config.episodes if success is not None else 0,
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    env.close()
+    return row
 
 
 def print_rollout_table(rows: list[RolloutRow], camera: bool) -> None:

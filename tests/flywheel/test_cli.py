@@ -77,3 +77,49 @@ def test_an_unknown_setting_added_with_plus_is_an_error_naming_it(capsys, monkey
     assert "RunConfig has no setting cycels (did you mean cycles?)" in capsys.readouterr().err
     assert main(["run", "+learner.lrr=0.1", "cycles=1"]) == 2
     assert "learner.lrr (did you mean learner.lr?)" in capsys.readouterr().err
+
+
+def test_sims_list_json_describes_every_sim(capsys):
+    assert main(["sims", "list", "--json", "--tag", "mujoco"]) == 0
+    listed = json.loads(capsys.readouterr().out)  # the whole of stdout is one document
+    assert [s["name"] for s in listed] == sims.names(tag="mujoco")
+    reacher = next(s for s in listed if s["name"] == "mujoco/reacher")
+    embodiment = sims.make("mujoco/reacher").embodiment
+    assert (reacher["proprio_dim"], reacher["action_dim"]) == (embodiment.proprio_dim, embodiment.action_dim)
+    assert reacher["tags"] == list(sims.tags_of("mujoco/reacher")) and reacher["loads"] is True
+
+
+def test_sims_list_is_plain_columns_when_piped(capsys):
+    assert main(["sims", "list", "--tag", "twin"]) == 0  # capsys's stdout is not a terminal
+    out = capsys.readouterr().out
+    assert not set(out) & set("│┃─━┏┗┌└╇")
+    header, *lines = out.splitlines()
+    assert header.split("\t") == ["sim", "tags", "proprio", "action", "loads", "origin"]
+    assert [line.split("\t")[0] for line in lines] == sims.names(tag="twin")
+
+
+def test_a_plugin_that_cannot_load_is_listed_as_broken(install_plugin, example_plugin_src, capsys):
+    install_plugin({"acme/slider": "acme_sims.slider:make_slider", "acme/ghost": "acme_gone.ghost:make_env"},
+                   dist="acme_sims", extra_paths=(example_plugin_src,))
+    assert main(["sims", "list", "--json", "--tag", "plugin"]) == 0
+    listed = {s["name"]: s for s in json.loads(capsys.readouterr().out)}
+    assert listed["acme/slider"]["loads"] is True and listed["acme/slider"]["error"] is None
+    ghost = listed["acme/ghost"]
+    assert ghost["loads"] is False and ghost["proprio_dim"] is None
+    assert "acme_gone" in ghost["error"] and "acme/ghost = acme_gone.ghost:make_env" in ghost["error"]
+    assert main(["sims", "list", "--tag", "plugin"]) == 0
+    ghost_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("acme/ghost\t"))
+    assert "\tNO: SimPluginError" in ghost_line
+
+
+def test_the_demonstrator_tour_skips_a_broken_plugin(install_plugin, example_plugin_src, tmp_path, capsys):
+    install_plugin({"acme/slider": "acme_sims.slider:make_slider", "acme/ghost": "acme_gone.ghost:make_env"},
+                   dist="acme_sims", extra_paths=(example_plugin_src,))
+    out_file = tmp_path / "rows.json"
+    rc = main(["sims", "rollout", "tags=[plugin]", "episodes=1", "camera=false", f"json_out={out_file}"])
+    assert rc == 0
+    assert [r["sim"] for r in json.loads(out_file.read_text())] == ["acme/slider"]
+    assert "skipping acme/ghost" in " ".join(capsys.readouterr().out.split())
+    # Named on its own, the broken plug-in is an error, not a skip.
+    assert main(["sims", "rollout", "sim=mujoco_reacher", "sim.name=acme/ghost", "camera=false"]) == 2
+    assert "acme/ghost" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_one_cycle_of_the_real_entry_point(tmp_path, capsys):
     assert {"weight", "grade_imagination"} <= set(rows)
     assert main(["status", str(run_dir)]) == 0
     status = capsys.readouterr().out
-    assert "flywheel status" in status and "sim steps" in status and f"{record['sim_steps']:,}" in status
+    assert status.startswith("cycle\tcapability") and "sim steps" in status and f"{record['sim_steps']:,}" in status
     assert f"{record['capability']:.3f} ± {record['capability_stderr']:.3f}" in status and "start" in status
     # Every engine step is counted: the grader's replays come on top of the executed steps.
     assert record["sim_steps_total"] == record["sim_steps"] > rows["sim_steps"].sum() > record["env_steps_total"]
