@@ -143,7 +143,7 @@ def test_critic_shares_and_their_gradients_sum_to_the_whole_batchs(rows):
     assert any(name.startswith("model.heads.q.") for name in whole_grad)
     for name, grad in whole_grad.items():
         summed = sum(g[name] for _, g in shares if name in g)
-        # Float32 roundoff of a sum of three shares, at the scale of the tensor's largest entry.
+        # Float32 roundoff of a sum of two shares, at the scale of the tensor's largest entry.
         assert torch.allclose(summed, grad, rtol=1e-4, atol=1e-6 * float(grad.abs().max())), name
 
 
@@ -198,6 +198,35 @@ def test_pool_config_is_plain_data_whatever_it_came_from():
 
 
 # ---------------------------------------------------------------------- on Ray
+
+
+def test_two_learners_with_the_critic_on_make_the_same_update_as_one(ray_cluster, rows):
+    """DDP with the critic on, over Ray: the critic's own clip group, its EMA target and its
+    ensemble all end where one learner's do (the module's pool holds the CPUs, so these two
+    learners reserve a sliver each)."""
+    from policies.config import model_config
+
+    torch.manual_seed(2)
+    model = model_config("tiny", critic_ensemble=2)
+    weights = {k: v.clone() for k, v in Agent(model).model.state_dict().items()}
+    objective = ObjectiveConfig(critic=True, advantage="critic", act_on="realized", target_tau=0.5)
+
+    def pool(n: int) -> LearnerPool:
+        return LearnerPool(model, n, {"num_cpus": 0.01}, objective, lr=LR, train_experts=TRAIN, seed=5)
+
+    learner = Learner(0, pool(1).spec)
+    try:
+        learner.connect(*learner.rendezvous())
+        one = TrainResult(**learner.train(weights, 0, rows, STEPS, BATCH))
+    finally:
+        learner.close()
+    with pool(2) as two_pool:
+        two = two_pool.train(weights, 0, rows, STEPS, BATCH)
+    heads = [k for k in weights if k.startswith(("heads.q.", "heads.value.", "heads.value_target."))]
+    assert heads and _max_diff(one.state_dict, weights, heads) > 100 * EQUIVALENCE_ATOL  # the critic moved
+    assert _max_diff(two.state_dict, one.state_dict) < EQUIVALENCE_ATOL
+    for term in ("loss_q", "loss_value", "loss_total"):
+        assert np.isclose(two.metrics[term], one.metrics[term], rtol=1e-5), term
 
 
 def test_two_learners_make_the_same_update_as_one(one_learner, two_learners, weights):
