@@ -11,6 +11,15 @@ eval return before the first cycle and after each one. Prints a table, writes
 environment steps. Each evaluation is a binomial draw, so the verdict compares the mean
 capability of the later half of the cycles with the start, against two standard errors;
 a second verdict does the same for the return, with the episodes' spread of returns.
+
+``--sac-seeds 0 1`` then trains Stable-Baselines3's SAC (``benchmarks/baselines/sac.py``,
+default hyperparameters, from scratch, the ``[bench]`` extra) in the same script and on the
+same cores, once per seed, on the training sim for as many env steps as the flywheel
+executed, evaluated on the same fixed episodes after every cycle's worth of env steps, and
+writes ``<name>_vs_sac.json`` and a PNG: success and return of both against env steps, sim
+steps (every engine step: the flywheel's look-ahead and grading included) and training wall
+time (evaluation excluded on both sides). The flywheel's head start, its pretrained
+checkpoint, is named beside it: SAC starts from nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=8)
     ap.add_argument("--run-dir", default="runs/flywheel/bench-capability")
     ap.add_argument("--name", default="bench_capability", help="results file stem (for comparing settings)")
+    ap.add_argument("--sac-seeds", type=int, nargs="*", default=[], help="also run SAC with these seeds")
     ap.add_argument("overrides", nargs="*", help="flywheel run overrides, e.g. eval.episodes=30")
     args = ap.parse_args()
     if args.pretrained is None:
@@ -75,7 +85,7 @@ def main() -> None:
          "env_steps_total": r["env_steps_total"], "sim_steps_total": r["sim_steps_total"],
          "eval_sim_steps": r["eval"]["sim_steps"],
          "grade_weight": r["grades"]["weight"], "rollout_success": r["rollout"]["success_rate"],
-         "seconds": r["seconds"]["cycle"]} for r in records]
+         "seconds": r["seconds"]["cycle"], "eval_seconds": r["seconds"].get("eval", 0.0)} for r in records]
     # One evaluation is a binomial draw of eval.episodes episodes, so single cycles are noisy:
     # the verdict compares the mean of the later half of the cycles with the start, against
     # two standard errors of that difference.
@@ -118,6 +128,45 @@ def main() -> None:
                                                      "platform": platform.platform()}})
     plot(curve, config, RESULTS / f"{args.name}.png")
     print(f"wrote {RESULTS / args.name}.json and .png")
+    if args.sac_seeds:
+        beside_sac(curve, config, args)
+
+
+def flywheel_checkpoints(curve: list[dict]) -> list[dict]:
+    """The flywheel's curve in the SAC harness's checkpoint schema: cumulative env steps, sim
+    steps and training wall time (each cycle's seconds without its evaluation), per evaluation."""
+    rows, wall = [], 0.0
+    for c in curve:
+        wall += c.get("seconds", 0.0) - c.get("eval_seconds", 0.0)
+        rows.append({"env_steps": c["env_steps_total"], "sim_steps": c["sim_steps_total"], "wall_s": round(wall, 3),
+                     "success_rate": c["capability"], "mean_return": c["mean_return"]})
+    return rows
+
+
+def beside_sac(curve: list[dict], config: RunConfig, args) -> None:
+    """SAC from scratch on the same sim, budget and fixed episodes (module docstring)."""
+    from benchmarks.baselines import sac
+
+    steps = int(curve[-1]["env_steps_total"])
+    every = int(curve[1]["env_steps_total"])  # one cycle's env steps
+    runs = []
+    for seed in args.sac_seeds:
+        began = time.perf_counter()
+        runs.append(sac.train_sac(config.sim.name, config.sim.make_kwargs(), steps, every, config.eval.episodes,
+                                  config.eval.seed, seed))
+        print(f"SAC seed {seed}: {steps} env steps in {time.perf_counter() - began:.0f} s", flush=True)
+    summary = sac.summarize(runs)
+    print(sac.format_table(summary, config.sim.name, config.eval.episodes))
+    mine = sac.summarize([{"checkpoints": flywheel_checkpoints(curve)}])
+    label = f"flywheel (pretrained start: {Path(args.pretrained).parent.name}), seed {config.seed}"
+    write_json_atomic(RESULTS / f"{args.name}_vs_sac.json", {
+        "flywheel": {"label": label, "pretrained": args.pretrained, "checkpoints": mine},
+        "sac": {"seeds": args.sac_seeds, "summary": summary, "runs": runs},
+        "eval_episodes": config.eval.episodes, "sim": config.sim.name})
+    sac.plot({label: mine, f"SAC from scratch, {len(runs)} seed(s)": summary},
+             f"{config.sim.name}: the flywheel beside SAC ({config.eval.episodes} fixed eval episodes)",
+             RESULTS / f"{args.name}_vs_sac.png")
+    print(f"wrote {RESULTS / args.name}_vs_sac.json and .png")
 
 
 def judge(gain: float, stderr: float) -> str:
