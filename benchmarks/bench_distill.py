@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import platform
 import sys
 import time
@@ -170,9 +171,7 @@ def diagnose(agent: Agent, rows) -> dict[str, float]:
 
 def capability(agent: Agent, config: RunConfig) -> dict[str, float]:
     planned = evaluate(agent, config)
-    config.eval.planning = False
-    plain = evaluate(agent, config)
-    config.eval.planning = True
+    plain = evaluate(agent, dataclasses.replace(config, eval=dataclasses.replace(config.eval, planning=False)))
     return {"success": planned["success_rate"], "success_se": planned["success_stderr"],
             "return": planned["mean_return"], "return_se": planned["return_stderr"],
             "success_no_planning": plain["success_rate"], "success_no_planning_se": plain["success_stderr"],
