@@ -12,7 +12,7 @@ environment steps. Each evaluation is a binomial draw, so the verdict compares t
 capability of the later half of the cycles with the start, against two standard errors;
 a second verdict does the same for the return, with the episodes' spread of returns.
 
-``--sac-seeds 0 1`` then trains Stable-Baselines3's SAC (``benchmarks/baselines/sac.py``,
+``--sac-seeds 0,1`` then trains Stable-Baselines3's SAC (``benchmarks/baselines/sac.py``,
 default hyperparameters, from scratch, the ``[bench]`` extra) in the same script and on the
 same cores, once per seed, on the training sim for as many env steps as the flywheel
 executed, evaluated on the same fixed episodes after every cycle's worth of env steps, and
@@ -55,7 +55,9 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=8)
     ap.add_argument("--run-dir", default="runs/flywheel/bench-capability")
     ap.add_argument("--name", default="bench_capability", help="results file stem (for comparing settings)")
-    ap.add_argument("--sac-seeds", type=int, nargs="*", default=[], help="also run SAC with these seeds")
+    # One comma-separated value, so that the run overrides after it are not read as seeds.
+    ap.add_argument("--sac-seeds", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                    help="also run SAC with these seeds, e.g. 0,1")
     ap.add_argument("overrides", nargs="*", help="flywheel run overrides, e.g. eval.episodes=30")
     args = ap.parse_args()
     if args.pretrained is None:
