@@ -56,8 +56,7 @@ def main() -> None:
     ap.add_argument("--run-dir", default="runs/flywheel/bench-capability")
     ap.add_argument("--name", default="bench_capability", help="results file stem (for comparing settings)")
     # One comma-separated value, so that the run overrides after it are not read as seeds.
-    ap.add_argument("--sac-seeds", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
-                    help="also run SAC with these seeds, e.g. 0,1")
+    ap.add_argument("--sac-seeds", type=seeds, default=[], help="also run SAC with these seeds, e.g. 0,1")
     ap.add_argument("overrides", nargs="*", help="flywheel run overrides, e.g. eval.episodes=30")
     args = ap.parse_args()
     if args.pretrained is None:
@@ -169,6 +168,14 @@ def beside_sac(curve: list[dict], config: RunConfig, args) -> None:
              f"{config.sim.name}: the flywheel beside SAC ({config.eval.episodes} fixed eval episodes)",
              RESULTS / f"{args.name}_vs_sac.png")
     print(f"wrote {RESULTS / args.name}_vs_sac.json and .png")
+
+
+def seeds(text: str) -> list[int]:
+    """``0,1`` -> [0, 1]."""
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integers, e.g. 0,1; got {text!r}") from None
 
 
 def judge(gain: float, stderr: float) -> str:
