@@ -67,6 +67,9 @@ class LearnerConfig(ObjectiveConfig):
         # phase and three retries before it surfaced.
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
             raise ConfigError(f"learner.lr must be > 0, got {self.lr!r}")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not 0 <= wd < math.inf:
+            raise ConfigError(f"learner.weight_decay must be a finite number >= 0, got {wd!r}")
 
     def steps_for(self, env_steps: int) -> int:
         """Optimizer steps for a cycle of ``env_steps``: ``steps`` when set, else ceil(utd * env_steps)

@@ -172,7 +172,7 @@ def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field)
                                        ("learner.target_tau", 0), ("learner.target_tau", 2),
                                        ("learner.expectile", 0.5), ("learner.expectile", 1.0),
                                        ("learner.critic_coef", -1), ("learner.ensemble", 0), ("learner.utd", 0),
-                                       ("learner.utd", -0.5), ("replay_cycles", 0), ("learner.lr", 0),
+                                       ("learner.utd", -0.5), ("replay_cycles", 0), ("learner.lr", 0), ("learner.weight_decay", -0.1),
                                        ("rollout_resources.num_cpus", -1), ("learner_resources.num_gpus", -1)])
 def test_a_bad_objective_or_grade_knob_names_the_field_before_ray_starts(tmp_path, capsys, field, bad):
     # The schema dataclasses check themselves as Hydra builds them ...
