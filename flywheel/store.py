@@ -4,7 +4,12 @@ Layout under the store root::
 
     cycle-000003/worker-01.parquet        one shard per rollout worker
     cycle-000003/quarantine.parquet       episodes with NaN/inf in them (never trained on)
-    cycle-000003/manifest.json            rows, episodes and sha256 of every shard
+    cycle-000003/_manifest.json           rows, episodes and sha256 of every shard
+
+The manifest's leading underscore is what Arrow and pandas skip when they read a directory
+as a dataset, so ``pd.read_parquet("store/cycle-000003")`` reads the shards (quarantine
+included: filter on the manifest for training rows). Stores written before are read
+through their ``manifest.json``.
 
 Guarantees:
 
@@ -50,6 +55,8 @@ from sims.files import atomic_path, sha256_bytes, sha256_file, write_json_atomic
 log = logging.getLogger(__name__)
 
 _SHAPE_KEY = b"flywheel.shapes"
+MANIFEST = "_manifest.json"  # a reader of the cycle directory as a dataset skips it
+LEGACY_MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ class Manifest:
 
 
 class CorruptManifest(ValueError):
-    """A cycle's ``manifest.json`` that cannot be read; the message names the file and what to do."""
+    """A cycle's manifest that cannot be read; the message names the file and what to do."""
 
 
 @dataclass
@@ -170,7 +177,7 @@ class RolloutStore:
         manifest = Manifest(cycle, sorted((s for s in shards if s), key=lambda s: s.path), quarantine, meta or {})
         if quarantine:
             log.warning("cycle %d: %d episode(s) quarantined for non-finite values", cycle, quarantine.episodes)
-        write_json_atomic(self.root / _cycle_dir(cycle) / "manifest.json", manifest.to_json())
+        write_json_atomic(self.root / _cycle_dir(cycle) / MANIFEST, manifest.to_json())
         return manifest
 
     def _write(self, relative: str, rows: ChunkRows) -> ShardInfo:
@@ -182,8 +189,8 @@ class RolloutStore:
     # ------------------------------------------------------------------ reading
 
     def manifest(self, cycle: int) -> Manifest | None:
-        path = self.root / _cycle_dir(cycle) / "manifest.json"
-        if not path.exists():
+        path = self.manifest_path(cycle)
+        if path is None:
             return None
         try:
             return Manifest.from_json(json.loads(path.read_text()))
@@ -194,8 +201,17 @@ class RolloutStore:
                 f"cycle then counts as not collected (collected again if it is the cycle in progress, left out "
                 f"of the replay if it is an earlier one)") from exc
 
+    def manifest_path(self, cycle: int) -> Path | None:
+        """The committed manifest's file, or None: the current name, else a store's from before it."""
+        for name in (MANIFEST, LEGACY_MANIFEST):
+            path = self.root / _cycle_dir(cycle) / name
+            if path.exists():
+                return path
+        return None
+
     def committed_cycles(self) -> list[int]:
-        return sorted(int(p.parent.name.split("-")[1]) for p in self.root.glob("cycle-*/manifest.json"))
+        return sorted({int(p.parent.name.split("-")[1]) for name in (MANIFEST, LEGACY_MANIFEST)
+                       for p in self.root.glob(f"cycle-*/{name}")})
 
     def audit(self) -> list[CycleAudit]:
         """Every committed cycle, its shards checked as a read checks them (whole files hashed,

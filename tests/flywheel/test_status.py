@@ -85,7 +85,7 @@ def test_status_reports_missing_and_corrupt_shards(run_dir, capsys):
 
 
 def test_status_names_an_unreadable_manifest(run_dir, capsys):
-    manifest = run_dir / "store" / "cycle-000001" / "manifest.json"
+    manifest = RolloutStore(run_dir / "store").manifest_path(1)
     manifest.write_text(manifest.read_text()[:20])  # truncated by a full disk
     assert main(["status", str(run_dir)]) == 0
     assert f"cycle 1: {manifest}: not a readable manifest" in capsys.readouterr().err

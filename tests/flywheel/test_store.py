@@ -56,7 +56,7 @@ def test_a_corrupt_shard_is_skipped_and_counted(tmp_path, chunks):
 def test_an_unreadable_manifest_is_an_error_naming_the_file(tmp_path, chunks, damage):
     store = RolloutStore(tmp_path)
     store.commit_cycle(2, [store.write_shard(2, 0, chunks())[0]])
-    path = tmp_path / "cycle-000002" / "manifest.json"
+    path = store.manifest_path(2)
     path.write_text(damage(path.read_text()))  # truncated by a full disk; or valid JSON with no manifest in it
     for read in (lambda: store.manifest(2), lambda: store.read([2])):
         with pytest.raises(CorruptManifest, match=f"{path}: not a readable manifest.*Move it aside"):
@@ -174,3 +174,27 @@ def test_a_shard_that_breaks_the_row_schema_is_refused_on_read(tmp_path, chunks)
     store.commit_cycle(0, [ShardInfo(shard.path, shard.rows, shard.episodes, sha256_file(path))])
     with pytest.raises(ValueError, match=r"missing columns \['task'\]"):
         store.read([0])
+
+
+def test_a_cycle_directory_reads_as_a_dataset_with_pandas_and_arrow(tmp_path, chunks):
+    """The manifest does not trip a reader of the directory (issue 19): its name starts with _."""
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    store = RolloutStore(tmp_path)
+    shards = [store.write_shard(1, w, chunks(episodes=2))[0] for w in range(2)]
+    store.commit_cycle(1, shards)
+    directory = tmp_path / "cycle-000001"
+    assert store.manifest_path(1).parent == directory
+    assert len(pd.read_parquet(directory)) == sum(s.rows for s in shards)
+    assert ds.dataset(directory, format="parquet").to_table().num_rows == sum(s.rows for s in shards)
+
+
+def test_a_store_written_with_the_old_manifest_name_still_reads(tmp_path, chunks):
+    store = RolloutStore(tmp_path)
+    shard = store.write_shard(0, 0, chunks())[0]
+    store.commit_cycle(0, [shard])
+    old = store.manifest_path(0).rename(tmp_path / "cycle-000000" / "manifest.json")  # as stores were written before
+    assert store.manifest_path(0) == old and store.committed_cycles() == [0]
+    got, report = store.read([0])
+    assert report.rows == shard.rows and not report.corrupt_shards
