@@ -79,6 +79,27 @@ def test_an_unknown_setting_added_with_plus_is_an_error_naming_it(capsys, monkey
     assert "learner.lrr (did you mean learner.lr?)" in capsys.readouterr().err
 
 
+def test_the_config_groups_help_lists_work(tmp_path, capsys, monkeypatch):
+    """`flywheel run --help` lists the agent and sim groups: choosing one sets that section."""
+    seen = []
+
+    def ran(config, console=print):
+        seen.append(config)
+        return tmp_path
+
+    monkeypatch.setattr("flywheel.controller.run", ran)
+    main(["run", "agent=small", "sim=mujoco_reacher", "reference.name=mujoco/reacher"])
+    (config,) = seen
+    assert config.agent.size == "small" and config.sim.name == "mujoco/reacher"
+    main(["run"])  # without them, the schema's defaults
+    assert seen[-1].agent.size == "tiny" and seen[-1].sim.name == "mujoco/reacher-twin"
+    with pytest.raises(SystemExit) as done:  # Hydra's --help exits
+        main(["run", "--help"])
+    assert done.value.code == 0
+    groups = capsys.readouterr().out
+    assert "agent: agent_schema, base, small, tiny" in groups and "mujoco_reacher, mujoco_reacher_twin" in groups
+
+
 def test_sims_list_json_describes_every_sim(capsys):
     assert main(["sims", "list", "--json", "--tag", "mujoco"]) == 0
     listed = json.loads(capsys.readouterr().out)  # the whole of stdout is one document
