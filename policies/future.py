@@ -27,11 +27,6 @@ import torch
 from policies.data import Data
 
 
-def anchor(history: torch.Tensor) -> torch.Tensor:
-    """(B, 1, P): the latest step of a proprio history (B, H, P)."""
-    return history[:, -1:]
-
-
 def _scale(model, like: torch.Tensor) -> torch.Tensor:
     return model.tokenizers["future"].motion_scale[: like.shape[1]]
 
@@ -41,7 +36,7 @@ def to_model(model, future: Data, history: torch.Tensor | None) -> Data:
     if not model.cfg.relative_future or history is None:
         return future
     x = future.values["proprio"]
-    z = (x - anchor(history).to(x.dtype)) / _scale(model, x)
+    z = (x - history[:, -1:].to(x.dtype)) / _scale(model, x)  # from the latest observed step
     return future.with_values({**future.values, "proprio": z}).zeroed()
 
 
@@ -50,5 +45,5 @@ def from_model(model, future: Data, history: torch.Tensor | None) -> Data:
     if not model.cfg.relative_future or history is None:
         return future
     z = future.values["proprio"]
-    x = z * _scale(model, z) + anchor(history).to(z.dtype)
+    x = z * _scale(model, z) + history[:, -1:].to(z.dtype)
     return future.with_values({**future.values, "proprio": x}).zeroed()

@@ -656,11 +656,18 @@ def proprio_statistics(banks: dict[str, dict[str, Bank]], proprio_pad: int) -> t
         total += (p * mask).sum(0)
         square += (p * p * mask).sum(0)
         count += mask.sum(0)
+    mean, std = _masked_moments(total, square, count, floor=1e-3)
+    return mean.float(), std.float()
+
+
+def _masked_moments(total: torch.Tensor, square: torch.Tensor, count: torch.Tensor,
+                    floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std from masked sums; a std of 1 where it is unknown (fewer than two entries) or
+    at most ``floor`` (constant or unused dimensions), so dividing by it is always safe."""
     mean = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
     var = torch.where(count > 1, square / count.clamp_min(1) - mean**2, torch.ones_like(total))
     std = var.clamp_min(0).sqrt()
-    std = torch.where(std > 1e-3, std, torch.ones_like(std))  # constant or unused dimensions
-    return mean.float(), std.float()
+    return mean, torch.where(std > floor, std, torch.ones_like(std))
 
 
 def motion_statistics(banks: dict[str, dict[str, Bank]], chunk: int, proprio_pad: int) -> torch.Tensor | None:
@@ -681,6 +688,4 @@ def motion_statistics(banks: dict[str, dict[str, Bank]], chunk: int, proprio_pad
         count += mask.sum(0)
     if not bool((count > 1).any()):
         return None
-    mean = total / count.clamp_min(1)
-    std = (square / count.clamp_min(1) - mean**2).clamp_min(0).sqrt()
-    return torch.where((count > 1) & (std > 1e-4), std, torch.ones_like(std)).float()
+    return _masked_moments(total, square, count, floor=1e-4)[1].float()
