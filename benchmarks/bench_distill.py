@@ -25,7 +25,7 @@ and without Ray:
 pretraining objectives of the video and action stages (``policies.pretrain.objectives``) on a
 batch of the same size drawn from the starter's own pretraining data (its run directory's
 ``config.yaml`` names it; the data cache is regenerated if missing), summed with the
-flywheel's loss: RLPD's symmetric sampling of prior data, tried here before the learners get it.
+flywheel's loss: the learners' ``learner.prior_coef=1`` (``flywheel.prior``), in one phase.
 
 Prints a table, writes ``benchmarks/results/<name>.json`` and a PNG. ``--variant`` may repeat;
 without it: the run's defaults, ``act_on=realized`` and a tenth of the learning rate. The
@@ -91,27 +91,17 @@ def rollouts(agent: Agent, config: RunConfig, episodes: int):
     return rows
 
 
-def prior_data(pretrained: str, batch_size: int, seed: int) -> dict:
-    """Samplers over the starter's pretraining data of the video and action stages."""
-    from configs.schema import PretrainConfig
-    from policies.pretrain import datasets, objectives
-    from policies.pretrain.run import check
+def prior_data(pretrained: str, config: RunConfig):
+    """The starter's pretraining data as the learners read it (``flywheel.prior``)."""
+    from flywheel.prior import PriorData, resolve
 
-    recipe = OmegaConf.load(Path(pretrained).parent / "config.yaml")
-    recipe.pop("training_hash", None)
-    config = to_dataclass(OmegaConf.merge(OmegaConf.structured(PretrainConfig), recipe), PretrainConfig)
-    checked = check(config)
-    directory, manifest = datasets.ensure(checked.spec, config.data.cache_dir, 1, log=print, progress=False)
-    banks = datasets.load(directory, manifest, checked.spec, checked.model.proprio_pad, checked.model.action_pad)
-    return {stage: objectives.Sampler(banks[stage]["train"], batch_size, seed) for stage in ("video", "action")}
+    return PriorData(resolve(pretrained, 1.0, config.learner.train_experts, config.sim.camera, log=print))
 
 
 def train(agent: Agent, rows, config: RunConfig, steps: int, seed: int = 0,
-          prior: dict | None = None) -> tuple[Agent, float]:
+          prior=None) -> tuple[Agent, float]:
     """A copy of ``agent`` after ``steps`` learner steps on ``rows`` (module docstring, step 2),
-    plus the pretraining objectives on batches of ``prior`` data where given."""
-    from policies.pretrain.objectives import OBJECTIVES
-
+    plus the pretraining objectives on batches of ``prior`` data where given (``flywheel.prior.PriorData``)."""
     agent = copy.deepcopy(agent)
     learner = config.learner
     objective = ObjectiveConfig(**{k: getattr(learner, k) for k in ObjectiveConfig.__dataclass_fields__})
@@ -120,11 +110,11 @@ def train(agent: Agent, rows, config: RunConfig, steps: int, seed: int = 0,
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     agent.model.train()
     losses = []
-    for _ in range(steps):
+    for step in range(steps):
         loss = batch_loss(agent, rows.take(rng.integers(0, rows.n, learner.batch_size)), objective, generator)
         total = loss["total"]
-        for stage, sampler in (prior or {}).items():
-            total = total + OBJECTIVES[stage](agent.model, sampler.sample(agent.model), generator)
+        if prior is not None:
+            total = total + prior.share(agent.model, (seed, step), learner.batch_size)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -214,7 +204,7 @@ def main() -> None:
     table = [{"variant": "start", **diagnose(start, held), **capability(start, base)}]
     report(table[-1])
     for name, config in configs.items():
-        prior = prior_data(pretrained, config.learner.batch_size, args.seed) if name.endswith("prior data") else None
+        prior = prior_data(pretrained, config) if name.endswith("prior data") else None
         trained, loss = train(start, train_rows, config, args.steps, args.seed, prior)
         table.append({"variant": name, "loss": loss, **diagnose(trained, held), **capability(trained, config)})
         report(table[-1])

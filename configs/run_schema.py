@@ -55,6 +55,9 @@ class LearnerConfig(ObjectiveConfig):
     weight_decay: float = 0.01
     train_experts: list[str] = field(default_factory=lambda: ["video", "action"])
     max_retries: int = 2  # a learner that dies restarts the cycle's training this many times
+    # Weight of the starter's own pretraining data in every step (``flywheel.prior``: RLPD's prior
+    # data, a batch of it beside each flywheel batch); 0 trains on the flywheel's rows alone.
+    prior_coef: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,6 +73,9 @@ class LearnerConfig(ObjectiveConfig):
         wd = self.weight_decay
         if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not 0 <= wd < math.inf:
             raise ConfigError(f"learner.weight_decay must be a finite number >= 0, got {wd!r}")
+        pc = self.prior_coef
+        if isinstance(pc, bool) or not isinstance(pc, (int, float)) or not 0 <= pc < math.inf:
+            raise ConfigError(f"learner.prior_coef must be a finite number >= 0, got {pc!r}")
 
     def steps_for(self, env_steps: int) -> int:
         """Optimizer steps for a cycle of ``env_steps``: ``steps`` when set, else ceil(utd * env_steps)

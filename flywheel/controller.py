@@ -215,6 +215,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     agent, optimizer_state, start_cycle = _starting_point(run_dir, config, console)
     check_embodiment(agent, config)
     check_critic(agent, config)
+    prior = prior_of(config, console)
     measured = training_fidelity(config)
     console(f"training sim {config.sim.name} (fidelity knob {config.sim.fidelity}) measures fidelity "
             f"{measured['fidelity']:.3f} against the reference {config.reference.name}")
@@ -222,7 +223,8 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                          checkpointed=lambda cycle: run_checkpoint.record(run_dir, cycle))
     try:
         start_ray(config)
-        flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault)
+        flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault,
+                                  prior)
     except BaseException:
         logger.close()
         raise
@@ -250,6 +252,18 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     if not finished:
         raise RunStopped(run_dir, stop.signum)
     return run_dir
+
+
+def prior_of(config: RunConfig, console=print):
+    """The starter's pretraining data for the learners (``learner.prior_coef``), generated now
+    if its cache is gone; None when the coefficient is 0."""
+    if not config.learner.prior_coef:
+        return None
+    from flywheel import prior
+    from flywheel.pretrained import starter
+
+    return prior.resolve(starter(config, console), config.learner.prior_coef, config.learner.train_experts,
+                         config.sim.camera, console)
 
 
 def evaluate_start(flywheel) -> None:

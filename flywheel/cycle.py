@@ -31,6 +31,7 @@ from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.actors import RolloutWorkers, WorkerSpec
 from flywheel.learners import LearnerPool, peak_rss_mb
+from flywheel.prior import PriorSpec
 from flywheel.logger import CycleLogger
 from flywheel.rollout import RolloutSpec, collect, episode_lengths_and_returns, episode_stats, standard_errors
 from flywheel.rows import SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
@@ -55,15 +56,17 @@ class Flywheel:
 
     @classmethod
     def start(cls, config: RunConfig, run_dir: Path, agent: Agent, optimizer_state, rollout_spec: RolloutSpec,
-              fidelity: dict[str, Any], logger: CycleLogger, fault: dict[str, int] | None = None) -> "Flywheel":
-        """Start the rollout actors and the learner pool (Ray must be up)."""
+              fidelity: dict[str, Any], logger: CycleLogger, fault: dict[str, int] | None = None,
+              prior: PriorSpec | None = None) -> "Flywheel":
+        """Start the rollout actors and the learner pool (Ray must be up); ``prior``: the
+        starter's data the learners also train on (``flywheel.prior``)."""
         store = RolloutStore(run_dir / "store")
         worker = WorkerSpec(config.sim.name, config.sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
                             str(store.root), dataclasses.asdict(config.grade), fault=fault)
         options = {"num_cpus": config.rollout_resources.num_cpus, "num_gpus": config.rollout_resources.num_gpus}
         rollouts = RolloutWorkers(config.num_rollout_workers, worker, options)
         try:
-            learners = LearnerPool.from_config(agent.cfg, config)
+            learners = LearnerPool.from_config(agent.cfg, config, prior=prior)
         except BaseException:
             rollouts.shutdown()
             raise

@@ -65,6 +65,7 @@ from torch.nn.parallel import DistributedDataParallel
 from configs.learning import ObjectiveConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.objective import batch_loss
+from flywheel.prior import PriorData, PriorSpec
 from flywheel.rows import EPISODE, ChunkRows
 from flywheel.store import Sample, shuffled_passes
 from flywheel.td import CRITIC_TERMS
@@ -79,8 +80,9 @@ log = logging.getLogger(__name__)
 CRITIC_HEADS = (VALUE, Q_HEAD)
 
 LOSS_TERMS = ("future", "action", "return", "total")
-# With the critic on, its shares ride along in the same all-reduce (``flywheel.td``).
-TERMS = LOSS_TERMS + CRITIC_TERMS
+PRIOR = "prior"  # the prior data's term (``flywheel.prior``), inside ``total``
+# With the critic or the prior on, their shares ride along in the same all-reduce (``flywheel.td``).
+TERMS = LOSS_TERMS + CRITIC_TERMS + (PRIOR,)
 # The per-step series a learner returns (``TrainResult.series``), by TensorBoard tag.
 SERIES = tuple(f"loss_{k}_step" for k in LOSS_TERMS) + ("grad_norm", "lr")
 
@@ -116,6 +118,7 @@ class LearnerSpec:
     num_gpus: float = 0.0
     backend: str = "gloo"              # gloo | nccl
     collective_timeout_s: float = 300.0
+    prior: PriorSpec | None = None     # the starter's pretraining data, trained on beside the rows
 
 
 class OptimizerState(NamedTuple):
@@ -221,14 +224,19 @@ def peak_rss_mb() -> float:
 class _Objective(nn.Module):
     """What DDP wraps: its forward is this rank's share of a global batch's loss."""
 
-    def __init__(self, agent: Agent, config: ObjectiveConfig) -> None:
+    def __init__(self, agent: Agent, config: ObjectiveConfig, prior: PriorData | None = None) -> None:
         super().__init__()
         self.agent = agent
         self.config = config
+        self.prior = prior
 
     def forward(self, rows: Mapping[str, np.ndarray], noise_seed: tuple[int, ...], rank: int,
                 world_size: int) -> dict[str, torch.Tensor]:
-        return batch_loss(self.agent, rows, self.config, noise_seed=noise_seed, rank=rank, world_size=world_size)
+        share = batch_loss(self.agent, rows, self.config, noise_seed=noise_seed, rank=rank, world_size=world_size)
+        if self.prior is not None:
+            share[PRIOR] = self.prior.share(self.agent.model, noise_seed, len(rows[EPISODE]), rank, world_size)
+            share["total"] = share["total"] + share[PRIOR]
+        return share
 
 
 class Learner:
@@ -255,6 +263,7 @@ class Learner:
                                         [p for p in self.params if id(p) in critic_ids]) if g]
         self.agent.model.train()
         self.objective = ObjectiveConfig(**spec.objective)
+        self.prior = None if spec.prior is None else PriorData(spec.prior)
         self.ddp: DistributedDataParallel | None = None
         self._listener: socket.socket | None = None  # rank 0's store socket, from rendezvous to connect
 
@@ -285,7 +294,7 @@ class Learner:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # Some parameters get no gradient from this objective (the text head, the image
         # tokenizer, ...): DDP must not wait for them. The model has no buffers to sync.
-        self.ddp = DistributedDataParallel(_Objective(self.agent, self.objective), device_ids=device_ids,
+        self.ddp = DistributedDataParallel(_Objective(self.agent, self.objective, self.prior), device_ids=device_ids,
                                            find_unused_parameters=True)
         return self.rank
 
@@ -305,7 +314,8 @@ class Learner:
         sums = torch.zeros(len(TERMS), dtype=torch.float64)
         first = last = None
         skipped = 0
-        names = SERIES + (tuple(f"critic_{k}_step" for k in CRITIC_TERMS) if self.objective.critic else ())
+        names = (SERIES + (tuple(f"critic_{k}_step" for k in CRITIC_TERMS) if self.objective.critic else ())
+                 + ((f"loss_{PRIOR}_step",) if self.prior is not None else ()))
         series: dict[str, list[float | None]] = {name: [] for name in names}
         for step, idx in enumerate(sample.order.reshape(steps, batch_size)):
             if fault is not None and rank == fault.rank and step == fault.step and attempt < fault.attempts:
@@ -326,6 +336,8 @@ class Learner:
                                    for i, k in enumerate(LOSS_TERMS)}
         if self.objective.critic:
             metrics.update(_critic_metrics(sums, done))
+        if self.prior is not None:
+            metrics[f"loss_{PRIOR}"] = (sums[TERMS.index(PRIOR)] / done).item() if done else None
         metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
                        samples=steps * batch_size, rows=sample.population, learners=spec.world_size, peak_rss_mb=peak,
                        seconds=time.perf_counter() - started, **_grad_norm_summary(series["grad_norm"]))
@@ -393,7 +405,7 @@ def _append_step(series: dict[str, list[float | None]], parts: torch.Tensor, gra
                  lr: float) -> None:
     """One learner step's points; a skipped step's losses are kept (they say why it was skipped)."""
     for i, k in enumerate(TERMS):
-        name = f"loss_{k}_step" if k in LOSS_TERMS else f"critic_{k}_step"
+        name = f"loss_{k}_step" if k in LOSS_TERMS + (PRIOR,) else f"critic_{k}_step"
         if name in series:
             series[name].append(parts[i].item())
     series["grad_norm"].append(grad_norm)
@@ -431,13 +443,14 @@ class LearnerPool:
     the experts trained (None: all); the others are frozen. ``backend``: "gloo", "nccl" or
     "auto" (nccl when each learner has a whole GPU). ``timeout_s`` bounds one attempt of a
     ``train`` call; ``collective_timeout_s`` the process group's collectives and start-up.
+    ``prior``: the starter's pretraining data each step also trains on (``flywheel.prior``).
     """
 
     def __init__(self, model: ModelConfig | Mapping[str, Any] | str | os.PathLike, num_learners: int = 1,
                  resources: Any = None, objective: Any = None, lr: float = 3e-4, weight_decay: float = 0.01,
                  train_experts: Sequence[str] | None = None, seed: int = 0, *, max_retries: int = 2,
                  grad_clip: float | None = 1.0, backend: str = "auto", timeout_s: float = 3600.0,
-                 collective_timeout_s: float = 300.0) -> None:
+                 collective_timeout_s: float = 300.0, prior: PriorSpec | None = None) -> None:
         if num_learners < 1:
             raise ValueError(f"num_learners must be >= 1, got {num_learners}")
         if max_retries < 0:
@@ -459,7 +472,7 @@ class LearnerPool:
                                 objective=asdict(objective), lr=float(lr), weight_decay=float(weight_decay),
                                 grad_clip=None if grad_clip is None else float(grad_clip), seed=int(seed),
                                 num_cpus=num_cpus, num_gpus=num_gpus, backend=backend,
-                                collective_timeout_s=float(collective_timeout_s))
+                                collective_timeout_s=float(collective_timeout_s), prior=prior)
         self.max_retries, self.timeout_s = int(max_retries), float(timeout_s)
         self.restarts = 0  # pool rebuilds so far, over every cycle
         self._actors: list = []

@@ -28,21 +28,12 @@ SCRATCH = "scratch"
 
 
 def starting_agent(config: RunConfig, run_dir: Path, console=print) -> Agent:
-    if config.pretrained == SCRATCH:
+    path = starter(config, console)
+    if path is None:
         torch.manual_seed(config.seed)
         overrides = {k: v for k, v in vars(config.agent).items() if k not in ("size", "device", "checkpoint")}
         console(f"starting from scratch: freshly initialised '{config.agent.size}' weights (pretrained=scratch)")
         return Agent(model_config(config.agent.size, **overrides), device=config.agent.device)
-    if config.pretrained:
-        path = Path(config.pretrained)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"pretrained={path}: no pretrained checkpoint there. Run `flywheel pretrain` first, "
-                f"point pretrained= at a checkpoint directory, or use pretrained={SCRATCH}")
-    elif (DEFAULT / "config.json").is_file():
-        path = DEFAULT
-    else:
-        path = small_checkpoint(console)
     console(f"starting from the pretrained checkpoint {path}")
     try:
         agent = Agent.from_checkpoint(path, device=config.agent.device)
@@ -55,6 +46,23 @@ def starting_agent(config: RunConfig, run_dir: Path, console=print) -> Agent:
     except ValueError as exc:
         raise ConfigError(f"pretrained={path}: a model of another architecture: learner.{exc}") from exc
     return agent
+
+
+def starter(config: RunConfig, console=print) -> Path | None:
+    """The run's pretrained checkpoint directory (pretrained first when it is the missing small
+    one), or None for ``pretrained=scratch``."""
+    if config.pretrained == SCRATCH:
+        return None
+    if config.pretrained:
+        path = Path(config.pretrained)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"pretrained={path}: no pretrained checkpoint there. Run `flywheel pretrain` first, "
+                f"point pretrained= at a checkpoint directory, or use pretrained={SCRATCH}")
+        return path
+    if (DEFAULT / "config.json").is_file():
+        return DEFAULT
+    return small_checkpoint(console)
 
 
 def small_config():

@@ -58,6 +58,10 @@ class Batch:
     def size(self) -> int:
         return len(self.index)
 
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.bank, self.index, self.sim, {k: v.to(device) for k, v in self.observation.items()},
+                     {k: v.to(device) for k, v in self.extra.items()})
+
 
 def make_batch(bank: Bank, index: torch.Tensor, model: Model) -> Batch:
     cfg = model.cfg
@@ -161,7 +165,8 @@ def image_loss(model: Model, batch: Batch, generator: torch.Generator) -> torch.
 
 def video_loss(model: Model, batch: Batch, generator: torch.Generator, uncond: float = 0.0) -> torch.Tensor:
     inputs = {it.modality: it.data for it in observation_items(batch, model)}
-    if "command" in model.tokenizers and float(torch.rand((), generator=generator)) >= uncond:
+    device = None if generator is None else generator.device
+    if "command" in model.tokenizers and float(torch.rand((), generator=generator, device=device)) >= uncond:
         inputs["command"] = batch.extra["command"]
     return route_loss(model, inputs, "future", batch.extra["future"], generator=generator)
 

@@ -1,0 +1,145 @@
+"""Prior data: the starter's own pretraining data, trained on beside the flywheel's rows.
+
+RLPD (Ball et al. 2023) keeps the demonstrations in the replay for the whole run and samples
+every batch half from them, half from fresh data, so online updates refine what the prior
+taught instead of overwriting it. Here the prior is the data the starter was pretrained on
+(``policies.pretrain.datasets``: demonstrations, noisy and random episodes of its sims), and
+with ``learner.prior_coef`` > 0 every learner step adds, on a batch of it as large as the
+flywheel's batch, the pretraining objective of each stage whose expert the flywheel trains
+(``video``: imagine the realized future; ``action``: the demonstrator's label, on the policy
+route and on the plan route):
+
+    L = L_flywheel + prior_coef * sum_stage L_stage(prior batch)
+
+The data comes from the recipe saved beside the starter's checkpoint (``config.yaml``) and
+its cache: ``resolve`` generates it there, before Ray starts, when the cache is gone (the
+sims regenerate it bit for bit), so the learners only read it.
+
+Data parallelism: step s's prior batch is drawn from a generator seeded by (seed, version,
+s, stage), the same on every rank, and rank r computes the stage loss on its contiguous
+slice, weighted by its share of the rows, so the ranks' shares sum to the batch's loss when
+every example weighs alike (one embodiment; the pretraining losses average over real
+entries). The flow noise is the rank's own draw: two learners make the update one learner
+makes in expectation, not bit for bit (the flywheel's own term still is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from configs.errors import ConfigError
+
+# The pretraining stage that trains each expert the flywheel can train (``learner.train_experts``).
+STAGE_OF_EXPERT = {"video": "video", "action": "action"}
+RECIPE = "config.yaml"  # the pretraining config beside a starter's checkpoint (``policies.pretrain.run``)
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """What a learner needs to read the prior, as plain data."""
+
+    checkpoint: str          # the starter's checkpoint directory (its recipe is beside it)
+    cache_dir: str           # absolute: the recipe's data cache, generated already
+    coef: float
+    stages: tuple[str, ...]  # pretraining stages whose objectives the learners add
+    video_uncond: float      # the recipe's share of video batches imagined without the chunk's actions
+    frames: bool             # keep the data's frames: only when the run's sim renders them too
+
+
+def recipe(checkpoint: str | Path):
+    """The pretraining recipe of ``checkpoint`` and what its checks worked out
+    (``policies.pretrain.run.Checked``); a ConfigError naming the file when there is none."""
+    from omegaconf import OmegaConf
+
+    from configs.schema import PretrainConfig, to_dataclass
+    from policies.pretrain.run import check
+
+    path = Path(checkpoint).parent / RECIPE
+    if not path.is_file():
+        raise ConfigError(f"learner.prior_coef > 0 trains on the starter's pretraining data, but {path} (the "
+                          f"recipe that says what it was) is missing; set learner.prior_coef=0 or start from a "
+                          f"checkpoint made by `flywheel pretrain`")
+    raw = OmegaConf.load(path)
+    raw.pop("training_hash", None)
+    config = to_dataclass(OmegaConf.merge(OmegaConf.structured(PretrainConfig), raw), PretrainConfig)
+    return config, check(config)
+
+
+def resolve(checkpoint: str | Path | None, coef: float, train_experts, camera: bool,
+            log: Callable[[str], None] = print) -> PriorSpec | None:
+    """The run's prior (None when ``coef`` is 0), its data generated if the cache is gone.
+    Fails before any Ray work when the starter has no recipe or no stage the flywheel trains.
+    The prior's frames are kept only when the run's sim renders (``camera``): the prior
+    should teach the observation the agent acts on in the flywheel."""
+    if not coef:
+        return None
+    if checkpoint is None:
+        raise ConfigError("learner.prior_coef > 0 trains on the starter's pretraining data; pretrained=scratch "
+                          "has none (set learner.prior_coef=0)")
+    from policies.pretrain import datasets
+
+    config, checked = recipe(checkpoint)
+    stages = tuple(STAGE_OF_EXPERT[e] for e in train_experts
+                   if e in STAGE_OF_EXPERT and STAGE_OF_EXPERT[e] in config.stages)
+    if not stages:
+        raise ConfigError(f"learner.prior_coef > 0, but the starter's recipe ({Path(checkpoint).parent / RECIPE}) "
+                          f"has none of the stages of the trained experts {list(train_experts)}")
+    cache_dir = Path(config.data.cache_dir).resolve()
+    datasets.ensure(checked.spec, cache_dir, workers=1, log=log, progress=False)
+    return PriorSpec(str(Path(checkpoint).resolve()), str(cache_dir), float(coef), stages,
+                     float(config.train.video_uncond), bool(camera))
+
+
+def banks(checkpoint: str | Path, cache_dir: str | Path | None = None, stages=("video", "action"), split="train"):
+    """``{stage: Bank}`` of the starter's pretraining data (generated if not cached)."""
+    from policies.pretrain import datasets
+
+    config, checked = recipe(checkpoint)
+    directory, manifest = datasets.ensure(checked.spec, cache_dir or config.data.cache_dir, 1, log=lambda _: None,
+                                          progress=False)
+    loaded = datasets.load(directory, manifest, checked.spec, checked.model.proprio_pad, checked.model.action_pad)
+    return {stage: loaded[stage][split] for stage in stages}
+
+
+class PriorData:
+    """The prior's batches and their loss share, in a learner (or any training loop)."""
+
+    def __init__(self, spec: PriorSpec) -> None:
+        self.spec = spec
+        self.banks = banks(spec.checkpoint, spec.cache_dir, spec.stages)
+
+    def share(self, model, key: tuple[int, ...], batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """Rank ``rank``'s share of ``coef * sum_stage L_stage`` on step ``key``'s prior batch
+        of ``batch_size`` examples."""
+        from flywheel.objective import shard_bounds
+        from policies.pretrain.objectives import make_batch
+
+        start, stop = shard_bounds(batch_size, rank, world_size)
+        device = next(model.parameters()).device
+        total = torch.zeros((), device=device)
+        for i, stage in enumerate(self.spec.stages):
+            bank = self.banks[stage]
+            draw = torch.Generator().manual_seed(_seed(*key, i))
+            index = torch.randint(0, len(bank), (batch_size,), generator=draw)[start:stop]
+            batch = make_batch(bank, index, model)
+            if not self.spec.frames:
+                batch.observation.pop("frame", None)
+            noise = torch.Generator(device=device).manual_seed(_seed(*key, i, rank + 1))
+            total = total + self._loss(stage, model, batch.to(device), noise) * ((stop - start) / batch_size)
+        return self.spec.coef * total
+
+    def _loss(self, stage: str, model, batch, noise: torch.Generator) -> torch.Tensor:
+        from policies.pretrain.objectives import OBJECTIVES, video_loss
+
+        if stage == "video":
+            return video_loss(model, batch, noise, uncond=self.spec.video_uncond)
+        return OBJECTIVES[stage](model, batch, noise)
+
+
+def _seed(*key: int) -> int:
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1, np.uint64)[0] >> np.uint64(1))

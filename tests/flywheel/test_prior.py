@@ -1,0 +1,129 @@
+"""Prior data: the starter's pretraining data beside the flywheel's rows (``flywheel.prior``)."""
+
+import shutil
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from configs import CONFIG_DIR
+from configs.errors import ConfigError
+from configs.learning import ObjectiveConfig
+from configs.run_schema import LearnerConfig
+from configs.schema import PretrainConfig, SimConfig, to_dataclass
+from flywheel import prior
+from flywheel.controller import run
+from flywheel.learners import PRIOR, _Objective
+from flywheel.logger import read_cycles
+from flywheel.objective import batch_loss
+from flywheel.rollout import RolloutSpec, collect
+from flywheel.rows import ChunkRows
+from policies.agent import Agent
+from policies.pretrain import pretrain
+from tests.flywheel.test_run import tiny_config
+import sims
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+TRAIN = ["video", "action"]
+
+
+@pytest.fixture(scope="module")
+def starter(tmp_path_factory):
+    """A tiny starter pretrained on the reacher in seconds, its recipe and cache beside it."""
+    tmp = tmp_path_factory.mktemp("starter")
+    recipe = OmegaConf.merge(OmegaConf.load(f"{CONFIG_DIR}/pretrain/tiny.yaml"), {
+        "name": "starter", "root": str(tmp / "runs"), "data": {"sims": ["mujoco/reacher-twin"], "first": 2000,
+                                                               "cache_dir": str(tmp / "cache")},
+        "schedule": {"steps": 40}, "eval": {"episodes": 0, "examples": 16}})
+    recipe.pop("defaults", None)
+    config = to_dataclass(OmegaConf.merge(OmegaConf.structured(PretrainConfig), recipe), PretrainConfig)
+    pretrain(config, log=lambda s: None, progress=False)
+    return tmp / "runs" / "starter" / "checkpoint"
+
+
+@pytest.fixture(scope="module")
+def rows(starter):
+    torch.manual_seed(0)
+    envs = [sims.make("mujoco/reacher-twin", max_episode_steps=16)]
+    return ChunkRows.of(collect(Agent.from_checkpoint(starter).eval(), envs, RolloutSpec(episodes=2, seed=3,
+                                                                                        planning=False)))
+
+
+def test_the_coefficient_is_checked_with_the_config():
+    with pytest.raises(ConfigError, match="learner.prior_coef"):
+        LearnerConfig(prior_coef=-0.5)
+    assert prior.resolve(None, 0.0, TRAIN, camera=False) is None  # off: nothing to read, nothing checked
+
+
+def test_a_start_without_pretraining_data_is_refused_naming_the_knob_or_the_file(starter, tmp_path):
+    with pytest.raises(ConfigError, match="learner.prior_coef.*pretrained=scratch"):
+        prior.resolve(None, 1.0, TRAIN, camera=False)
+    bare = tmp_path / "bare" / "checkpoint"
+    shutil.copytree(starter, bare)  # the weights without the recipe that made them
+    with pytest.raises(ConfigError, match=f"{bare.parent / 'config.yaml'}.*missing"):
+        prior.resolve(bare, 1.0, TRAIN, camera=False)
+    with pytest.raises(ConfigError, match="none of the stages"):
+        prior.resolve(starter, 1.0, ["understand"], camera=False)
+
+
+def test_the_ranks_slices_make_one_global_prior_batch(starter, monkeypatch):
+    """Data parallelism: rank r reads its contiguous slice of the batch one learner reads."""
+    from policies.pretrain import objectives
+
+    spec = prior.resolve(starter, 1.0, TRAIN, camera=False)
+    data, model = prior.PriorData(spec), Agent.from_checkpoint(starter).model
+    drawn, make_batch = [], objectives.make_batch
+    monkeypatch.setattr(objectives, "make_batch", lambda bank, index, m: drawn.append(index) or make_batch(bank, index, m))
+
+    def indices(rank, world):
+        drawn.clear()
+        data.share(model, (5, 0, 2), 7, rank, world)
+        return drawn[:]
+
+    whole = indices(0, 1)
+    halves = [indices(r, 2) for r in (0, 1)]
+    assert [len(i) for i in whole] == [7, 7] and [len(i) for i in halves[0]] == [3, 3]
+    for stage in range(2):  # video, action
+        assert torch.equal(torch.cat([halves[0][stage], halves[1][stage]]), whole[stage])
+    assert torch.equal(indices(0, 1)[0], whole[0])  # the same step: the same draw
+    drawn.clear()
+    data.share(model, (5, 0, 3), 7)
+    assert not torch.equal(drawn[0], whole[0])  # the next step draws another batch
+
+
+@pytest.mark.parametrize("camera", [False, True])
+def test_the_prior_shows_frames_only_when_the_run_renders_them(starter, monkeypatch, camera):
+    spec = prior.resolve(starter, 1.0, TRAIN, camera=camera)
+    data, model = prior.PriorData(spec), Agent.from_checkpoint(starter).model
+    seen = []
+    loss = data._loss
+    monkeypatch.setattr(data, "_loss", lambda stage, m, batch, g: seen.append(set(batch.observation)) or loss(stage, m, batch, g))
+    data.share(model, (0,), 4)
+    assert seen and all(("frame" in keys) == camera for keys in seen)
+
+
+def test_the_learners_objective_adds_the_prior_to_the_flywheel_loss(starter, rows):
+    agent = Agent.from_checkpoint(starter)
+    config = ObjectiveConfig(act_on="realized")
+    spec = prior.resolve(starter, 0.5, TRAIN, camera=False)
+    with_prior = _Objective(agent, config, prior.PriorData(spec))(rows, (1, 0, 0), 0, 1)
+    alone = batch_loss(agent, rows, config, noise_seed=(1, 0, 0))
+    assert with_prior[PRIOR].item() > 0
+    assert with_prior["total"].item() == pytest.approx(alone["total"].item() + with_prior[PRIOR].item(), rel=1e-6)
+    agent.model.zero_grad()
+    with_prior[PRIOR].backward()  # the prior moves the experts the flywheel trains
+    moved = {n.split(".")[2] for n, p in agent.model.named_parameters()
+             if n.startswith("backbone.experts.") and p.grad is not None and p.grad.abs().sum() > 0}
+    assert {"video", "action"} <= moved
+
+
+def test_a_cycle_with_prior_data_records_its_loss(starter, tmp_path):
+    config = tiny_config(tmp_path / "run", pretrained=str(starter), sim=SimConfig(name="mujoco/reacher-twin",
+                         max_episode_steps=16), reference=SimConfig(name="mujoco/reacher-twin", max_episode_steps=16))
+    config.learner.prior_coef = 1.0
+    config.learner.act_on = "realized"
+    run(config, console=lambda s: None)
+    (record,) = read_cycles(tmp_path / "run")
+    assert record["learner"]["loss_prior"] > 0
+    assert record["learner"]["loss_total"] > record["learner"]["loss_prior"]
