@@ -41,6 +41,7 @@ from flywheel.rollout import RolloutSpec, collect  # noqa: E402
 from flywheel.rows import STEPS  # noqa: E402
 from policies.agent import Agent  # noqa: E402
 from sims.files import write_json_atomic  # noqa: E402
+from sims.local_ray import init_local_ray  # noqa: E402
 from sims.timing import steps_per_second  # noqa: E402
 from world_model.chunk_grader import ChunkGrader  # noqa: E402
 
@@ -114,7 +115,7 @@ def main() -> None:
                         for seed in range(args.repeats)]
                 rows.append(summarize(envs, 1, planning, runs, graded=grader is not None))
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_local_ray(2)
     weights = ray.put(agent.model.state_dict())
     workers = [ray.remote(num_cpus=1)(Worker).remote(args.agent, weights, args.sim, args.episode_steps)
                for _ in range(2)]

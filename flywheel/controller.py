@@ -50,6 +50,7 @@ from configs.learning import ObjectiveConfig
 from flywheel.rollout import RolloutSpec
 from policies.agent import Agent
 from sims.files import write_json_atomic
+from sims.local_ray import init_local_ray
 
 
 @dataclasses.dataclass
@@ -393,40 +394,17 @@ def with_own_reference(config: RunConfig, console=print) -> RunConfig:
     return dataclasses.replace(config, reference=SimConfig(name=own, max_episode_steps=config.sim.max_episode_steps))
 
 
-LOOPBACK = "127.0.0.1"
-
-
 def start_ray(config: RunConfig) -> None:
-    """An embedded Ray listening on loopback only, no dashboard (or the cluster at
-    ``ray.address``), checked to fit every actor."""
+    """An embedded Ray of the run's own, on loopback only, no dashboard (``sims.local_ray``),
+    or the cluster at ``ray.address``; checked to fit every actor."""
     import ray
 
     if not ray.is_initialized():
         if config.ray.address is None:
-            with single_machine_ray():
-                ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False,
-                         _node_ip_address=LOOPBACK)
+            init_local_ray(config.ray.num_cpus)
         else:
             ray.init(address=config.ray.address, include_dashboard=False, log_to_driver=False)
     check_resources(config, ray.cluster_resources())
-
-
-@contextmanager
-def single_machine_ray():
-    """Ray's servers listen on its node address, and Ray rewrites a loopback
-    ``_node_ip_address`` to the machine's routable IP (``services.resolve_ip_for_localhost``)
-    unless it believes clusters are off, as on macOS and Windows (``ENABLE_RAY_CLUSTER``). An
-    embedded run is one machine: say so while Ray starts, and every server it starts (GCS,
-    raylet, workers, agents) listens on 127.0.0.1 only. A Ray without the flag is caught by
-    ``tests/flywheel/test_network.py``."""
-    from ray._private import ray_constants
-
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def training_fidelity(config: RunConfig, probes: int = 8, horizon: int = 50) -> dict[str, Any]:

@@ -489,10 +489,11 @@ def _run_local(spec: DataSpec, units: list[Unit], out_dir: str, progress: bool, 
 def _run_ray(spec: DataSpec, units: list[Unit], out_dir: str, workers: int, progress: bool, tick) -> None:
     import ray
 
+    from sims.local_ray import init_local_ray
+
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}})
+        init_local_ray(workers, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}})
     try:
         remote = ray.remote(num_cpus=1)(Generator)
         actors = [remote.remote(spec) for _ in range(workers)]

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.xdist_group("ray"),
 
 # Listening sockets allowed off loopback in an embedded run, by process name, each with why.
 # None today (Ray 2.60, torch 2.13): Ray's servers follow the node address that
-# flywheel.controller.single_machine_ray makes 127.0.0.1, and the learners' store follows the
+# sims.local_ray.single_machine_ray makes 127.0.0.1, and the learners' store follows the
 # node address too. A socket that must be added here is also named in docs/architecture.md.
 KNOWN_EXCEPTIONS: dict[str, str] = {}
 
@@ -128,7 +128,7 @@ def test_an_embedded_run_listens_on_loopback_only(no_ray):
 def test_the_learners_store_listens_on_the_nodes_address_only(no_ray):
     # A Ray started as a cluster node is (its node address is the machine's routable one): the
     # store must listen there, where the other nodes' learners reach it, and nowhere else.
-    no_ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    no_ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     learner = Learner(0, LearnerPool("tiny", 1).spec)
     try:
         address, port = learner.rendezvous()
@@ -138,3 +138,40 @@ def test_the_learners_store_listens_on_the_nodes_address_only(no_ray):
         assert [ipaddress.ip_address(s.address) for s in store] == [ipaddress.ip_address(address)], store
     finally:
         learner.close()
+
+
+def test_an_embedded_run_starts_its_own_ray_beside_a_running_cluster(no_ray, tmp_path):
+    """A cluster that `ray start` left on the machine must not be joined by a run without ray.address."""
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _accepts(port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _accepts(port), "the other cluster did not start"
+        start_ray(RunConfig(num_rollout_workers=1, episodes_per_cycle=1, ray=RayConfig(num_cpus=2)))
+        ours = {s.process for s in listening_sockets(_process_tree(os.getpid()))}
+        assert "gcs_server" in ours  # started by this process, not the other cluster's
+        assert no_ray.cluster_resources()["CPU"] == 2  # the other has 1
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
