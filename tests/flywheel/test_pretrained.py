@@ -1,5 +1,7 @@
 """Where a run starts: scratch, a named checkpoint, the default one, or a small one pretrained first."""
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -29,14 +31,14 @@ def test_the_shipped_small_preset_pretrains_the_default_task():
 
 def test_without_any_checkpoint_a_small_one_is_pretrained_first_then_reused(quick_small_preset):
     lines = []
-    agent = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
+    agent, source = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
     small = quick_small_preset / "runs" / "pretrain" / "small" / "checkpoint"
-    assert (small / "model.safetensors").is_file()
+    assert (small / "model.safetensors").is_file() and Path(source).resolve() == small.resolve()
     assert any("pretraining a small one first" in line for line in lines)
     assert agent.cfg.experts == ("understand", "image", "video", "action")
 
     lines.clear()
-    again = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
+    again, _ = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
     assert not any("pretraining" in line for line in lines)  # reused, not trained again
     assert all(a.equal(b) for a, b in zip(agent.model.state_dict().values(), again.model.state_dict().values()))
 
