@@ -41,7 +41,8 @@ def starting_agent(config: RunConfig, run_dir: Path, console=print) -> tuple[Age
     try:
         agent = Agent.from_checkpoint(path, device=config.agent.device)
     except CheckpointError as exc:
-        raise ConfigError(f"pretrained={path}: {exc}") from exc
+        raise ConfigError(f"pretrained={path}: {exc}. Point pretrained= at a sound checkpoint (`flywheel pretrain` "
+                          f"writes one), or start from pretrained={SCRATCH}") from exc
     from flywheel.learners import check_train_experts
 
     try:

@@ -81,3 +81,22 @@ def test_a_checkpoint_of_another_architecture_is_a_config_error_naming_pretraine
     (mismatched / "config.json").write_text(header)
     with pytest.raises(ConfigError, match=r"pretrained=.*does not match"):
         pretrained.starting_agent(RunConfig(pretrained=str(mismatched)), tmp_path)
+
+
+@pytest.mark.parametrize("posing", ["pickle", "truncated"])
+def test_pretrained_weights_that_are_not_safetensors_are_one_line_and_exit_code_2(tmp_path, capsys, posing):
+    import pickle
+
+    from flywheel.cli import main
+    from policies import checkpoint
+    from policies.config import model_config
+    from policies.model import Model
+
+    path = checkpoint.save(Model(model_config("tiny")), tmp_path / "ckpt")
+    weights = path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(pickle.dumps({"weights": [1.0]}) if posing == "pickle" else data[: len(data) // 2])
+    assert main(["run", f"run_dir={tmp_path / 'run'}", f"pretrained={path}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"flywheel: error: pretrained={path}: {weights}: not a readable safetensors file")
+    assert line.endswith("or start from pretrained=scratch")
