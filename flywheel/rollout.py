@@ -103,35 +103,8 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
     cfg = agent.cfg
     out: dict[str, list] = defaultdict(list)
     generator = torch.Generator(device=agent.device).manual_seed(spec.seed)
-    started = 0
-    active: dict[int, dict[str, Any]] = {}
-
-    def start(i: int) -> None:
-        """Env ``i`` starts the next episode, if any is left."""
-        nonlocal started
-        while started < spec.episodes:
-            index, started = started, started + 1
-            try:
-                obs, info = envs[i].reset(seed=reset_seed(spec.seed, index))
-            except NonFiniteError as error:
-                quarantined(episode_id(spec.cycle, spec.worker, index), error)
-                continue
-            # The model reads the last ``history`` proprio steps; before the episode has that many,
-            # the first is repeated (as in pretraining's windows).
-            active[i] = {"obs": obs, "history": [obs["proprio"]] * cfg.history,
-                         "id": episode_id(spec.cycle, spec.worker, index), "chunk": 0,
-                         "rows": [], "success": bool(info.get("success", False))}
-            return
-
-    def quarantined(episode: int, error: NonFiniteError) -> None:
-        if quarantine is None:
-            raise error
-        quarantine.append(QuarantinedEpisode(episode, error.sim, error.field, error.step, str(error)))
-
-    def drop(i: int, error: NonFiniteError) -> None:
-        """Env ``i``'s episode is quarantined, its rows dropped; the env starts the next one."""
-        quarantined(active.pop(i)["id"], error)
-        start(i)
+    episodes = _Episodes(envs, spec, cfg.history, quarantine)
+    active, start, drop = episodes.active, episodes.start, episodes.drop
 
     for i in range(min(len(envs), spec.episodes)):
         start(i)
@@ -172,6 +145,45 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
     if not out:  # every episode quarantined
         return ChunkRows({})
     return ChunkRows.of({k: np.asarray(v, dtype=object if k in (SIM, TASK) else None) for k, v in out.items()})
+
+
+class _Episodes:
+    """Which env runs which of ``spec``'s episodes (``active``: env index -> the episode's
+    state), started in order; a quarantined one is recorded (or, without ``quarantine``, its
+    error raised) and its env starts the next."""
+
+    def __init__(self, envs: Sequence[SimEnv], spec: RolloutSpec, history: int,
+                 quarantine: list[QuarantinedEpisode] | None) -> None:
+        self.envs, self.spec, self.history, self.quarantine = envs, spec, history, quarantine
+        self.started = 0
+        self.active: dict[int, dict[str, Any]] = {}
+
+    def start(self, i: int) -> None:
+        """Env ``i`` starts the next episode, if any is left."""
+        spec = self.spec
+        while self.started < spec.episodes:
+            index, self.started = self.started, self.started + 1
+            try:
+                obs, info = self.envs[i].reset(seed=reset_seed(spec.seed, index))
+            except NonFiniteError as error:
+                self._quarantined(episode_id(spec.cycle, spec.worker, index), error)
+                continue
+            # The model reads the last ``history`` proprio steps; before the episode has that many,
+            # the first is repeated (as in pretraining's windows).
+            self.active[i] = {"obs": obs, "history": [obs["proprio"]] * self.history,
+                              "id": episode_id(spec.cycle, spec.worker, index), "chunk": 0,
+                              "rows": [], "success": bool(info.get("success", False))}
+            return
+
+    def drop(self, i: int, error: NonFiniteError) -> None:
+        """Env ``i``'s episode is quarantined, its rows dropped; the env starts the next one."""
+        self._quarantined(self.active.pop(i)["id"], error)
+        self.start(i)
+
+    def _quarantined(self, episode: int, error: NonFiniteError) -> None:
+        if self.quarantine is None:
+            raise error
+        self.quarantine.append(QuarantinedEpisode(episode, error.sim, error.field, error.step, str(error)))
 
 
 class _NonFiniteIn(Exception):
