@@ -27,7 +27,7 @@ import torch
 import sims
 from flywheel.rollout import RolloutSpec, collect
 from flywheel.rows import SIM_STEPS, STEPS, WEIGHT_VERSION
-from flywheel.store import RolloutStore
+from flywheel.store import QuarantinedEpisode, RolloutStore
 from policies.agent import Agent
 from policies.config import ModelConfig
 from world_model.chunk_grader import ChunkGrader
@@ -86,14 +86,15 @@ class RolloutWorker:
         with the weights loaded last, which the rows record as their version."""
         self._maybe_die(spec.cycle)
         spec = replace(spec, worker=self.index, weight_version=self.weight_version)
-        rows = collect(self.agent, self.envs, spec, self.grader)
-        shard, quarantined = self.store.write_shard(spec.cycle, self.index, rows)
+        dropped: list[QuarantinedEpisode] = []
+        rows = collect(self.agent, self.envs, spec, self.grader, quarantine=dropped)
+        shard, quarantined = self.store.write_shard(spec.cycle, self.index, rows) if rows.n else (None, None)
         spent, self._steps_reported = sims.engine_steps_taken() - self._steps_reported, sims.engine_steps_taken()
-        # The sim steps no committed row holds: the grader's start-up, quarantined chunks'.
-        committed = int(rows[SIM_STEPS].sum()) - (int(np.sum(quarantined[SIM_STEPS])) if quarantined else 0)
-        return {"shard": shard, "quarantined": quarantined, "steps": int(rows[STEPS].sum()),
-                "sim_steps_outside_rows": spent - committed,
-                "weight_versions": sorted({int(v) for v in rows[WEIGHT_VERSION]})}
+        # The sim steps no committed row holds: the grader's start-up, quarantined episodes'.
+        committed = int(rows[SIM_STEPS].sum() if rows.n else 0) - (int(np.sum(quarantined[SIM_STEPS])) if quarantined else 0)
+        return {"shard": shard, "quarantined": quarantined, "dropped": dropped,
+                "steps": int(rows[STEPS].sum()) if rows.n else 0, "sim_steps_outside_rows": spent - committed,
+                "weight_versions": sorted({int(v) for v in rows[WEIGHT_VERSION]}) if rows.n else []}
 
 
 class RolloutWorkers:

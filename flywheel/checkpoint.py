@@ -97,11 +97,8 @@ def load(path: str | os.PathLike, device: str = "cpu", optimizer_factory=None,
     ``generator``'s state and the global torch/python RNGs are restored when asked.
     """
     path = Path(path)
+    verify(path)
     header = _read_header(path)
-    for name, digest in header["files"].items():
-        file = path / name
-        if not file.is_file() or sha256_file(file) != digest:
-            raise RunCheckpointError(f"{path}: {name} is missing or fails its checksum; the checkpoint is corrupt")
     model = model_checkpoint.load(path / "model", device=device)
     tensors = load_file(str(path / "trainer.safetensors"))
     optimizer = None
@@ -119,6 +116,21 @@ def load(path: str | os.PathLike, device: str = "cpu", optimizer_factory=None,
     return model, optimizer, state
 
 
+def corrupt(path: Path, what: str) -> RunCheckpointError:
+    """The error for checkpoint ``path`` with a bad file (``what`` names it), saying what to do."""
+    return RunCheckpointError(f"{what}; the checkpoint is corrupt. To resume from the one before, write its "
+                              f"directory name (cycle-NNNNNN) into {path.parent / 'latest'}")
+
+
+def verify(path: str | os.PathLike) -> None:
+    """Every file of checkpoint ``path`` is there with its checksum, or ``RunCheckpointError``."""
+    path = Path(path)
+    for name, digest in _read_header(path)["files"].items():
+        file = path / name
+        if not file.is_file() or sha256_file(file) != digest:
+            raise corrupt(path, f"{file}: missing or fails its checksum")
+
+
 def _read_header(path: Path) -> dict[str, Any]:
     file = path / "trainer.json"
     if not file.is_file():
@@ -126,9 +138,7 @@ def _read_header(path: Path) -> dict[str, Any]:
     try:
         header = json.loads(file.read_text())
     except ValueError as exc:
-        raise RunCheckpointError(
-            f"{file}: not readable JSON ({exc}); the checkpoint is corrupt. To resume from the one before, "
-            f"write its directory name (cycle-NNNNNN) into {path.parent / 'latest'}") from exc
+        raise corrupt(path, f"{file}: not readable JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise RunCheckpointError(f"{file}: not a run checkpoint header (a JSON {type(header).__name__})")
     if header.get("format") != FORMAT or header.get("version") != VERSION:
@@ -154,7 +164,7 @@ def optimizer_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     header = _read_header(path)
     digest = header["files"].get("trainer.safetensors")
     if digest is None or sha256_file(path / "trainer.safetensors") != digest:
-        raise RunCheckpointError(f"{path}: trainer.safetensors is missing or fails its checksum")
+        raise corrupt(path, f"{path / 'trainer.safetensors'}: missing or fails its checksum")
     if header["optimizer"] is None:
         return None
     tensors = {k: v for k, v in load_file(str(path / "trainer.safetensors")).items() if k.startswith("optim.")}

@@ -213,7 +213,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     from flywheel.logger import CycleLogger
 
     config, run_dir, rollout_spec = prepare(config, console)
-    agent, optimizer_state, start_cycle = _starting_point(run_dir, config, console)
+    agent, optimizer_state, start_cycle, weights_from = _starting_point(run_dir, config, console)
     check_embodiment(agent, config)
     check_critic(agent, config)
     prior = prior_of(config, console)
@@ -225,7 +225,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     try:
         start_ray(config)
         flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault,
-                                  prior)
+                                  prior, weights_from)
     except BaseException:
         logger.close()
         raise
@@ -274,7 +274,7 @@ def evaluate_start(flywheel) -> None:
     from flywheel.cycle import evaluate
 
     began = time.perf_counter()
-    evaluation = evaluate(flywheel.agent, flywheel.config, flywheel.eval_spec)
+    evaluation = evaluate(flywheel.agent, flywheel.config, flywheel.eval_spec, weights_from=flywheel.weights_from)
     flywheel.logger.log_start(evaluation, time.perf_counter() - began)
 
 
@@ -418,12 +418,14 @@ def training_fidelity(config: RunConfig, probes: int = 8, horizon: int = 50) -> 
 
 
 def _starting_point(run_dir: Path, config: RunConfig, console):
-    """(agent, optimizer state or None, first cycle to run): the latest checkpoint, or the pretrained one."""
+    """(agent, optimizer state or None, first cycle to run, where its weights come from): the
+    latest checkpoint, or the pretrained one."""
     latest = run_checkpoint.latest(run_dir)
     if latest is not None:
         model, _, state = run_checkpoint.load(latest)
         console(f"resuming {run_dir} after cycle {state.cycle}")
-        return Agent(model=model), run_checkpoint.optimizer_state(latest), state.cycle + 1
+        return Agent(model=model), run_checkpoint.optimizer_state(latest), state.cycle + 1, str(latest)
     from flywheel.pretrained import starting_agent
 
-    return starting_agent(config, run_dir, console), None, 0
+    agent, source = starting_agent(config, run_dir, console)
+    return agent, None, 0, source

@@ -7,6 +7,9 @@ phase:
     collect    every rollout actor loads weight version ``c`` (put once in the Ray object store)
                and collects its share, grading every chunk as it goes; the shards are committed
                to the store. A cycle committed before a stop is reused, never collected twice.
+               An episode with a NaN or inf is quarantined (``flywheel.rollout``); a cycle
+               whose every episode was is ``EveryEpisodeQuarantined``, before its commit, so a
+               resume collects it again.
     learn      the learner pool trains on rows sampled from the replay (every cycle so far, or the
                last ``replay_cycles``), ``learner.utd`` steps per env step; the agent takes the new weights.
     evaluate   capability in the reference sim (never the training sim), on fixed seeds.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,7 @@ from flywheel.prior import PriorSpec
 from flywheel.logger import CycleLogger
 from flywheel.rollout import RolloutSpec, collect, episode_lengths_and_returns, episode_stats, standard_errors
 from flywheel.rows import SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
-from flywheel.store import RolloutStore
+from flywheel.store import QuarantinedEpisode, RolloutStore
 from policies.agent import Agent
 
 
@@ -53,11 +57,12 @@ class Flywheel:
     fidelity: dict[str, Any]  # the training sim's, measured once (``controller.training_fidelity``)
     rollout_spec: RolloutSpec  # the run's (``controller.validate``); each cycle fills in its own
     eval_spec: RolloutSpec
+    weights_from: str  # the checkpoint the agent's weights were loaded from or last saved to
 
     @classmethod
     def start(cls, config: RunConfig, run_dir: Path, agent: Agent, optimizer_state, rollout_spec: RolloutSpec,
               fidelity: dict[str, Any], logger: CycleLogger, fault: dict[str, int] | None = None,
-              prior: PriorSpec | None = None) -> "Flywheel":
+              prior: PriorSpec | None = None, weights_from: str = "") -> "Flywheel":
         """Start the rollout actors and the learner pool (Ray must be up); ``prior``: the
         starter's data the learners also train on (``flywheel.prior``)."""
         store = RolloutStore(run_dir / "store")
@@ -73,7 +78,7 @@ class Flywheel:
         if optimizer_state is not None:
             learners.load_optimizer(optimizer_state)
         return cls(config, run_dir, agent, store, rollouts, learners, logger, fidelity, rollout_spec,
-                   evaluation_spec(config))
+                   evaluation_spec(config), weights_from)
 
     def cycle(self, index: int) -> "Cycle":
         return Cycle(self, index)
@@ -115,9 +120,14 @@ class Cycle:
                 with progress_bar(f"cycle {self.index} rollouts", spec.episodes) as advance:
                     results, retries = fw.rollouts.collect(weights, spec, lambda worker: seed + worker, advance)
                 self.sim_steps_outside_rows = sum(r["sim_steps_outside_rows"] for r in results)
+                dropped = [d for r in results for d in r["dropped"]]
+                if not any(r["shard"] for r in results):
+                    raise every_episode_quarantined(f"cycle {self.index}", spec.episodes, dropped,
+                                                    fw.weights_from, fw.agent)
                 self.manifest = fw.store.commit_cycle(self.index, [r["shard"] for r in results],
                                                       [r["quarantined"] for r in results],
-                                                      meta={"weight_version": self.index, "retries": retries})
+                                                      meta={"weight_version": self.index, "retries": retries},
+                                                      dropped=dropped)
 
     def learn(self) -> None:
         """The learner pool trains on a sample of the replay; the agent takes the result.
@@ -149,15 +159,18 @@ class Cycle:
 
     def evaluate(self) -> None:
         with self._timed("eval"):
-            self.evaluation = evaluate(self.flywheel.agent, self.flywheel.config, self.flywheel.eval_spec)
+            self.evaluation = evaluate(self.flywheel.agent, self.flywheel.config, self.flywheel.eval_spec,
+                                       weights_from=self.flywheel.weights_from)
 
     def commit(self) -> dict[str, Any]:
         """The checkpoint, then the cycle's record in ``cycles.jsonl``, TensorBoard and the console."""
         fw = self.flywheel
         rows, _ = fw.store.read([self.index])
         record = self.record(rows)
-        run_checkpoint.save(fw.run_dir, fw.agent.model, self.learned.optimizer_state,
-                            run_checkpoint.TrainerState(self.index, self.index + 1, record["replay"]["cycles"], record))
+        saved = run_checkpoint.save(fw.run_dir, fw.agent.model, self.learned.optimizer_state,
+                                    run_checkpoint.TrainerState(self.index, self.index + 1, record["replay"]["cycles"],
+                                                                record))
+        fw.weights_from = str(saved)
         fw.logger.log(record, rows, self.began, self.learned.series)
         return record
 
@@ -175,6 +188,7 @@ class Cycle:
             "grades": grade_summary(rows),
             "rollout": {"episodes": manifest.episodes, "chunks": manifest.rows,
                         "quarantined_episodes": manifest.quarantined_episodes,
+                        "quarantined_by_sim": quarantined_by_sim(manifest.dropped),
                         "success_rate": episode_stats(rows)["success_rate"],
                         "episode_return": float(returns.mean()), "episode_length": float(lengths.mean()),
                         "sim_steps_outside_rows": self.sim_steps_outside_rows,
@@ -194,16 +208,23 @@ def evaluation_spec(config: RunConfig) -> RolloutSpec:
                        n_candidates=config.eval.n_candidates or config.n_candidates, flow_steps=config.flow_steps)
 
 
-def evaluate(agent: Agent, config: RunConfig, spec: RolloutSpec | None = None) -> dict[str, float]:
+def evaluate(agent: Agent, config: RunConfig, spec: RolloutSpec | None = None,
+             weights_from: str = "") -> dict[str, float]:
     """Capability in the reference sim (never the training sim), on fixed seeds, with its
-    standard error over the episodes (``capability_stderr``)."""
+    standard error over the episodes (``capability_stderr``). Quarantined episodes (a NaN or
+    inf) are left out and counted (``quarantined_episodes``); if every one was,
+    ``EveryEpisodeQuarantined``, naming ``weights_from`` if the model made the NaN."""
     spec = spec or evaluation_spec(config)
     ref = config.reference
     envs = [sims.make(ref.name, **ref.make_kwargs()) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
+    dropped: list[QuarantinedEpisode] = []
     with one_torch_thread():
-        rows = collect(agent, envs, spec)
+        rows = collect(agent, envs, spec, quarantine=dropped)
+    if not rows.n:
+        raise every_episode_quarantined("evaluation", spec.episodes, dropped, weights_from, agent)
     result = episode_stats(rows)
     result.update(standard_errors(result))
+    result["quarantined_episodes"] = len(dropped)
     # Evaluation's own steps, never in the run's totals (they train nothing), kept for benchmarks.
     result.update(env_steps=int(rows[STEPS].sum()), sim_steps=int(rows[SIM_STEPS].sum()))
     measure = ("success_rate", "success_stderr") if envs[0].defines_success else ("mean_return", "return_stderr")
@@ -211,6 +232,38 @@ def evaluate(agent: Agent, config: RunConfig, spec: RolloutSpec | None = None) -
     for env in envs:
         env.close()
     return result
+
+
+class EveryEpisodeQuarantined(ValueError):
+    """Every episode of a rollout phase held a NaN or inf: nothing to learn from or measure.
+    A ``ValueError`` so that ``flywheel run`` reports it in one line (exit code 2)."""
+
+
+# The fields a NaN in which is the model's doing (``flywheel.rollout``), not the sim's.
+MODEL_FIELDS = ("action", "imagined proprio (the model's)")
+
+
+def every_episode_quarantined(what: str, episodes: int, dropped: list[QuarantinedEpisode], weights_from: str,
+                              agent: Agent) -> EveryEpisodeQuarantined:
+    """The error for ``what`` (a phase) whose every one of ``episodes`` was quarantined, naming
+    the sim and, where the model made the NaN, the checkpoint its weights came from."""
+    if not dropped:  # the store quarantined them all, for a NaN in their rows
+        return EveryEpisodeQuarantined(f"{what}: every one of its {episodes} episodes held NaN or inf in its rows "
+                                       "(quarantined by the store); nothing to train on")
+    named = ", ".join(sorted({d.sim for d in dropped}))
+    message = f"{what}: every one of its {episodes} episodes in {named} was quarantined for NaN or inf (first: " \
+              f"{dropped[0].error})"
+    if any(d.field in MODEL_FIELDS for d in dropped):
+        bad = [k for k, v in agent.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        held = f", which hold NaN or inf in {len(bad)} tensors (e.g. {bad[0]})" if bad else ""
+        return EveryEpisodeQuarantined(f"{message}; the model produced it: the weights come from "
+                                       f"{weights_from or 'an unnamed source'}{held}")
+    return EveryEpisodeQuarantined(f"{message}; the sim returned it: `flywheel sims check {dropped[0].sim}` shows where")
+
+
+def quarantined_by_sim(dropped: list[QuarantinedEpisode]) -> dict[str, int]:
+    """How many episodes of each sim were quarantined (``cycles.jsonl``'s ``rollout``)."""
+    return dict(Counter(d.sim for d in dropped))
 
 
 @contextmanager

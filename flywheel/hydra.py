@@ -6,6 +6,7 @@ configuration call ``run_hydra`` from here, so no command module imports the CLI
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -58,8 +59,22 @@ def report_user_errors(fn, *args) -> int:
                    sims.RenderingUnavailable)
     try:
         return fn(*args) or 0
-    except user_errors as exc:
-        if os.environ.get("FLYWHEEL_DEBUG"):
+    except (*user_errors, OSError) as exc:
+        storage = getattr(exc, "errno", None) in STORAGE_ADVICE
+        if os.environ.get("FLYWHEEL_DEBUG") or not (storage or isinstance(exc, user_errors)):
             raise
-        print(f"flywheel: error: {exc}", file=sys.stderr)
+        print(f"flywheel: error: {storage_error(exc) if storage else exc}", file=sys.stderr)
         return 2
+
+
+# What the user can do about a storage error, by errno: a full disk and a read-only or
+# forbidden directory are the machine's state, not a bug, so they get one line, not a traceback.
+_FULL = "free space there (every complete cycle is kept), then continue the run with resume=RUN_DIR"
+_READ_ONLY = "make it writable, or put the run elsewhere (run_dir=)"
+STORAGE_ADVICE = {errno.ENOSPC: _FULL, errno.EDQUOT: _FULL, errno.EROFS: _READ_ONLY, errno.EACCES: _READ_ONLY,
+                  errno.EPERM: _READ_ONLY}
+
+
+def storage_error(exc: OSError) -> str:
+    """One line for a storage ``OSError``: the path, what went wrong, what to do."""
+    return f"{exc.filename or 'a file'}: {exc.strerror or exc}: {STORAGE_ADVICE[exc.errno]}"

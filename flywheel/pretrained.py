@@ -27,25 +27,29 @@ SMALL_PRESET = Path(CONFIG_DIR) / "pretrain" / "small.yaml"
 SCRATCH = "scratch"
 
 
-def starting_agent(config: RunConfig, run_dir: Path, console=print) -> Agent:
+def starting_agent(config: RunConfig, run_dir: Path, console=print) -> tuple[Agent, str]:
+    """The run's starting agent and where its weights come from (a checkpoint directory, or
+    ``pretrained=scratch``), for the errors that must name them."""
     path = starter(config, console)
     if path is None:
         torch.manual_seed(config.seed)
         overrides = {k: v for k, v in vars(config.agent).items() if k not in ("size", "device", "checkpoint")}
         console(f"starting from scratch: freshly initialised '{config.agent.size}' weights (pretrained=scratch)")
-        return Agent(model_config(config.agent.size, **overrides), device=config.agent.device)
+        return Agent(model_config(config.agent.size, **overrides), device=config.agent.device), \
+            f"pretrained={SCRATCH} (seed {config.seed})"
     console(f"starting from the pretrained checkpoint {path}")
     try:
         agent = Agent.from_checkpoint(path, device=config.agent.device)
     except CheckpointError as exc:
-        raise ConfigError(f"pretrained={path}: {exc}") from exc
+        raise ConfigError(f"pretrained={path}: {exc}. Point pretrained= at a sound checkpoint (`flywheel pretrain` "
+                          f"writes one), or start from pretrained={SCRATCH}") from exc
     from flywheel.learners import check_train_experts
 
     try:
         check_train_experts(config.learner.train_experts, agent.cfg.experts)
     except ValueError as exc:
         raise ConfigError(f"pretrained={path}: a model of another architecture: learner.{exc}") from exc
-    return agent
+    return agent, str(path)
 
 
 def starter(config: RunConfig, console=print) -> Path | None:

@@ -17,6 +17,12 @@ ends: the reward from the chunk's start to the episode's end, the return head's 
 With ``choose="sim"`` every row also keeps every candidate the sim ran (``candidate_*``):
 labelled data for the critic (``flywheel.td``).
 
+Quarantine: given a ``quarantine`` list, an episode in which a sim refuses a NaN or inf
+(``sims.NonFiniteError``: in an observation or a reward, in the model's action, or in the
+future it imagined, which the grader would choke on) is dropped, rows and all (never trained
+on), recorded in the list (``flywheel.store.QuarantinedEpisode``), and its env starts the
+next episode: one bad episode costs itself, not the run. Without the list the error goes up.
+
 ``sim_steps`` is every sim step spent on a chunk, read off the process's step counter
 (``sims.engine_steps_taken``) around the chunk's own work: its ``best_in_sim`` look-ahead,
 its execution and its grading (the grader's reference engine; an unprepared grader's
@@ -40,9 +46,10 @@ from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_NEX
                            EPISODE_SUCCESS, IMAGINED, PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, RETURN, REWARD, REWARDS,
                            SIM, SIM_STEPS, STEPS, SUCCESS, TASK, TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows,
                            episode_id, grade_columns, next_proprio)
+from flywheel.store import QuarantinedEpisode
 from policies.agent import Agent
 from policies.critic import td_target
-from sims import SimEnv, SimState, engine_steps_taken
+from sims import NonFiniteError, SimEnv, SimState, engine_steps_taken
 from sims.embodiment import Embodiment
 
 # How a plan's candidate is chosen: by the agent's own score (return head), or by running
@@ -90,23 +97,14 @@ def reset_seed(seed: int, index: int) -> int:
 
 
 def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
-            grade_chunk: GradeChunk | None = None) -> ChunkRows:
-    """Run ``spec.episodes`` episodes over ``envs`` and return one row per executed chunk."""
+            grade_chunk: GradeChunk | None = None, quarantine: list[QuarantinedEpisode] | None = None) -> ChunkRows:
+    """Run ``spec.episodes`` episodes over ``envs`` and return one row per executed chunk of
+    the episodes not quarantined (see the module docstring)."""
     cfg = agent.cfg
     out: dict[str, list] = defaultdict(list)
     generator = torch.Generator(device=agent.device).manual_seed(spec.seed)
-    started = 0
-    active: dict[int, dict[str, Any]] = {}
-
-    def start(i: int) -> None:
-        nonlocal started
-        obs, info = envs[i].reset(seed=reset_seed(spec.seed, started))
-        # The model reads the last ``history`` proprio steps; before the episode has that many,
-        # the first is repeated (as in pretraining's windows).
-        active[i] = {"obs": obs, "history": [obs["proprio"]] * cfg.history,
-                     "id": episode_id(spec.cycle, spec.worker, started), "chunk": 0,
-                     "rows": [], "success": bool(info.get("success", False))}
-        started += 1
+    episodes = _Episodes(envs, spec, cfg.history, quarantine)
+    active, start, drop = episodes.active, episodes.start, episodes.drop
 
     for i in range(min(len(envs), spec.episodes)):
         start(i)
@@ -114,8 +112,13 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
         order = sorted(active)
         embodiments = [envs[i].embodiment for i in order]
         histories = [np.stack(active[i]["history"]) for i in order]
-        chosen, imagined, ran, lookahead = _decide(agent, [envs[i] for i in order], [active[i]["obs"] for i in order],
-                                                   histories, embodiments, spec, generator)
+        try:
+            chosen, imagined, ran, lookahead = _decide(agent, [envs[i] for i in order],
+                                                       [active[i]["obs"] for i in order], histories, embodiments,
+                                                       spec, generator)
+        except _NonFiniteIn as failed:  # choose=sim's look-ahead: that env's episode goes, the rest decide again
+            drop(order[failed.slot], failed.error)
+            continue
         # Batch-wide arrays, filled per env below; each row keeps a view of its slot.
         inputs = np.zeros((len(order), cfg.history, cfg.proprio_pad), np.float32)
         realized_pad = np.zeros((len(order), cfg.chunk, cfg.proprio_pad), np.float32)
@@ -124,30 +127,71 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
             env, episode, emb = envs[i], active[i], embodiments[slot]
             inputs[slot, :, : emb.proprio_dim] = histories[slot]
             steps_before = engine_steps_taken()
-            start_state: SimState | None = env.get_state() if grade_chunk is not None else None
-            realized, rewards, terminated, done = _run_chunk(env, env_actions, episode, cfg.history)
-            n = len(realized)
-            realized_pad[slot, :n, : emb.proprio_dim] = realized
-            row = _row(spec, env, episode, inputs[slot], chosen[slot], realized_pad[slot], n, rewards)
-            row.update({REWARDS: _padded(rewards, cfg.chunk), TERMINATED: terminated})
-            if imagined is not None:
-                row[IMAGINED] = imagined[slot]
+            try:
+                row, done = _chunk(spec, env, episode, inputs[slot], chosen[slot], env_actions,
+                                   None if imagined is None else imagined[slot], realized_pad[slot], grade_chunk)
+            except NonFiniteError as error:
+                drop(i, error)
+                continue
             if ran is not None:
                 row.update(ran[slot])
-            if grade_chunk is not None:
-                own = None if imagined is None else imagined[slot][:n, : emb.proprio_dim]
-                row.update(grade_columns(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
-                                                     np.asarray(rewards),
-                                                     episode["success"] if env.defines_success else None)))
             row[SIM_STEPS] = lookahead[slot] + engine_steps_taken() - steps_before
             episode["rows"].append(row)
             episode["chunk"] += 1
             if done:
                 _finish(episode, out)
                 del active[i]
-                if started < spec.episodes:
-                    start(i)
+                start(i)
+    if not out:  # every episode quarantined
+        return ChunkRows({})
     return ChunkRows.of({k: np.asarray(v, dtype=object if k in (SIM, TASK) else None) for k, v in out.items()})
+
+
+class _Episodes:
+    """Which env runs which of ``spec``'s episodes (``active``: env index -> the episode's
+    state), started in order; a quarantined one is recorded (or, without ``quarantine``, its
+    error raised) and its env starts the next."""
+
+    def __init__(self, envs: Sequence[SimEnv], spec: RolloutSpec, history: int,
+                 quarantine: list[QuarantinedEpisode] | None) -> None:
+        self.envs, self.spec, self.history, self.quarantine = envs, spec, history, quarantine
+        self.started = 0
+        self.active: dict[int, dict[str, Any]] = {}
+
+    def start(self, i: int) -> None:
+        """Env ``i`` starts the next episode, if any is left."""
+        spec = self.spec
+        while self.started < spec.episodes:
+            index, self.started = self.started, self.started + 1
+            try:
+                obs, info = self.envs[i].reset(seed=reset_seed(spec.seed, index))
+            except NonFiniteError as error:
+                self._quarantined(episode_id(spec.cycle, spec.worker, index), error)
+                continue
+            # The model reads the last ``history`` proprio steps; before the episode has that many,
+            # the first is repeated (as in pretraining's windows).
+            self.active[i] = {"obs": obs, "history": [obs["proprio"]] * self.history,
+                              "id": episode_id(spec.cycle, spec.worker, index), "chunk": 0,
+                              "rows": [], "success": bool(info.get("success", False))}
+            return
+
+    def drop(self, i: int, error: NonFiniteError) -> None:
+        """Env ``i``'s episode is quarantined, its rows dropped; the env starts the next one."""
+        self._quarantined(self.active.pop(i)["id"], error)
+        self.start(i)
+
+    def _quarantined(self, episode: int, error: NonFiniteError) -> None:
+        if self.quarantine is None:
+            raise error
+        self.quarantine.append(QuarantinedEpisode(episode, error.sim, error.field, error.step, str(error)))
+
+
+class _NonFiniteIn(Exception):
+    """``error`` came from the env at ``slot`` of a batch (``_sim_choice``'s look-ahead)."""
+
+    def __init__(self, slot: int, error: NonFiniteError) -> None:
+        super().__init__(str(error))
+        self.slot, self.error = slot, error
 
 
 def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], histories: Sequence[np.ndarray],
@@ -184,7 +228,10 @@ def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, hi
     runs, lookahead = [], np.zeros(len(envs), np.int64)
     for slot, (env, chunks) in enumerate(zip(envs, candidates)):
         before = engine_steps_taken()
-        runs.append(run_candidates(env, chunks))
+        try:
+            runs.append(run_candidates(env, chunks))
+        except NonFiniteError as error:
+            raise _NonFiniteIn(slot, error) from error
         lookahead[slot] = engine_steps_taken() - before
     columns = [_candidate_columns(run, chunks, history, cfg.chunk, cfg.proprio_pad)
                for run, chunks, history in zip(runs, candidates, histories)]
@@ -214,6 +261,30 @@ def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, history: np.nd
             CANDIDATE_REWARDS: np.stack([_padded(run.rewards, chunk) for run in runs]),
             CANDIDATE_STEPS: steps, CANDIDATE_TERMINATED: np.array([run.terminated for run in runs]),
             CANDIDATE_NEXT_PROPRIO: next_proprio(start, realized, steps)}
+
+
+def _chunk(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.ndarray, actions: np.ndarray,
+           env_actions: np.ndarray, imagined: np.ndarray | None, realized_pad: np.ndarray,
+           grade_chunk: GradeChunk | None) -> tuple[dict[str, Any], bool]:
+    """Execute (and grade) one env's chunk: its row, less ``sim_steps`` and the candidate
+    columns, and whether the episode ended. Raises ``NonFiniteError`` for a NaN or inf met on
+    the way, the model's imagined future included (the grader would refuse it)."""
+    emb, chunk = env.embodiment, len(realized_pad)
+    if imagined is not None and not np.all(np.isfinite(imagined)):
+        raise NonFiniteError(env.name, "imagined proprio (the model's)", env.step_count, imagined)
+    start_state: SimState | None = env.get_state() if grade_chunk is not None else None
+    realized, rewards, terminated, done = _run_chunk(env, env_actions, episode, len(proprio))
+    n = len(realized)
+    realized_pad[:n, : emb.proprio_dim] = realized
+    row = _row(spec, env, episode, proprio, actions, realized_pad, n, rewards)
+    row.update({REWARDS: _padded(rewards, chunk), TERMINATED: terminated})
+    if imagined is not None:
+        row[IMAGINED] = imagined
+    if grade_chunk is not None:
+        own = None if imagined is None else imagined[:n, : emb.proprio_dim]
+        row.update(grade_columns(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
+                                             np.asarray(rewards), episode["success"] if env.defines_success else None)))
+    return row, done
 
 
 def _padded(rewards: Sequence[float], chunk: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 Layout under the store root::
 
     cycle-000003/worker-01.parquet        one shard per rollout worker
-    cycle-000003/quarantine.parquet       episodes with NaN/inf in them (never trained on)
+    cycle-000003/quarantine.parquet       episodes with NaN/inf in their rows (never trained on)
     cycle-000003/_manifest.json           rows, episodes and sha256 of every shard
 
 The manifest's leading underscore is what Arrow and pandas skip when they read a directory
@@ -21,6 +21,10 @@ Guarantees:
   logged and counted in ``ReadReport``, never silently trained on.
 - An episode with a non-finite value in any float column is moved, whole, to the cycle's
   quarantine shard and counted in the manifest.
+- An episode that a sim refused mid-way for a NaN or inf (``sims.NonFiniteError``: in an
+  observation, a reward or the model's action) has no rows at all: the rollout dropped it
+  (``flywheel.rollout.collect``); the manifest lists it (``QuarantinedEpisode``) and counts it
+  among the quarantined episodes.
 
 Replay without the replay in memory: ``sample(cycles, n, seed)`` draws ``n`` row ids over
 every row of ``cycles`` from an index of the manifests (rows per shard, no data read), then
@@ -67,12 +71,24 @@ class ShardInfo:
     sha256: str
 
 
+@dataclass(frozen=True)
+class QuarantinedEpisode:
+    """An episode dropped by the rollout for a non-finite value (``sims.NonFiniteError``)."""
+
+    episode: int
+    sim: str
+    field: str  # what held it: "proprio", "reward", "action" (the model's), ...
+    step: int
+    error: str  # the error's message
+
+
 @dataclass
 class Manifest:
     cycle: int
     shards: list[ShardInfo]
     quarantine: ShardInfo | None = None
     meta: dict = field(default_factory=dict)
+    dropped: list[QuarantinedEpisode] = field(default_factory=list)  # no rows: not in ``quarantine``
 
     @property
     def rows(self) -> int:
@@ -84,19 +100,21 @@ class Manifest:
 
     @property
     def quarantined_episodes(self) -> int:
-        return self.quarantine.episodes if self.quarantine else 0
+        return (self.quarantine.episodes if self.quarantine else 0) + len(self.dropped)
 
     def to_json(self) -> dict:
         return {"cycle": self.cycle, "rows": self.rows, "episodes": self.episodes,
                 "quarantined_episodes": self.quarantined_episodes,
                 "shards": [asdict(s) for s in self.shards],
-                "quarantine": asdict(self.quarantine) if self.quarantine else None, "meta": self.meta}
+                "quarantine": asdict(self.quarantine) if self.quarantine else None, "meta": self.meta,
+                "dropped": [asdict(d) for d in self.dropped]}
 
     @classmethod
     def from_json(cls, data: Mapping) -> Manifest:
         q = data.get("quarantine")
         return cls(int(data["cycle"]), [ShardInfo(**s) for s in data["shards"]],
-                   ShardInfo(**q) if q else None, dict(data.get("meta", {})))
+                   ShardInfo(**q) if q else None, dict(data.get("meta", {})),
+                   [QuarantinedEpisode(**d) for d in data.get("dropped", [])])
 
 
 class CorruptManifest(ValueError):
@@ -170,13 +188,16 @@ class RolloutStore:
         return info, bad
 
     def commit_cycle(self, cycle: int, shards: Iterable[ShardInfo | None],
-                     quarantined: Iterable[Mapping[str, np.ndarray]] = (), meta: dict | None = None) -> Manifest:
+                     quarantined: Iterable[Mapping[str, np.ndarray]] = (), meta: dict | None = None,
+                     dropped: Iterable[QuarantinedEpisode] = ()) -> Manifest:
         """Make a cycle's shards visible: write its quarantine shard, then its manifest."""
         bad = [ChunkRows.of(q) for q in quarantined if q and ChunkRows(q).n]
         quarantine = self._write(f"{_cycle_dir(cycle)}/quarantine.parquet", ChunkRows.concat(bad)) if bad else None
-        manifest = Manifest(cycle, sorted((s for s in shards if s), key=lambda s: s.path), quarantine, meta or {})
-        if quarantine:
-            log.warning("cycle %d: %d episode(s) quarantined for non-finite values", cycle, quarantine.episodes)
+        manifest = Manifest(cycle, sorted((s for s in shards if s), key=lambda s: s.path), quarantine, meta or {},
+                            sorted(dropped, key=lambda d: d.episode))
+        if manifest.quarantined_episodes:
+            log.warning("cycle %d: %d episode(s) quarantined for non-finite values", cycle,
+                        manifest.quarantined_episodes)
         write_json_atomic(self.root / _cycle_dir(cycle) / MANIFEST, manifest.to_json())
         return manifest
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from policies.config import ModelConfig
@@ -91,12 +91,18 @@ def load(path: str | os.PathLike, device: torch.device | str = "cpu",
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{path}: no {WEIGHTS}")
-    with safe_open(str(weights), framework="pt") as f:  # read the header first: no tensor is loaded yet
-        shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    _compare(path, "file", shapes, expected)
-    _compare(path, "config.json", header.get("tensors", {}), expected)
-    tensors = load_file(str(weights), device="cpu")
+    # A file posing as the weights (a pickle, a truncated copy) fails in safetensors with an
+    # error that names no file; it is the checkpoint's error, named.
+    try:
+        with safe_open(str(weights), framework="pt") as f:  # read the header first: no tensor is loaded yet
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+        _compare(path, "file", shapes, expected)
+        _compare(path, "config.json", header.get("tensors", {}), expected)
+        tensors = load_file(str(weights), device="cpu")
+    except SafetensorError as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc}): it is damaged, or not "
+                              "a checkpoint's weights") from exc
     state = model.state_dict()
     wrong_dtype = [k for k, v in tensors.items() if v.dtype != state[k].dtype]
     if wrong_dtype:

@@ -12,7 +12,7 @@ import logging as _logging
 
 from sims import rendering as _rendering  # noqa: F401  (must run before mujoco is imported)
 from sims.embodiment import ACTION_PAD, PROPRIO_PAD, Embodiment
-from sims.env import Demonstrator, SimEnv, StateNotDetermined, engine_steps_taken
+from sims.env import Demonstrator, NonFiniteError, SimEnv, StateNotDetermined, engine_steps_taken
 from sims.params import PhysicsParams, perturb, validate_fidelity
 from sims.registry import (
     ENTRY_POINT_GROUP,
@@ -38,6 +38,7 @@ __all__ = [
     "ACTION_PAD",
     "ENTRY_POINT_GROUP",
     "PROPRIO_PAD",
+    "NonFiniteError",
     "Demonstrator",
     "Embodiment",
     "PhysicsParams",

@@ -5,6 +5,12 @@ each; ``flywheel sims check NAME`` prints them and the test suite runs them over
 registered sim. A plug-in author runs the same command on their own sim.
 
 Each check builds fresh envs through ``sims.make`` so it exercises what users get.
+
+A NaN or inf is reported once, by ``finite``, which runs whole episodes (``SimEnv`` refuses
+a non-finite value where it appears: ``NonFiniteError``). Any other check that runs into one
+is skipped, pointing there: its own failure (replay, determinism...) would be a consequence,
+not the fault. Only where ``finite`` found none (a NaN that needs perturbed physics, say) does
+``run_checks`` fail that check instead, so the NaN is never passed over.
 """
 
 from __future__ import annotations
@@ -12,13 +18,13 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
-from sims.env import SimEnv
+from sims.env import NonFiniteError, SimEnv
 from sims.registry import make
 from sims.rendering import RenderingUnavailable
 from sims.state import SimState
@@ -26,6 +32,7 @@ from sims.state import SimState
 MIN_DEMO_SUCCESS = 0.8
 DEFAULT_EPISODES = 20
 REPLAY_STEPS = 40
+FINITE_EPISODES = 3
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class CheckResult:
     status: str  # "pass", "fail" or "skip"
     detail: str = ""
     seconds: float = 0.0
+    nonfinite: bool = False  # stopped by a NaN or inf (``NonFiniteError``)
 
     @property
     def ok(self) -> bool:
@@ -70,19 +78,24 @@ def run_checks(name: str, *, only: list[str] | None = None, episodes: int = DEFA
     if unknown:
         raise ValueError(f"unknown conformance check(s) {unknown}; known: {sorted(CHECKS)}")
     ctx = CheckContext(name, episodes, min_success)
-    return [run_one(ctx, c) for c in (only or CHECKS)]
+    results = [run_one(ctx, c) for c in (only or CHECKS)]
+    if any(r.check == "finite" and r.status == "fail" for r in results):
+        return results
+    return [replace(r, status="fail") if r.nonfinite else r for r in results]
 
 
 def run_one(ctx: CheckContext, check_name: str) -> CheckResult:
-    start = time.perf_counter()
+    start, nonfinite = time.perf_counter(), False
     try:
         detail = CHECKS[check_name](ctx)
         status = "pass"
     except Skip as exc:
         status, detail = "skip", str(exc)
+    except NonFiniteError as exc:  # ``finite`` reports it; here it would pass for another fault
+        status, detail, nonfinite = "skip", f"not checked: {exc} (see the 'finite' check)", True
     except Exception as exc:  # a failing check is a result, not a crash of the suite
         status, detail = "fail", f"{type(exc).__name__}: {exc}"
-    return CheckResult(check_name, status, detail, time.perf_counter() - start)
+    return CheckResult(check_name, status, detail, time.perf_counter() - start, nonfinite)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -175,6 +188,36 @@ _BENIGN_CHECK_ENV_WARNINGS = (
     "observation space minimum value is -infinity",
     "observation space maximum value is infinity",
 )
+
+
+@check
+def check_finite(ctx: CheckContext) -> str:
+    """Whole episodes, to the sim's own end: the demonstrator's with noise (two; random ones
+    for a task without success) and one of random full-range actions, each step's observation
+    and reward checked by ``SimEnv`` itself."""
+    env = ctx.make()
+    emb, rng = env.embodiment, np.random.default_rng(0)
+    try:
+        demo = env.demonstrator() if env.defines_success else None
+    except NotImplementedError:  # the demonstrator check says so; here random actions do
+        demo = None
+    steps = 0
+    for seed in range(FINITE_EPISODES):
+        guided = demo is not None and seed < FINITE_EPISODES - 1
+        try:
+            obs, _ = env.reset(seed=seed)
+            if guided:
+                demo.reset()
+            done = False
+            while not done:
+                unit = (emb.normalize_action(demo(obs)) + rng.normal(0.0, 0.1, emb.action_dim) if guided
+                        else rng.uniform(-1, 1, emb.action_dim))
+                obs, _, terminated, truncated, _ = env.step(emb.to_env_action(unit))
+                steps += 1
+                done = terminated or truncated
+        except NonFiniteError as exc:
+            raise AssertionError(f"{exc}, in the episode reset with seed {seed}") from exc
+    return f"observations and rewards finite over {FINITE_EPISODES} whole episodes ({steps} steps)"
 
 
 @check

@@ -29,6 +29,12 @@ the physics calls a scripted demonstrator makes on a scratch copy of the model t
 it (the LQR gains of cartpole and the inverted pendulum), once per parameter set; they
 simulate no trajectory.
 
+Finite values: ``reset`` and ``step`` check that every float array of the observation
+(``proprio``) and the reward are finite, and ``step`` that the action is; a non-finite one
+raises ``NonFiniteError`` naming the sim, the field and the step, and the episode is over
+(the next call must be ``reset``). A NaN found where it appears costs one episode; found
+later, by a grader, a learner or a metric, it cost a whole run and named none of that.
+
 Optional: ``state_from_proprio`` turns a proprio vector (an imagined one, say) back into an
 exact state, for tasks whose proprio determines the dynamic state; elsewhere it raises
 ``StateNotDetermined``, and its users (the grader's physics question) answer "not
@@ -60,6 +66,20 @@ _steps_taken = 0
 def engine_steps_taken() -> int:
     """Every sim step (``SimEnv.step``) this process has taken, all envs together."""
     return _steps_taken
+
+
+class NonFiniteError(ValueError):
+    """A NaN or inf in what a sim returned (an observation's ``field``, the ``reward``) or was
+    given (the ``action``) at ``step`` of the episode (0: the reset). A ``ValueError``, as the
+    other bad input ``SimEnv`` refuses."""
+
+    def __init__(self, sim: str, field: str, step: int, values) -> None:
+        self.sim, self.field, self.step = sim, field, int(step)
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+        kind = "NaN" if np.isnan(arr).any() else "inf"
+        where = "at reset" if step == 0 else f"at step {step}"
+        super().__init__(f"{sim}: {field} contains {kind} {where} (NaN or inf in {int((~np.isfinite(arr)).sum())} of "
+                         f"{arr.size} values: {np.array2string(arr, threshold=8, precision=4)})")
 
 
 class StateNotDetermined(Exception):
@@ -158,7 +178,7 @@ class SimEnv(gym.Env):
         self._step_count = 0
         self._needs_reset = False
         info = self._info(self._update_success())
-        return self._observation(), info
+        return self._checked(self._observation()), info
 
     def step(self, action):
         if self._needs_reset:
@@ -173,7 +193,8 @@ class SimEnv(gym.Env):
         terminated = bool(self._terminated())
         truncated = not terminated and self._step_count >= self.max_episode_steps
         self._needs_reset = terminated or truncated
-        return self._observation(), reward, terminated, truncated, self._info(success)
+        observation = self._checked(self._observation(), reward)
+        return observation, reward, terminated, truncated, self._info(success)
 
     def render(self):
         if self.render_mode != "rgb_array":
@@ -196,7 +217,7 @@ class SimEnv(gym.Env):
         if arr.shape != expected:
             raise ValueError(f"{self.name}: action has shape {arr.shape}, expected {expected}")
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{self.name}: action contains NaN or inf: {arr.tolist()}")
+            raise NonFiniteError(self.name, "action", self._step_count + 1, arr)
         return np.clip(arr, self._action_low, self._action_high)
 
     def get_state(self) -> SimState:
@@ -286,6 +307,16 @@ class SimEnv(gym.Env):
         if self.camera:
             obs["image"] = self._render_camera()
         return obs
+
+    def _checked(self, observation: dict[str, Any], reward: float = 0.0) -> dict[str, Any]:
+        """``observation`` if its float arrays and ``reward`` are finite; else the episode is
+        over and ``NonFiniteError`` says where."""
+        for field, value in (*observation.items(), ("reward", reward)):
+            if isinstance(value, (np.ndarray, float)) and np.asarray(value).dtype.kind == "f" \
+                    and not np.all(np.isfinite(value)):
+                self._needs_reset = True
+                raise NonFiniteError(self.name, field, self._step_count, value)
+        return observation
 
     def _info(self, success: bool | None) -> dict[str, Any]:
         info: dict[str, Any] = {"step": self._step_count}

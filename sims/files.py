@@ -32,22 +32,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temp path beside ``path`` for a library that writes to a path itself
     (safetensors, Parquet); if the block finishes, the file replaces ``path``, else it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
     try:
         yield tmp
-        # Reopened rather than the mkstemp fd: the writer may have replaced the file.
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, MODE)
-        os.replace(tmp, path)
+        with naming(path):
+            # Reopened rather than the mkstemp fd: the writer may have replaced the file.
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(tmp, MODE)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An ``OSError`` inside names ``path``, the file being written, rather than a temp file or
+    nothing (a full disk's ENOSPC): the one line a user reads must say where."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -78,8 +92,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging directory beside ``path``; if the block finishes, it replaces
     ``path`` whole (an existing ``path`` is removed first), else it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         yield staging
         if path.exists():

@@ -78,3 +78,46 @@ def install_plugin(tmp_path, monkeypatch, isolated_registry):
         registry._ensure_loaded()
 
     return install
+
+
+# A plug-in whose physics blows up: ``test/nan-<k>-<which>`` returns a NaN proprio from step
+# ``k`` of an episode on, in every episode whose reset seed is below 10**7 (``all``: in a
+# flywheel run with seed=0, cycle 0's rollouts) or only in the odd ones of those (``odd``).
+# Probe sets draw their seeds up to 2**31 and evaluation's start at 10**11, so those stay finite.
+NAN_SIMS_SOURCE = '''
+import numpy as np
+from acme_sims.slider import Slider
+
+
+class NanSlider(Slider):
+    def __init__(self, name, **config):
+        _, k, self.which = name.rsplit("-", 2)
+        self.name, self.from_step, self.poisoned = name, int(k), False
+        super().__init__(**config)
+
+    def reset(self, *, seed=None, options=None):
+        self.poisoned = seed is not None and seed < 10**7 and (self.which == "all" or seed % 2 == 1)
+        return super().reset(seed=seed, options=options)
+
+    def _proprio(self):
+        proprio = super()._proprio()
+        return proprio * np.nan if self.poisoned and self.step_count >= self.from_step else proprio
+
+    def _get_task_state(self):
+        return {"poisoned": np.array(self.poisoned)}
+
+    def _set_task_state(self, arrays):
+        self.poisoned = bool(arrays["poisoned"])
+
+
+def make(name, **config):
+    return NanSlider(name, **config)
+'''
+
+
+@pytest.fixture
+def nan_sims(install_plugin, example_plugin_src) -> Path:
+    """Installs the ``test/nan-*`` family (``NAN_SIMS_SOURCE``); returns its site directory."""
+    install_plugin({"test/nan-*": "nan_sims:make"}, modules={"nan_sims": NAN_SIMS_SOURCE}, dist="nan_sims",
+                   extra_paths=(example_plugin_src,))
+    return [Path(p) for p in sys.path if p.endswith("site-nan_sims")][0]

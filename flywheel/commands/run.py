@@ -92,6 +92,7 @@ def status_main(argv: list[str]) -> int:
         output.print_json({"run_dir": str(run_dir), "start": None if start is None else start_summary(start),
                            "cycles": [cycle_summary(r) for r in records],
                            "store": [asdict(a) for a in audits if not a.ok]})
+        latest_checkpoint_sound(run_dir)
         return 0
     if output.plain():
         output.print_columns(CYCLE_COLUMNS, cycle_cells(records, start))
@@ -103,7 +104,19 @@ def status_main(argv: list[str]) -> int:
             print(audit_line(audit), file=sys.stderr)
     if not records:
         print("no complete cycle yet", file=sys.stderr)
+    latest_checkpoint_sound(run_dir)
     return 0
+
+
+def latest_checkpoint_sound(run_dir: Path) -> None:
+    """The checkpoint a resume starts from has every file, checksums matching, or a
+    ``RunCheckpointError`` (one line, exit code 2) says which file and what to do: shards
+    a replay can skip, but this run cannot resume."""
+    from flywheel import checkpoint
+
+    latest = checkpoint.latest(run_dir)
+    if latest is not None:
+        checkpoint.verify(latest)
 
 
 def store_audit(run_dir: Path) -> list:

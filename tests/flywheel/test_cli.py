@@ -144,3 +144,12 @@ def test_the_demonstrator_tour_skips_a_broken_plugin(install_plugin, example_plu
     # Named on its own, the broken plug-in is an error, not a skip.
     assert main(["sims", "rollout", "sim=mujoco_reacher", "sim.name=acme/ghost", "camera=false"]) == 2
     assert "acme/ghost" in capsys.readouterr().err
+
+
+def test_a_plugin_ships_its_own_sim_config_on_hydras_search_path(example_plugin_src, capsys):
+    """docs/adding-a-simulator.md: the plug-in's package holds configs/sim options; one override finds them."""
+    assert (example_plugin_src / "acme_sims" / "conf" / "sim" / "acme_slider.yaml").is_file()
+    assert main(["run", "hydra.searchpath=[pkg://acme_sims.conf]", "sim=acme_slider", "sim.fidelity=0.8",
+                 "--cfg", "job", "--package", "sim"]) == 0
+    out = capsys.readouterr().out
+    assert "name: acme/slider" in out and "fidelity: 0.8" in out and "max_episode_steps: 150" in out

@@ -1,5 +1,7 @@
 """Where a run starts: scratch, a named checkpoint, the default one, or a small one pretrained first."""
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -29,14 +31,14 @@ def test_the_shipped_small_preset_pretrains_the_default_task():
 
 def test_without_any_checkpoint_a_small_one_is_pretrained_first_then_reused(quick_small_preset):
     lines = []
-    agent = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
+    agent, source = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
     small = quick_small_preset / "runs" / "pretrain" / "small" / "checkpoint"
-    assert (small / "model.safetensors").is_file()
+    assert (small / "model.safetensors").is_file() and Path(source).resolve() == small.resolve()
     assert any("pretraining a small one first" in line for line in lines)
     assert agent.cfg.experts == ("understand", "image", "video", "action")
 
     lines.clear()
-    again = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
+    again, _ = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
     assert not any("pretraining" in line for line in lines)  # reused, not trained again
     assert all(a.equal(b) for a, b in zip(agent.model.state_dict().values(), again.model.state_dict().values()))
 
@@ -79,3 +81,22 @@ def test_a_checkpoint_of_another_architecture_is_a_config_error_naming_pretraine
     (mismatched / "config.json").write_text(header)
     with pytest.raises(ConfigError, match=r"pretrained=.*does not match"):
         pretrained.starting_agent(RunConfig(pretrained=str(mismatched)), tmp_path)
+
+
+@pytest.mark.parametrize("posing", ["pickle", "truncated"])
+def test_pretrained_weights_that_are_not_safetensors_are_one_line_and_exit_code_2(tmp_path, capsys, posing):
+    import pickle
+
+    from flywheel.cli import main
+    from policies import checkpoint
+    from policies.config import model_config
+    from policies.model import Model
+
+    path = checkpoint.save(Model(model_config("tiny")), tmp_path / "ckpt")
+    weights = path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(pickle.dumps({"weights": [1.0]}) if posing == "pickle" else data[: len(data) // 2])
+    assert main(["run", f"run_dir={tmp_path / 'run'}", f"pretrained={path}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"flywheel: error: pretrained={path}: {weights}: not a readable safetensors file")
+    assert line.endswith("or start from pretrained=scratch")

@@ -76,6 +76,24 @@ def test_returns_to_go_sum_the_rest_of_the_episode(rows):
     assert np.isclose(measured["return_std"], np.std(firsts)) and measured["return_std"] > 0
 
 
+@pytest.mark.parametrize("choose", ["model", "sim"])
+def test_an_episode_that_turns_nan_is_quarantined_and_the_env_goes_on(nan_sims, agent, choose):
+    envs = [sims.make("test/nan-3-odd", max_episode_steps=16) for _ in range(2)]
+    spec = RolloutSpec(episodes=4, cycle=2, worker=1, n_candidates=2, choose=choose)
+    with pytest.raises(sims.NonFiniteError, match="test/nan-3-odd: proprio contains NaN at step 3"):
+        collect(agent, envs, spec)  # no quarantine asked for: the error goes up
+    quarantine = []
+    rows = collect(agent, envs, spec, wm.ChunkGrader(probes=2, horizon=10), quarantine=quarantine)
+    # Reset seeds 0..3: the odd ones turn NaN from step 3; their rows are gone, the even ones whole.
+    assert [(q.episode % 100_000, q.sim, q.field, q.step) for q in quarantine] == \
+        [(1, "test/nan-3-odd", "proprio", 3), (3, "test/nan-3-odd", "proprio", 3)]
+    assert sorted(np.unique(rows["episode"]) % 100_000) == [0, 2] and rows["steps"].sum() == 2 * 16
+    assert np.isfinite(rows["realized"]).all()
+    everything = []
+    envs = [sims.make("test/nan-0-all", max_episode_steps=16) for _ in range(2)]  # NaN at reset
+    assert collect(agent, envs, spec, quarantine=everything).n == 0 and len(everything) == 4
+
+
 def test_standard_errors_of_the_collected_episodes(rows):
     firsts = [rows["return"][rows["episode"] == e][0] for e in np.unique(rows["episode"])]
     stats = episode_stats(rows)

@@ -77,7 +77,7 @@ def test_a_corrupt_file_is_refused(tmp_path):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
-    with pytest.raises(RunCheckpointError, match="model/model.safetensors is missing or fails its checksum"):
+    with pytest.raises(RunCheckpointError, match=r"model/model.safetensors: missing or fails its checksum; the checkpoint is corrupt\. To resume from the one before"):
         checkpoint.load(path)
 
 
@@ -96,3 +96,33 @@ def test_a_run_without_checkpoints_has_no_latest(tmp_path):
     assert checkpoint.latest(tmp_path) is None
     with pytest.raises(RunCheckpointError, match="not a run checkpoint"):
         checkpoint.load(tmp_path)
+
+
+@pytest.fixture
+def posing_checkpoint(tmp_path):
+    """A run directory whose latest checkpoint's weights are a pickle posing as safetensors."""
+    import pickle
+
+    from configs.run_schema import RunConfig
+    from configs.schema import SimConfig
+    from flywheel.controller import prepare
+
+    sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
+    config, run_dir, _ = prepare(RunConfig(run_dir=str(tmp_path / "run"), pretrained="scratch", sim=sim,
+                                           reference=sim, num_rollout_workers=1, episodes_per_cycle=1),
+                                 console=lambda *a: None)
+    path = checkpoint.save(run_dir, Model(model_config("tiny")), None, TrainerState(cycle=0, weight_version=1))
+    (path / "model" / "model.safetensors").write_bytes(pickle.dumps({"weights": [1.0]}))
+    return run_dir, path
+
+
+def test_resume_and_status_name_a_file_posing_as_the_weights_in_one_line(posing_checkpoint, capsys):
+    from flywheel.cli import main
+
+    run_dir, path = posing_checkpoint
+    for argv in (["run", f"resume={run_dir}"], ["status", str(run_dir)]):
+        assert main(argv) == 2, argv
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith(f"flywheel: error: {path / 'model' / 'model.safetensors'}: missing or fails its "
+                               "checksum; the checkpoint is corrupt"), line
+        assert f"write its directory name (cycle-NNNNNN) into {run_dir / 'checkpoints' / 'latest'}" in line

@@ -3,7 +3,9 @@ holds one, ``resume=`` continues only the run's own configuration, the directory
 absolute, and a run on another task is scored against that task."""
 
 import dataclasses
+import errno
 import json
+import os
 
 import pytest
 
@@ -137,3 +139,19 @@ def test_a_reference_set_to_another_task_names_the_override():
     assert with_own_reference(config, console=lambda *a: None) is config  # set, so not changed
     with pytest.raises(ConfigError, match=rf"reference.name=dmc/reacher-easy: .*set reference.name={CARTPOLE}"):
         validate(config)
+
+
+@pytest.mark.parametrize("errno_, advice", [(errno.ENOSPC, "free space there"), (errno.EROFS, "make it writable"),
+                                            (errno.EACCES, "make it writable")])
+def test_a_full_disk_or_read_only_run_dir_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, no_ray,
+                                                                      errno_, advice):
+    import sims.files
+
+    def fail(*args, **kwargs):  # what the first write of a run meets on a full or read-only disk
+        raise OSError(errno_, os.strerror(errno_))
+
+    monkeypatch.setattr(sims.files.tempfile, "mkstemp", fail)
+    run_dir = tmp_path / "run"
+    assert main(["run", f"run_dir={run_dir}", "pretrained=scratch", "sim.max_episode_steps=16"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"flywheel: error: {run_dir / 'config.json'}: {os.strerror(errno_)}: {advice}")

@@ -98,3 +98,13 @@ def test_load_checks_the_config(tmp_path):
     (path / "config.json").write_text(json.dumps(header))
     with pytest.raises(CheckpointError, match="format"):
         checkpoint.load(path)
+
+
+@pytest.mark.parametrize("posing", ["pickle", "truncated"])
+def test_a_file_posing_as_the_weights_is_a_checkpoint_error_naming_it(tmp_path, posing):
+    path = checkpoint.save(Model(SIZES["tiny"]), tmp_path / "ckpt")
+    weights = path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(pickle.dumps({"weights": [1.0]}) if posing == "pickle" else data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"{weights}: not a readable safetensors file"):
+        checkpoint.load(path)

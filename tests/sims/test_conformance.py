@@ -50,3 +50,19 @@ def test_a_broken_sim_fails_the_checks_it_breaks(isolated_registry, example_plug
 def test_unknown_check_names_are_rejected():
     with pytest.raises(ValueError, match="unknown conformance check"):
         run_checks(sims.names()[0], only=["no-such-check"])
+
+
+@pytest.mark.parametrize("step", [5, 150])  # early, and on the last step of the slider's 150
+def test_a_sim_that_turns_nan_fails_once_naming_the_step_and_field(nan_sims, step):
+    results = {r.check: r for r in run_checks(f"test/nan-{step}-all", episodes=5)}
+    failed = [name for name, r in results.items() if r.status == "fail"]
+    assert failed == ["finite"], {n: results[n].detail for n in failed}
+    assert f"proprio contains NaN at step {step}" in results["finite"].detail
+    # The checks the NaN stopped say so instead of failing for a fault the sim does not have.
+    for r in results.values():
+        assert r.check == "finite" or not r.nonfinite or "(see the 'finite' check)" in r.detail
+
+
+def test_a_nan_that_the_finite_check_did_not_see_fails_the_check_that_found_it(nan_sims):
+    (result,) = run_checks("test/nan-5-all", only=["state_replay"])
+    assert result.status == "fail" and "proprio contains NaN at step 5" in result.detail

@@ -135,3 +135,28 @@ def test_every_step_is_counted_for_the_envs_life_and_the_process():
     env.reset(seed=1)
     env.step(np.zeros(env.embodiment.action_dim))
     assert env.engine_steps == 4 == sims.engine_steps_taken() - before and env.step_count == 1
+
+
+def test_a_non_finite_observation_or_reward_names_the_sim_the_field_and_the_step(nan_sims, slider):
+    env = sims.make("test/nan-5-all")
+    env.reset(seed=0)
+    for _ in range(4):
+        env.step(np.zeros(1))
+    with pytest.raises(sims.NonFiniteError, match=r"test/nan-5-all: proprio contains NaN at step 5") as caught:
+        env.step(np.zeros(1))
+    assert (caught.value.sim, caught.value.field, caught.value.step) == ("test/nan-5-all", "proprio", 5)
+    with pytest.raises(RuntimeError, match="call reset"):  # the episode is over
+        env.step(np.zeros(1))
+    with pytest.raises(sims.NonFiniteError, match="proprio contains NaN at reset"):
+        sims.make("test/nan-0-all").reset(seed=0)
+
+    class Overflowing(slider):
+        def _step_task(self, action):
+            super()._step_task(action)
+            return float("inf")
+
+    env = Overflowing()
+    env.reset(seed=0)
+    with pytest.raises(sims.NonFiniteError, match=r"Overflowing: reward contains inf at step 1"):
+        env.step(np.zeros(1))
+    assert np.isfinite(sims.make("test/nan-0-all").reset(seed=10**7)[0]["proprio"]).all()  # a seed it spares

@@ -102,7 +102,7 @@ class _LearnedContext(CheckContext):
         return sims.make(self.name, checkpoint=self.checkpoint, correct_every=4, **config)
 
 
-@pytest.mark.parametrize("check", ["gymnasium", "seeding", "state_replay", "params", "fidelity", "actions",
+@pytest.mark.parametrize("check", ["finite", "gymnasium", "seeding", "state_replay", "params", "fidelity", "actions",
                                    "success_flag"])
 def test_the_learned_sim_passes_the_sims_conformance_checks(checkpoint, check):
     result = run_one(_LearnedContext(LEARNED, checkpoint=checkpoint), check)
