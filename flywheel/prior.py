@@ -13,7 +13,8 @@ route and on the plan route):
 
 The data comes from the recipe saved beside the starter's checkpoint (``config.yaml``) and
 its cache: ``resolve`` generates it there, before Ray starts, when the cache is gone (the
-sims regenerate it bit for bit), so the learners only read it.
+sims regenerate it bit for bit), so the learners only read it. A start without such data
+(``pretrained=scratch``, weights made elsewhere) trains without the term, and says so.
 
 Data parallelism: step s's prior batch is drawn from a generator seeded by (seed, version,
 s, stage), the same on every rank, and rank r computes the stage loss on its contiguous
@@ -32,7 +33,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from configs.errors import ConfigError
 
 # The pretraining stage that trains each expert the flywheel can train (``learner.train_experts``).
 STAGE_OF_EXPERT = {"video": "video", "action": "action"}
@@ -53,7 +53,7 @@ class PriorSpec:
 
 def recipe(checkpoint: str | Path):
     """The pretraining recipe of ``checkpoint`` and what its checks worked out
-    (``policies.pretrain.run.Checked``); a ConfigError naming the file when there is none."""
+    (``policies.pretrain.run.Checked``); None when there is no recipe beside it."""
     from omegaconf import OmegaConf
 
     from configs.schema import PretrainConfig, to_dataclass
@@ -61,9 +61,7 @@ def recipe(checkpoint: str | Path):
 
     path = Path(checkpoint).parent / RECIPE
     if not path.is_file():
-        raise ConfigError(f"learner.prior_coef > 0 trains on the starter's pretraining data, but {path} (the "
-                          f"recipe that says what it was) is missing; set learner.prior_coef=0 or start from a "
-                          f"checkpoint made by `flywheel pretrain`")
+        return None
     raw = OmegaConf.load(path)
     raw.pop("training_hash", None)
     config = to_dataclass(OmegaConf.merge(OmegaConf.structured(PretrainConfig), raw), PretrainConfig)
@@ -72,25 +70,33 @@ def recipe(checkpoint: str | Path):
 
 def resolve(checkpoint: str | Path | None, coef: float, train_experts, camera: bool,
             log: Callable[[str], None] = print) -> PriorSpec | None:
-    """The run's prior (None when ``coef`` is 0), its data generated if the cache is gone.
-    Fails before any Ray work when the starter has no recipe or no stage the flywheel trains.
+    """The run's prior, its data generated now if the cache is gone; None, said in one line,
+    when there is none to read: ``coef`` is 0, the run starts from scratch, the starter has no
+    recipe beside it (weights made elsewhere), or the recipe trained none of ``train_experts``.
     The prior's frames are kept only when the run's sim renders (``camera``): the prior
     should teach the observation the agent acts on in the flywheel."""
     if not coef:
         return None
     if checkpoint is None:
-        raise ConfigError("learner.prior_coef > 0 trains on the starter's pretraining data; pretrained=scratch "
-                          "has none (set learner.prior_coef=0)")
+        log("prior data: none (pretrained=scratch has no pretraining data); learner.prior_coef is unused")
+        return None
     from policies.pretrain import datasets
 
-    config, checked = recipe(checkpoint)
+    found = recipe(checkpoint)
+    if found is None:
+        log(f"prior data: none ({Path(checkpoint).parent / RECIPE}, the recipe that made the starter, is missing); "
+            f"learner.prior_coef is unused")
+        return None
+    config, checked = found
     stages = tuple(STAGE_OF_EXPERT[e] for e in train_experts
                    if e in STAGE_OF_EXPERT and STAGE_OF_EXPERT[e] in config.stages)
     if not stages:
-        raise ConfigError(f"learner.prior_coef > 0, but the starter's recipe ({Path(checkpoint).parent / RECIPE}) "
-                          f"has none of the stages of the trained experts {list(train_experts)}")
+        log(f"prior data: none (the starter's recipe has no stage of the trained experts {list(train_experts)}); "
+            f"learner.prior_coef is unused")
+        return None
     cache_dir = Path(config.data.cache_dir).resolve()
     datasets.ensure(checked.spec, cache_dir, workers=1, log=log, progress=False)
+    log(f"prior data: the starter's {' and '.join(stages)} data from {cache_dir}, weight {coef} in every learner step")
     return PriorSpec(str(Path(checkpoint).resolve()), str(cache_dir), float(coef), stages,
                      float(config.train.video_uncond), bool(camera))
 
@@ -99,7 +105,10 @@ def banks(checkpoint: str | Path, cache_dir: str | Path | None = None, stages=("
     """``{stage: Bank}`` of the starter's pretraining data (generated if not cached)."""
     from policies.pretrain import datasets
 
-    config, checked = recipe(checkpoint)
+    found = recipe(checkpoint)
+    if found is None:
+        raise FileNotFoundError(f"{Path(checkpoint).parent / RECIPE}: no pretraining recipe beside {checkpoint}")
+    config, checked = found
     directory, manifest = datasets.ensure(checked.spec, cache_dir or config.data.cache_dir, 1, log=lambda _: None,
                                           progress=False)
     loaded = datasets.load(directory, manifest, checked.spec, checked.model.proprio_pad, checked.model.action_pad)
