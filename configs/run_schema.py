@@ -47,8 +47,9 @@ class LearnerConfig(ObjectiveConfig):
     temperature, max_weight, return_coef) and the optimiser's."""
 
     # Optimizer steps per env step of the cycle's rollouts (SAC's is 1): a cycle takes
-    # ceil(utd * its env steps) steps, 200 for the default run's 3,200 env steps.
-    utd: float = 0.0625
+    # ceil(utd * its env steps) steps, 800 for the default run's 3,200 env steps. At 0.0625
+    # (200) the flywheel did not improve over 8 cycles on 2 seeds (docs/rl-core.md).
+    utd: float = 0.25
     steps: Optional[int] = None  # optimizer steps per cycle, fixed; set, it wins over utd (tests, tiny runs)
     batch_size: int = 32  # global batch (chunks), split across learners
     lr: float = 3e-4
@@ -56,8 +57,9 @@ class LearnerConfig(ObjectiveConfig):
     train_experts: list[str] = field(default_factory=lambda: ["video", "action"])
     max_retries: int = 2  # a learner that dies restarts the cycle's training this many times
     # Weight of the starter's own pretraining data in every step (``flywheel.prior``: RLPD's prior
-    # data, a batch of it beside each flywheel batch); 0 trains on the flywheel's rows alone.
-    prior_coef: float = 0.0
+    # data, a batch of it beside each flywheel batch); 0 trains on the flywheel's rows alone, and
+    # so does a start without such data (scratch). Measured in docs/rl-core.md, "Prior data".
+    prior_coef: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
