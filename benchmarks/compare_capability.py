@@ -85,10 +85,11 @@ def main(argv=None) -> None:
 
     sim, episodes, _ = reference[1]
     print(f"{sim}: {episodes} fixed eval episodes; mean ± s.e. over seeds")
-    print(f"{'variant':<34} {'env steps':>9} {'sim steps':>10} {'success':>15} {'return':>17} {'train wall s':>13}")
+    width = max(len(name) for name in curves)
+    print(f"{'variant':<{width}} {'env steps':>9} {'sim steps':>10} {'success':>15} {'return':>17} {'train wall s':>13}")
     for name, summary in curves.items():
         for r in summary:
-            print(f"{name:<34} {r['env_steps']:>9} {r['sim_steps']:>10.0f} {pm(r, 'success_rate', 3):>15} "
+            print(f"{name:<{width}} {r['env_steps']:>9} {r['sim_steps']:>10.0f} {pm(r, 'success_rate', 3):>15} "
                   f"{pm(r, 'mean_return', 2):>17} {pm(r, 'wall_s', 0):>13}")
     out = results / args.name
     write_json_atomic(out.with_suffix(".json"), {"sim": sim, "eval_episodes": episodes, "variants": table})
