@@ -58,6 +58,7 @@ def main(argv=None) -> None:
     ap.add_argument("--variant", type=variant, action="append", required=True, help="LABEL=STEM,STEM,...")
     ap.add_argument("--sac", default=None, help="a baselines/sac.py result JSON on the same fixed episodes")
     ap.add_argument("--results", default=str(RESULTS), help="where the bench_capability results are")
+    ap.add_argument("--up-to", type=int, default=None, help="only checkpoints at or below these env steps")
     args = ap.parse_args(argv)
 
     results = Path(args.results)
@@ -83,6 +84,9 @@ def main(argv=None) -> None:
         name = f"SAC from scratch ({len(baseline['seeds'])} seeds)"
         curves[name], table[name] = baseline["summary"], {"source": args.sac, "summary": baseline["summary"]}
 
+    if args.up_to is not None:
+        curves = {k: [r for r in v if r["env_steps"] <= args.up_to] for k, v in curves.items()}
+        table = {k: {**v, "summary": curves[k]} for k, v in table.items()}
     sim, episodes, _ = reference[1]
     print(f"{sim}: {episodes} fixed eval episodes; mean ± s.e. over seeds")
     width = max(len(name) for name in curves)

@@ -35,6 +35,9 @@ def test_seeds_are_averaged_with_their_standard_error(tmp_path, capsys):
     assert summary[2]["wall_s"] == pytest.approx(16.0)  # training time: each cycle's seconds without evaluation
     assert (tmp_path / "cmp.png").read_bytes().startswith(b"\x89PNG")
     assert "0.500 ± 0.100" in capsys.readouterr().out
+    compare_capability.main(["--name", "cmp", "--results", str(tmp_path), "--variant", "A=a0,a1", "--up-to", "3200"])
+    (summary,) = [v["summary"] for v in json.loads((tmp_path / "cmp.json").read_text())["variants"].values()]
+    assert [r["env_steps"] for r in summary] == [0, 3200]
 
 
 def test_runs_evaluated_differently_are_refused_naming_the_file(tmp_path):
