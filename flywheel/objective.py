@@ -204,7 +204,12 @@ def _noise_key(noise_seed: int | Sequence[int]) -> tuple[int, ...]:
 
 
 def _row_seed(key: tuple[int, ...], row: int, stream: int) -> int:
-    return int(np.random.SeedSequence([*key, row, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return seed_of(*key, row, stream)
+
+
+def seed_of(*parts: int) -> int:
+    """A torch seed (a non-negative int63) mixed from ``parts`` by numpy's SeedSequence."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def _take(observed: Observed, rows: slice) -> Observed:

@@ -30,13 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 
 # The pretraining stage that trains each expert the flywheel can train (``learner.train_experts``).
 STAGE_OF_EXPERT = {"video": "video", "action": "action"}
-RECIPE = "config.yaml"  # the pretraining config beside a starter's checkpoint (``policies.pretrain.run``)
 
 
 @dataclass(frozen=True)
@@ -54,18 +52,10 @@ class PriorSpec:
 def recipe(checkpoint: str | Path):
     """The pretraining recipe of ``checkpoint`` and what its checks worked out
     (``policies.pretrain.run.Checked``); None when there is no recipe beside it."""
-    from omegaconf import OmegaConf
+    from policies.pretrain.run import check, saved_config
 
-    from configs.schema import PretrainConfig, to_dataclass
-    from policies.pretrain.run import check
-
-    path = Path(checkpoint).parent / RECIPE
-    if not path.is_file():
-        return None
-    raw = OmegaConf.load(path)
-    raw.pop("training_hash", None)
-    config = to_dataclass(OmegaConf.merge(OmegaConf.structured(PretrainConfig), raw), PretrainConfig)
-    return config, check(config)
+    config = saved_config(Path(checkpoint).parent)
+    return None if config is None else (config, check(config))
 
 
 def resolve(checkpoint: str | Path | None, coef: float, train_experts, camera: bool,
@@ -81,10 +71,11 @@ def resolve(checkpoint: str | Path | None, coef: float, train_experts, camera: b
         log("prior data: none (pretrained=scratch has no pretraining data); learner.prior_coef is unused")
         return None
     from policies.pretrain import datasets
+    from policies.pretrain.run import CONFIG_FILE
 
     found = recipe(checkpoint)
     if found is None:
-        log(f"prior data: none ({Path(checkpoint).parent / RECIPE}, the recipe that made the starter, is missing); "
+        log(f"prior data: none ({Path(checkpoint).parent / CONFIG_FILE}, the recipe that made the starter, is missing); "
             f"learner.prior_coef is unused")
         return None
     config, checked = found
@@ -104,10 +95,11 @@ def resolve(checkpoint: str | Path | None, coef: float, train_experts, camera: b
 def banks(checkpoint: str | Path, cache_dir: str | Path | None = None, stages=("video", "action"), split="train"):
     """``{stage: Bank}`` of the starter's pretraining data (generated if not cached)."""
     from policies.pretrain import datasets
+    from policies.pretrain.run import CONFIG_FILE
 
     found = recipe(checkpoint)
     if found is None:
-        raise FileNotFoundError(f"{Path(checkpoint).parent / RECIPE}: no pretraining recipe beside {checkpoint}")
+        raise FileNotFoundError(f"{Path(checkpoint).parent / CONFIG_FILE}: no pretraining recipe beside {checkpoint}")
     config, checked = found
     directory, manifest = datasets.ensure(checked.spec, cache_dir or config.data.cache_dir, 1, log=lambda _: None,
                                           progress=False)
@@ -125,7 +117,7 @@ class PriorData:
     def share(self, model, key: tuple[int, ...], batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """Rank ``rank``'s share of ``coef * sum_stage L_stage`` on step ``key``'s prior batch
         of ``batch_size`` examples."""
-        from flywheel.objective import shard_bounds
+        from flywheel.objective import seed_of, shard_bounds
         from policies.pretrain.objectives import make_batch
 
         start, stop = shard_bounds(batch_size, rank, world_size)
@@ -133,12 +125,12 @@ class PriorData:
         total = torch.zeros((), device=device)
         for i, stage in enumerate(self.spec.stages):
             bank = self.banks[stage]
-            draw = torch.Generator().manual_seed(_seed(*key, i))
+            draw = torch.Generator().manual_seed(seed_of(*key, i))
             index = torch.randint(0, len(bank), (batch_size,), generator=draw)[start:stop]
             batch = make_batch(bank, index, model)
             if not self.spec.frames:
                 batch.observation.pop("frame", None)
-            noise = torch.Generator(device=device).manual_seed(_seed(*key, i, rank + 1))
+            noise = torch.Generator(device=device).manual_seed(seed_of(*key, i, rank + 1))
             total = total + self._loss(stage, model, batch.to(device), noise) * ((stop - start) / batch_size)
         return self.spec.coef * total
 
@@ -149,6 +141,3 @@ class PriorData:
             return video_loss(model, batch, noise, uncond=self.spec.video_uncond)
         return OBJECTIVES[stage](model, batch, noise)
 
-
-def _seed(*key: int) -> int:
-    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1, np.uint64)[0] >> np.uint64(1))

@@ -35,6 +35,7 @@ from policies.pretrain.schedule import DECAY, Band, Schedule, build_schedule, pl
 from sims.files import write_bytes_atomic, write_json_atomic
 
 STAGES_DIR = "stages"
+CONFIG_FILE = "config.yaml"  # the run's config and its training hash, beside its checkpoint
 CHECKPOINT_DIR = "checkpoint"
 
 
@@ -262,7 +263,7 @@ def _check_text_fits(banks, cfg: ModelConfig, log) -> None:
 def _prepare_run_dir(run_dir: Path, config, thash: str) -> None:
     import yaml
 
-    saved = run_dir / "config.yaml"
+    saved = run_dir / CONFIG_FILE
     if saved.is_file() and (run_dir / STAGES_DIR).is_dir():
         previous = yaml.safe_load(saved.read_text()) or {}
         if previous.get("training_hash") != thash:
@@ -275,6 +276,20 @@ def _prepare_run_dir(run_dir: Path, config, thash: str) -> None:
         shutil.rmtree(run_dir / STAGES_DIR)
     payload = {"training_hash": thash, **asdict(config)}
     write_bytes_atomic(saved, yaml.safe_dump(payload, sort_keys=False).encode())
+
+
+def saved_config(run_dir: Path):
+    """The ``PretrainConfig`` a run directory was trained with (its ``config.yaml``), or None."""
+    from omegaconf import OmegaConf
+
+    from configs.schema import PretrainConfig, to_dataclass
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    raw = OmegaConf.load(path)
+    raw.pop("training_hash", None)
+    return to_dataclass(OmegaConf.merge(OmegaConf.structured(PretrainConfig), raw), PretrainConfig)
 
 
 # ---------------------------------------------------------------------- one band
