@@ -28,9 +28,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:  # the module is imported by the learners; the sims behind datasets load lazily
+    from policies.pretrain.datasets import DataSpec
 
 
 # The pretraining stage that trains each expert the flywheel can train (``learner.train_experts``).
@@ -41,8 +44,10 @@ STAGE_OF_EXPERT = {"video": "video", "action": "action"}
 class PriorSpec:
     """What a learner needs to read the prior, as plain data."""
 
-    checkpoint: str          # the starter's checkpoint directory (its recipe is beside it)
     cache_dir: str           # absolute: the recipe's data cache, generated already
+    data: DataSpec           # the recipe's data, checked already (by ``resolve``, before Ray)
+    proprio_pad: int         # the starter's padded sizes, as its pretraining loaded the data
+    action_pad: int
     coef: float
     stages: tuple[str, ...]  # pretraining stages whose objectives the learners add
     video_uncond: float      # the recipe's share of video batches imagined without the chunk's actions
@@ -88,23 +93,18 @@ def resolve(checkpoint: str | Path | None, coef: float, train_experts, camera: b
     cache_dir = Path(config.data.cache_dir).resolve()
     datasets.ensure(checked.spec, cache_dir, workers=1, log=log, progress=False)
     log(f"prior data: the starter's {' and '.join(stages)} data from {cache_dir}, weight {coef} in every learner step")
-    return PriorSpec(str(Path(checkpoint).resolve()), str(cache_dir), float(coef), stages,
-                     float(config.train.video_uncond), bool(camera))
+    return PriorSpec(str(cache_dir), checked.spec, checked.model.proprio_pad,
+                     checked.model.action_pad, float(coef), stages, float(config.train.video_uncond), bool(camera))
 
 
-def banks(checkpoint: str | Path, cache_dir: str | Path | None = None, stages=("video", "action"), split="train"):
-    """``{stage: Bank}`` of the starter's pretraining data (generated if not cached)."""
+def banks(spec: PriorSpec, split: str = "train") -> dict:
+    """``{stage: Bank}`` of the prior's data, read from its cache (checksums verified; units
+    missing from the cache are generated again)."""
     from policies.pretrain import datasets
-    from policies.pretrain.run import CONFIG_FILE
 
-    found = recipe(checkpoint)
-    if found is None:
-        raise FileNotFoundError(f"{Path(checkpoint).parent / CONFIG_FILE}: no pretraining recipe beside {checkpoint}")
-    config, checked = found
-    directory, manifest = datasets.ensure(checked.spec, cache_dir or config.data.cache_dir, 1, log=lambda _: None,
-                                          progress=False)
-    loaded = datasets.load(directory, manifest, checked.spec, checked.model.proprio_pad, checked.model.action_pad)
-    return {stage: loaded[stage][split] for stage in stages}
+    directory, manifest = datasets.ensure(spec.data, spec.cache_dir, 1, log=lambda _: None, progress=False)
+    loaded = datasets.load(directory, manifest, spec.data, spec.proprio_pad, spec.action_pad)
+    return {stage: loaded[stage][split] for stage in spec.stages}
 
 
 class PriorData:
@@ -112,7 +112,7 @@ class PriorData:
 
     def __init__(self, spec: PriorSpec) -> None:
         self.spec = spec
-        self.banks = banks(spec.checkpoint, spec.cache_dir, spec.stages)
+        self.banks = banks(spec)
 
     def share(self, model, key: tuple[int, ...], batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """Rank ``rank``'s share of ``coef * sum_stage L_stage`` on step ``key``'s prior batch
