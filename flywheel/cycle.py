@@ -30,6 +30,7 @@ import sims
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.actors import RolloutWorkers, WorkerSpec
+from flywheel.cluster import ray_options
 from flywheel.learners import LearnerPool, peak_rss_mb
 from flywheel.logger import CycleLogger
 from flywheel.rollout import RolloutSpec, collect, episode_lengths_and_returns, episode_stats, standard_errors
@@ -60,8 +61,7 @@ class Flywheel:
         store = RolloutStore(run_dir / "store")
         worker = WorkerSpec(config.sim.name, config.sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
                             str(store.root), dataclasses.asdict(config.grade), fault=fault)
-        options = {"num_cpus": config.rollout_resources.num_cpus, "num_gpus": config.rollout_resources.num_gpus}
-        rollouts = RolloutWorkers(config.num_rollout_workers, worker, options)
+        rollouts = RolloutWorkers(config.num_rollout_workers, worker, ray_options(config.rollout_resources))
         try:
             learners = LearnerPool.from_config(agent.cfg, config)
         except BaseException:

@@ -64,6 +64,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from configs.learning import ObjectiveConfig
 from flywheel import checkpoint as run_checkpoint
+from flywheel.cluster import ray_options
 from flywheel.objective import batch_loss
 from flywheel.rows import EPISODE, ChunkRows
 from flywheel.store import Sample, shuffled_passes
@@ -426,7 +427,8 @@ class LearnerPool:
 
     ``model``: a ``ModelConfig``, its dict, a size name (``"tiny"``) or a policies
     checkpoint directory (only its config is read: weights come with every ``train``).
-    ``resources``: per learner, a mapping or object with ``num_cpus`` / ``num_gpus``.
+    ``resources``: per learner, a ``configs.run_schema.Resources`` or a mapping or object with some
+    of its fields (``flywheel.cluster.ray_options``: CPUs, GPUs, memory, accelerator type, custom resources).
     ``objective``: an ``ObjectiveConfig`` (a run's ``learner`` is one; None: the defaults). ``train_experts``:
     the experts trained (None: all); the others are frozen. ``backend``: "gloo", "nccl" or
     "auto" (nccl when each learner has a whole GPU). ``timeout_s`` bounds one attempt of a
@@ -460,6 +462,7 @@ class LearnerPool:
                                 grad_clip=None if grad_clip is None else float(grad_clip), seed=int(seed),
                                 num_cpus=num_cpus, num_gpus=num_gpus, backend=backend,
                                 collective_timeout_s=float(collective_timeout_s))
+        self.actor_options = ray_options(resources)
         self.max_retries, self.timeout_s = int(max_retries), float(timeout_s)
         self.restarts = 0  # pool rebuilds so far, over every cycle
         self._actors: list = []
@@ -491,7 +494,7 @@ class LearnerPool:
         if self._actors:
             return
         spec = self.spec
-        actors = [RemoteLearner.options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus).remote(rank, spec)
+        actors = [RemoteLearner.options(**self.actor_options).remote(rank, spec)
                   for rank in range(spec.world_size)]
         self._actors = actors
         self._optimizer_pending = self._optimizer is not None
