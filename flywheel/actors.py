@@ -81,6 +81,15 @@ class RolloutWorker:
         self.weight_version = version
         return version
 
+    def evaluate(self, state_dict: dict[str, torch.Tensor], config, spec: RolloutSpec) -> dict[str, float]:
+        """``flywheel.cycle.evaluate`` of these weights (a ``RunConfig``, an eval spec), here
+        rather than in the driver: on a cluster the driver's machine may have no room for it. The
+        next ``collect`` loads its own weights first, as every cycle's does."""
+        from flywheel.cycle import evaluate  # flywheel.cycle imports this module
+
+        self.load_weights(state_dict, -1)
+        return evaluate(self.agent, config, spec)
+
     def collect(self, spec: RolloutSpec) -> dict[str, Any]:
         """Collect ``spec`` (the run's spec with this share's episodes, cycle, worker and seed)
         with the weights loaded last, which the rows record as their version."""
@@ -134,6 +143,18 @@ class RolloutWorkers:
                 self.actors[i] = self._start(i)
                 pending[i] = start(i)
         return list(results.values()), retries
+
+    def evaluate(self, weights, config, spec: RolloutSpec) -> dict[str, float]:
+        """Evaluation (``RolloutWorker.evaluate``) of ``weights`` (a Ray object ref) on the first
+        actor, on its reservation: one actor, so that the episodes batch exactly as they did in
+        the driver and the numbers stay the same. A dead actor is replaced, as in ``collect``."""
+        for attempt in range(3):
+            try:
+                return ray.get(self.actors[0].evaluate.remote(weights, config, spec))
+            except ray.exceptions.RayActorError:
+                if attempt == 2:
+                    raise
+                self.actors[0] = self._start(0)
 
     def shutdown(self) -> None:
         for actor in self.actors.values():

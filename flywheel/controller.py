@@ -266,10 +266,8 @@ def evaluate_start(flywheel) -> None:
     """The starting weights' capability, for the curve's first point: cycle 0's record is
     already after one round of learning. Evaluation seeds its own generator and trains nothing,
     so no rollout or learner number changes; ``start.json`` keeps it across resumes."""
-    from flywheel.cycle import evaluate
-
     began = time.perf_counter()
-    evaluation = evaluate(flywheel.agent, flywheel.config, flywheel.eval_spec)
+    evaluation = flywheel.evaluate()
     flywheel.logger.log_start(evaluation, time.perf_counter() - began)
 
 

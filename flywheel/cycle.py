@@ -9,7 +9,8 @@ phase:
                to the store. A cycle committed before a stop is reused, never collected twice.
     learn      the learner pool trains on rows sampled from the replay (every cycle so far, or the
                last ``replay_cycles``), ``learner.utd`` steps per env step; the agent takes the new weights.
-    evaluate   capability in the reference sim (never the training sim), on fixed seeds.
+    evaluate   capability in the reference sim (never the training sim), on fixed seeds, on the
+               first rollout actor (the driver runs no episode).
     commit     the checkpoint, then the cycle's record (``flywheel.logger``): a cycle is
                complete when its checkpoint is written.
 """
@@ -71,6 +72,11 @@ class Flywheel:
             learners.load_optimizer(optimizer_state)
         return cls(config, run_dir, agent, store, rollouts, learners, logger, fidelity, rollout_spec,
                    evaluation_spec(config))
+
+    def evaluate(self) -> dict[str, float]:
+        """``evaluate`` of the agent's current weights, on a rollout actor (``RolloutWorkers.evaluate``)."""
+        weights = ray.put({k: v.detach().cpu() for k, v in self.agent.model.state_dict().items()})
+        return self.rollouts.evaluate(weights, self.config, self.eval_spec)
 
     def cycle(self, index: int) -> "Cycle":
         return Cycle(self, index)
@@ -146,7 +152,7 @@ class Cycle:
 
     def evaluate(self) -> None:
         with self._timed("eval"):
-            self.evaluation = evaluate(self.flywheel.agent, self.flywheel.config, self.flywheel.eval_spec)
+            self.evaluation = self.flywheel.evaluate()
 
     def commit(self) -> dict[str, Any]:
         """The checkpoint, then the cycle's record in ``cycles.jsonl``, TensorBoard and the console."""
