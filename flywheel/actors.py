@@ -108,12 +108,14 @@ class RolloutWorker:
 class RolloutWorkers:
     """The run's rollout actors: started once, given each cycle's weights and shares, replaced when they die."""
 
-    def __init__(self, count: int, spec: WorkerSpec, options: dict[str, Any]) -> None:
-        self.spec, self.options = spec, options
+    def __init__(self, count: int, spec: WorkerSpec, options: dict[str, Any],
+                 placement: Callable[[int], dict[str, Any]] = lambda index: {}) -> None:
+        # ``placement(i)``: the options that start actor i (and its replacements) in its bundle.
+        self.spec, self.options, self.placement = spec, options, placement
         self.actors = {i: self._start(i) for i in range(count)}
 
     def _start(self, index: int):
-        return RolloutWorker.options(**self.options).remote(index, self.spec)
+        return RolloutWorker.options(**self.options, **self.placement(index)).remote(index, self.spec)
 
     def collect(self, weights, rollout: RolloutSpec, seeds: Callable[[int], int],
                 progress: Callable[[int], None] = lambda n: None) -> tuple[list[dict[str, Any]], int]:

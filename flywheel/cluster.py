@@ -5,7 +5,7 @@
     ray_options(resources)   a ``configs.run_schema.Resources`` as Ray's ``.options()``
     check_totals(...)        every actor fits the cluster's total
     check_nodes(...)         each actor fits on one node: Ray places an actor on a single node
-    reserve(...)             every actor at once, as a placement group: ready in time, or fail naming them
+    reserve(...)             every actor at once, as a placement group they start into: ready in time, or fail
     check_storage(...)       every node writes the run directory and the driver reads what it wrote
 
 Why all of this up front: Ray keeps an actor it cannot place pending, silently and forever. A
@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,36 +163,65 @@ def alive_nodes() -> list[dict[str, Any]]:
     return [node for node in ray.nodes() if node["Alive"]]
 
 
-def reserve(demands: list[Demand], timeout_s: float, stopped: Callable[[], bool] = lambda: False) -> bool:
-    """Reserve every actor at once, as one placement group, then give the reservation back: the
-    actors start right after it. Packing can fail where the per-node and total checks pass (two
-    1.5-CPU learners on two 2-CPU nodes already half taken), and other jobs may hold the cluster.
-    Waits up to ``timeout_s``, then fails naming every demand; returns False as soon as
-    ``stopped()`` (a SIGTERM while the cluster is busy stops the run rather than wait)."""
+@dataclass
+class Placement:
+    """The run's placement group (None: nothing reserves anything) and where each kind of actor's
+    bundles start in it: every actor is started into its own bundle, so that what was reserved
+    is where it runs (left to Ray's default placement, two half-CPU rollout workers on two
+    1-CPU nodes took half of each, and the 1-CPU learner then fit on neither)."""
+
+    group: Any = None
+    first: dict[str, int] = field(default_factory=dict)  # count_field -> its first bundle's index
+
+    def options(self, count_field: str, index: int) -> dict[str, Any]:
+        """The ``.options()`` that put actor ``index`` of ``count_field`` into its bundle."""
+        if self.group is None or count_field not in self.first:
+            return {}
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+            self.group, placement_group_bundle_index=self.first[count_field] + index)}
+
+    def release(self) -> None:
+        if self.group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.group)
+            self.group = None
+
+
+def reserve(demands: list[Demand], timeout_s: float, stopped: Callable[[], bool] = lambda: False) -> Placement | None:
+    """Reserve every actor at once, as one placement group (a bundle per actor), which the actors
+    are then started into (``Placement.options``): packing can fail where the per-node and total
+    checks pass, and other jobs may hold the cluster. Waits up to ``timeout_s``, then fails
+    naming every demand; returns None as soon as ``stopped()`` (a SIGTERM while the cluster is
+    busy stops the run rather than wait)."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    bundles = [dict(d.resources) for d in demands if d.resources for _ in range(d.count)]
+    bundles, first = [], {}
+    for d in demands:
+        if d.resources:
+            first[d.count_field] = len(bundles)
+            bundles += [dict(d.resources) for _ in range(d.count)]
     if not bundles:  # nothing reserves anything
-        return True
+        return Placement()
     group = placement_group(bundles, strategy="PACK")
     deadline = time.monotonic() + timeout_s
-    try:
-        while not group.wait(1):
+    while not group.wait(1):
+        if stopped() or time.monotonic() > deadline:
+            remove_placement_group(group)
             if stopped():
-                return False
-            if time.monotonic() > deadline:
-                asked = " plus ".join(
-                    f"{d.count_field}={d.count} x ({', '.join(f'{d.fields[r]}={a:g}' for r, a in d.resources.items())})"
-                    for d in demands if d.resources)
-                raise ConfigError(
-                    f"the cluster did not make room for every actor at once within ray.reserve_timeout_s="
-                    f"{timeout_s:g}: {asked}; its nodes have {_describe([n['Resources'] for n in alive_nodes()])} "
-                    f"in all, and now free {_describe([ray.available_resources()])}: other jobs may hold "
-                    "them, or the actors do not pack onto the nodes; ask for less or wait for room")
-        return True
-    finally:
-        remove_placement_group(group)
+                return None
+            asked = " plus ".join(
+                f"{d.count_field}={d.count} x ({', '.join(f'{d.fields[r]}={a:g}' for r, a in d.resources.items())})"
+                for d in demands if d.resources)
+            raise ConfigError(
+                f"the cluster did not make room for every actor at once within ray.reserve_timeout_s="
+                f"{timeout_s:g}: {asked}; its nodes have {_describe([n['Resources'] for n in alive_nodes()])} "
+                f"in all, and now free {_describe([ray.available_resources()])}: other jobs may hold "
+                "them, or the actors do not pack onto the nodes; ask for less or wait for room")
+    return Placement(group, first)
 
 
 PROBE_DIR = ".storage-probe"

@@ -231,10 +231,13 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     stop, finished = Stop(), False
     with stop_on_signals(stop):
         try:
-            start_ray(config, console, stop)
+            placement = start_ray(config, console, stop)
             if stop.requested:  # while Ray started or the cluster made room: nothing to finish
+                if placement is not None:
+                    placement.release()
                 raise RunStopped(run_dir, stop.signum)
-            flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault)
+            flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault,
+                                      placement)
         except BaseException:
             logger.close()
             raise
@@ -390,12 +393,13 @@ def with_own_reference(config: RunConfig, console=print) -> RunConfig:
 LOOPBACK = "127.0.0.1"
 
 
-def start_ray(config: RunConfig, console=print, stop: Stop | None = None) -> None:
+def start_ray(config: RunConfig, console=print, stop: Stop | None = None) -> cluster.Placement | None:
     """An embedded Ray listening on loopback only, no dashboard (or the cluster at
     ``cluster.address``), then checked before any actor starts: every actor fits the cluster and
     one node, the run directory (``config.run_dir``, when set) is the same storage on every
-    node, and the cluster makes room for every actor at once (``flywheel.cluster``). A signal
-    during the wait for room ends it (``stop.requested``); the caller stops the run."""
+    node, and the cluster makes room for every actor at once (``flywheel.cluster``): the
+    placement the actors start into. A signal during the wait for room ends it and returns None
+    (``stop.requested``); the caller stops the run."""
     import ray
 
     stop = stop or Stop()
@@ -417,7 +421,7 @@ def start_ray(config: RunConfig, console=print, stop: Stop | None = None) -> Non
     cluster.check_nodes(demands, [node["Resources"] for node in nodes])
     if config.run_dir is not None:
         cluster.check_storage(Path(config.run_dir), nodes)
-    cluster.reserve(demands, config.ray.reserve_timeout_s, stopped=lambda: stop.requested)
+    return cluster.reserve(demands, config.ray.reserve_timeout_s, stopped=lambda: stop.requested)
 
 
 @contextmanager

@@ -31,7 +31,7 @@ import sims
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.actors import RolloutWorkers, WorkerSpec
-from flywheel.cluster import ray_options
+from flywheel.cluster import Placement, ray_options
 from flywheel.learners import LearnerPool, peak_rss_mb
 from flywheel.logger import CycleLogger
 from flywheel.rollout import RolloutSpec, collect, episode_lengths_and_returns, episode_stats, standard_errors
@@ -54,24 +54,31 @@ class Flywheel:
     fidelity: dict[str, Any]  # the training sim's, measured once (``controller.training_fidelity``)
     rollout_spec: RolloutSpec  # the run's (``controller.validate``); each cycle fills in its own
     eval_spec: RolloutSpec
+    placement: Placement  # the bundles the actors run in
 
     @classmethod
     def start(cls, config: RunConfig, run_dir: Path, agent: Agent, optimizer_state, rollout_spec: RolloutSpec,
-              fidelity: dict[str, Any], logger: CycleLogger, fault: dict[str, int] | None = None) -> "Flywheel":
-        """Start the rollout actors and the learner pool (Ray must be up)."""
+              fidelity: dict[str, Any], logger: CycleLogger, fault: dict[str, int] | None = None,
+              placement: Placement | None = None) -> "Flywheel":
+        """Start the rollout actors and the learner pool (Ray must be up), into ``placement``'s
+        bundles when given (``flywheel.cluster.reserve``); ``close`` gives the placement back."""
+        placement = placement or Placement()
         store = RolloutStore(run_dir / "store")
         worker = WorkerSpec(config.sim.name, config.sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
                             str(store.root), dataclasses.asdict(config.grade), fault=fault)
-        rollouts = RolloutWorkers(config.num_rollout_workers, worker, ray_options(config.rollout_resources))
+        rollouts = RolloutWorkers(config.num_rollout_workers, worker, ray_options(config.rollout_resources),
+                                  placement=lambda i: placement.options("num_rollout_workers", i))
         try:
-            learners = LearnerPool.from_config(agent.cfg, config)
+            learners = LearnerPool.from_config(agent.cfg, config,
+                                               placement=lambda rank: placement.options("num_learners", rank))
         except BaseException:
             rollouts.shutdown()
+            placement.release()
             raise
         if optimizer_state is not None:
             learners.load_optimizer(optimizer_state)
         return cls(config, run_dir, agent, store, rollouts, learners, logger, fidelity, rollout_spec,
-                   evaluation_spec(config))
+                   evaluation_spec(config), placement)
 
     def evaluate(self) -> dict[str, float]:
         """``evaluate`` of the agent's current weights, on a rollout actor (``RolloutWorkers.evaluate``)."""
@@ -87,6 +94,7 @@ class Flywheel:
             self.learners.shutdown()
         finally:
             self.rollouts.shutdown()
+            self.placement.release()
 
 
 class Cycle:

@@ -99,7 +99,7 @@ def test_the_actors_get_every_resource_they_ask_for(tmp_path, monkeypatch):
     class Spied(Exception):
         pass
 
-    def rollout_workers(n, spec, options):
+    def rollout_workers(n, spec, options, placement):
         seen["options"] = options
         raise Spied
 
@@ -215,7 +215,7 @@ def test_every_node_writes_the_run_directory_and_the_driver_reads_it(joined, tmp
     import ray
 
     config = tiny_config(tmp_path)
-    start_ray(config)
+    start_ray(config).release()  # joined; the actors' reservation is not needed here
     nodes = cluster.alive_nodes()
     assert len(nodes) == 2
     cluster.check_storage(tmp_path, nodes)
@@ -242,11 +242,36 @@ def test_every_node_writes_the_run_directory_and_the_driver_reads_it(joined, tmp
         cluster.check_storage(tmp_path, nodes, probe=node_local)
 
 
+def test_every_actor_starts_in_the_bundle_reserved_for_it(joined):
+    """Two half-CPU rollout workers and a 2-CPU learner on a 1-CPU head and a 2-CPU node: they fit
+    only with both workers on the head. Left to Ray's default placement a worker may take half of
+    the 2-CPU node, and the learner then waits forever; the placement group keeps them apart."""
+    import ray
+
+    config = tiny_config(learner_resources=Resources(num_cpus=2.0))
+    placement = start_ray(config)
+
+    @ray.remote
+    class Actor:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+    try:
+        workers = [Actor.options(**cluster.ray_options(config.rollout_resources),
+                                 **placement.options("num_rollout_workers", i)).remote() for i in range(2)]
+        learner = Actor.options(**cluster.ray_options(config.learner_resources),
+                                **placement.options("num_learners", 0)).remote()
+        nodes = ray.get([a.node.remote() for a in (*workers, learner)], timeout=60)
+        assert nodes[0] == nodes[1] != nodes[2]
+    finally:
+        placement.release()
+
+
 def test_the_cluster_too_busy_for_every_actor_fails_in_time_naming_them(joined):
     import ray
 
     config = tiny_config(learner_resources=Resources(num_cpus=1.0), ray=RayConfig(reserve_timeout_s=2))
-    start_ray(config)
+    start_ray(config).release()  # joined; the actors' reservation is not needed here
 
     @ray.remote(num_cpus=2)
     class Squatter:
@@ -268,7 +293,7 @@ def test_the_cluster_too_busy_for_every_actor_fails_in_time_naming_them(joined):
         with stop_on_signals(stop):
             threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
             began = time.monotonic()
-            assert cluster.reserve(cluster.demands(config), 600, stopped=lambda: stop.requested) is False
+            assert cluster.reserve(cluster.demands(config), 600, stopped=lambda: stop.requested) is None
         assert stop.signum == signal.SIGTERM and time.monotonic() - began < 10
     finally:
         ray.kill(squatter)
@@ -284,7 +309,7 @@ def test_sigterm_while_the_cluster_has_no_room_stops_the_run_with_143(joined, tm
         def ready(self):
             return True
 
-    start_ray(tiny_config())  # joins the cluster, as the run will
+    start_ray(tiny_config()).release()  # joins the cluster, as the run will
     squatter = Squatter.remote()
     ray.get(squatter.ready.remote())
     try:

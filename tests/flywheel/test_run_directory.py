@@ -102,7 +102,7 @@ def test_actors_get_the_run_directory_as_an_absolute_path(tmp_path, monkeypatch)
     class Spied(Exception):
         pass
 
-    def rollout_workers(n, spec, options):
+    def rollout_workers(n, spec, options, placement):
         seen["spec"] = spec
         raise Spied
 
