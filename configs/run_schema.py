@@ -20,19 +20,52 @@ from configs.schema import WORLD_MODEL_ROOT, AgentConfig, SimConfig, WorldModelR
 
 @dataclass
 class RayConfig:
-    address: Optional[str] = None  # None: start an embedded local Ray; "auto" or host:port: join a cluster
+    # None: join the cluster in RAY_ADDRESS when set (``ray job submit`` sets it), else start an
+    # embedded local Ray; "auto" or host:port: join that cluster; "local": embedded, always.
+    address: Optional[str] = None
     num_cpus: Optional[int] = None  # embedded Ray only; None = every core
+    # How long the run waits for the cluster to make room for every actor at once before it fails
+    # naming them (``flywheel.cluster.reserve``); an autoscaler adding nodes needs minutes.
+    reserve_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         # ray.init(num_cpus=0) starts a Ray no actor fits in; it would wait for CPUs forever.
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ConfigError(f"ray.num_cpus must be >= 1 (or unset: every core), got {self.num_cpus}")
+        if not 0 < self.reserve_timeout_s < math.inf:
+            raise ConfigError(f"ray.reserve_timeout_s must be > 0, got {self.reserve_timeout_s}")
 
 
 @dataclass
 class Resources:
+    """What one actor reserves on its node, as Ray's ``.options()`` take it
+    (``flywheel.cluster.ray_options``); each is checked against every node before the run starts."""
+
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    memory: Optional[float] = None  # bytes of Ray's "memory" resource; None: none reserved
+    accelerator_type: Optional[str] = None  # a GPU model Ray detects on a node, e.g. "A100"
+    resources: dict[str, float] = field(default_factory=dict)  # custom resources of ``ray start --resources``
+
+    def check(self, section: str) -> None:
+        for name in ("num_cpus", "num_gpus", "memory"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < math.inf:  # NaN fails too
+                raise ConfigError(f"{section}.{name} must be >= 0, got {value}")
+        if self.accelerator_type is not None and not str(self.accelerator_type).strip():
+            raise ConfigError(f"{section}.accelerator_type must name a GPU model (or be unset), got "
+                              f"{self.accelerator_type!r}")
+        for name, value in self.resources.items():
+            if name in RAY_BUILTIN_RESOURCES:  # Ray refuses these in resources=
+                raise ConfigError(f"{section}.resources.{name}: set it with {RAY_BUILTIN_RESOURCES[name]}, "
+                                  "not as a custom resource")
+            if not 0 <= value < math.inf:
+                raise ConfigError(f"{section}.resources.{name} must be >= 0, got {value}")
+
+
+# Ray's own resources, which ``Resources.resources`` may not name, and the field that sets each.
+RAY_BUILTIN_RESOURCES = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory",
+                         "object_store_memory": "nothing here (Ray sizes the object store)"}
 
 
 def _half_cpu() -> "Resources":
@@ -181,10 +214,7 @@ class RunConfig:
 
     def _check_resources_and_episode_steps(self) -> None:
         for section in ("rollout_resources", "learner_resources"):
-            for name in ("num_cpus", "num_gpus"):
-                value = getattr(getattr(self, section), name)
-                if not 0 <= value < math.inf:  # NaN fails too
-                    raise ConfigError(f"{section}.{name} must be >= 0, got {value}")
+            getattr(self, section).check(section)
         for section in ("sim", "reference"):
             steps = getattr(self, section).max_episode_steps
             if steps is not None and steps < 1:

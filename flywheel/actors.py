@@ -81,6 +81,16 @@ class RolloutWorker:
         self.weight_version = version
         return version
 
+    def evaluate(self, state_dict: dict[str, torch.Tensor], config, spec: RolloutSpec,
+                 weights_from: str = "") -> dict[str, float]:
+        """``flywheel.cycle.evaluate`` of these weights (a ``RunConfig``, an eval spec), here
+        rather than in the driver: on a cluster the driver's machine may have no room for it. The
+        next ``collect`` loads its own weights first, as every cycle's does."""
+        from flywheel.cycle import evaluate  # flywheel.cycle imports this module
+
+        self.load_weights(state_dict, -1)
+        return evaluate(self.agent, config, spec, weights_from=weights_from)
+
     def collect(self, spec: RolloutSpec) -> dict[str, Any]:
         """Collect ``spec`` (the run's spec with this share's episodes, cycle, worker and seed)
         with the weights loaded last, which the rows record as their version."""
@@ -100,12 +110,14 @@ class RolloutWorker:
 class RolloutWorkers:
     """The run's rollout actors: started once, given each cycle's weights and shares, replaced when they die."""
 
-    def __init__(self, count: int, spec: WorkerSpec, options: dict[str, Any]) -> None:
-        self.spec, self.options = spec, options
+    def __init__(self, count: int, spec: WorkerSpec, options: dict[str, Any],
+                 placement: Callable[[int], dict[str, Any]] = lambda index: {}) -> None:
+        # ``placement(i)``: the options that start actor i (and its replacements) in its bundle.
+        self.spec, self.options, self.placement = spec, options, placement
         self.actors = {i: self._start(i) for i in range(count)}
 
     def _start(self, index: int):
-        return RolloutWorker.options(**self.options).remote(index, self.spec)
+        return RolloutWorker.options(**self.options, **self.placement(index)).remote(index, self.spec)
 
     def collect(self, weights, rollout: RolloutSpec, seeds: Callable[[int], int],
                 progress: Callable[[int], None] = lambda n: None) -> tuple[list[dict[str, Any]], int]:
@@ -135,6 +147,24 @@ class RolloutWorkers:
                 self.actors[i] = self._start(i)
                 pending[i] = start(i)
         return list(results.values()), retries
+
+    def evaluate(self, weights, config, spec: RolloutSpec, weights_from: str = "") -> dict[str, float]:
+        """Evaluation (``RolloutWorker.evaluate``) of ``weights`` (a Ray object ref) on the first
+        actor, on its reservation: one actor, so that the episodes batch exactly as they did in
+        the driver and the numbers stay the same. A dead actor is replaced, as in ``collect``."""
+        from flywheel.cycle import EveryEpisodeQuarantined  # flywheel.cycle imports this module
+
+        for attempt in range(3):
+            try:
+                return ray.get(self.actors[0].evaluate.remote(weights, config, spec, weights_from))
+            except ray.exceptions.RayTaskError as error:
+                if isinstance(error.cause, EveryEpisodeQuarantined):  # the user's error, not Ray's traceback
+                    raise error.cause from None
+                raise
+            except ray.exceptions.RayActorError:
+                if attempt == 2:
+                    raise
+                self.actors[0] = self._start(0)
 
     def shutdown(self) -> None:
         for actor in self.actors.values():

@@ -35,7 +35,7 @@ import json
 import os
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,12 @@ from configs.errors import ConfigError
 from configs.run_schema import RunConfig
 from configs.schema import SimConfig
 from flywheel import checkpoint as run_checkpoint
+from flywheel import cluster
 from configs.learning import ObjectiveConfig
 from flywheel.rollout import RolloutSpec
 from policies.agent import Agent
 from sims.files import write_json_atomic
-from sims.local_ray import init_local_ray
+from sims.local_ray import init_local_ray, single_machine_ray
 
 
 @dataclasses.dataclass
@@ -60,6 +61,16 @@ class Stop:
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+    def handle(self, signum, frame) -> None:
+        self.signum = signum
+        print(f"\nflywheel: {signal.Signals(signum).name} received; finishing the current phase, then stopping")
+
+    def claim_signals(self) -> None:
+        """SIGINT/SIGTERM call ``handle``. Again after ``ray.init``: Ray installs its own SIGTERM
+        handlers as it starts (the driver's aborts the process, rc 134)."""
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, self.handle)
 
 
 class RunStopped(Exception):
@@ -94,9 +105,7 @@ def validate(config: RunConfig) -> RolloutSpec:
             raise ConfigError(f"{field}.name / {field}: {exc}") from exc
         check_learned(field, sim)
     check_reference(config)
-    if config.ray.address is None:  # an embedded Ray has what we give it: check before starting it
-        cpus = config.ray.num_cpus or os.cpu_count() or 1
-        check_resources(config, {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())})
+    check_embedded_ray(config)
     try:
         ObjectiveConfig.check(config.learner)  # again: a LearnerConfig may have changed since it was built
     except ValueError as exc:
@@ -104,18 +113,21 @@ def validate(config: RunConfig) -> RolloutSpec:
     return spec
 
 
-def check_resources(config: RunConfig, available: dict[str, float]) -> None:
-    """Every actor must fit at once, or Ray would wait forever for the last one."""
-    for resource, per_worker, per_learner in (
-        ("CPU", config.rollout_resources.num_cpus, config.learner_resources.num_cpus),
-        ("GPU", config.rollout_resources.num_gpus, config.learner_resources.num_gpus),
-    ):
-        needed = config.num_rollout_workers * per_worker + config.num_learners * per_learner
-        if needed > available.get(resource, 0.0) + 1e-9:
-            raise ConfigError(
-                f"num_rollout_workers={config.num_rollout_workers} x rollout_resources.num_{resource.lower()}s="
-                f"{per_worker} plus num_learners={config.num_learners} x learner_resources.num_{resource.lower()}s="
-                f"{per_learner} need {needed:g} {resource}s, but Ray has {available.get(resource, 0.0):g}")
+def check_embedded_ray(config: RunConfig) -> None:
+    """An embedded Ray has the CPUs it is given, this machine's GPUs and no custom resource:
+    every actor must fit them, checked before it starts (memory and accelerator type are Ray's
+    to measure: checked once it runs, as a joined cluster's are, by ``start_ray``)."""
+    joined = cluster.address(config)
+    if joined is not None:
+        if config.ray.num_cpus is not None:
+            raise ConfigError(f"ray.num_cpus={config.ray.num_cpus} sizes an embedded Ray, but this run joins the "
+                              f"cluster at {joined} (ray.address or RAY_ADDRESS); unset it, or set ray.address=local")
+        return
+    has = {"CPU": float(config.ray.num_cpus or os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    measured_later = ("memory", cluster.ACCELERATOR_PREFIX)
+    cluster.check_totals([dataclasses.replace(d, resources={r: a for r, a in d.resources.items()
+                                                            if not r.startswith(measured_later)})
+                          for d in cluster.demands(config)], has)
 
 
 def check_reference(config: RunConfig) -> None:
@@ -189,12 +201,8 @@ def check_embodiment(agent: Agent, config: RunConfig) -> None:
 @contextmanager
 def stop_on_signals(stop: Stop):
     """SIGINT/SIGTERM set ``stop.requested``; the loop checks it between phases."""
-
-    def handler(signum, frame):
-        stop.signum = signum
-        print(f"\nflywheel: {signal.Signals(signum).name} received; finishing the current phase, then stopping")
-
-    saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop.claim_signals()
     try:
         yield
     finally:
@@ -222,17 +230,21 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
             f"{measured['fidelity']:.3f} against the reference {config.reference.name}")
     logger = CycleLogger(run_dir, json_config(config), start_cycle, console,
                          checkpointed=lambda cycle: run_checkpoint.record(run_dir, cycle))
-    try:
-        start_ray(config)
-        flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault,
-                                  prior, weights_from)
-    except BaseException:
-        logger.close()
-        raise
     stop, finished = Stop(), False
-    try:
-        with stop_on_signals(stop):
-            if start_cycle == 0 and logger.start is None:
+    with stop_on_signals(stop):
+        try:
+            placement = start_ray(config, console, stop)
+            if stop.requested:  # while Ray started or the cluster made room: nothing to finish
+                if placement is not None:
+                    placement.release()
+                raise RunStopped(run_dir, stop.signum)
+            flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault,
+                                      prior, weights_from, placement)
+        except BaseException:
+            logger.close()
+            raise
+        try:
+            if start_cycle == 0 and logger.start is None and not stop.requested:
                 evaluate_start(flywheel)
             for index in range(start_cycle, config.cycles):
                 if stop.requested:
@@ -248,8 +260,8 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                 cycle.commit()
             else:
                 finished = True  # a stop asked for during the last cycle's commit still finished the run
-    finally:
-        flywheel.close()
+        finally:
+            flywheel.close()
     if not finished:
         raise RunStopped(run_dir, stop.signum)
     return run_dir
@@ -271,10 +283,8 @@ def evaluate_start(flywheel) -> None:
     """The starting weights' capability, for the curve's first point: cycle 0's record is
     already after one round of learning. Evaluation seeds its own generator and trains nothing,
     so no rollout or learner number changes; ``start.json`` keeps it across resumes."""
-    from flywheel.cycle import evaluate
-
     began = time.perf_counter()
-    evaluation = evaluate(flywheel.agent, flywheel.config, flywheel.eval_spec, weights_from=flywheel.weights_from)
+    evaluation = flywheel.evaluate()
     flywheel.logger.log_start(evaluation, time.perf_counter() - began)
 
 
@@ -394,17 +404,34 @@ def with_own_reference(config: RunConfig, console=print) -> RunConfig:
     return dataclasses.replace(config, reference=SimConfig(name=own, max_episode_steps=config.sim.max_episode_steps))
 
 
-def start_ray(config: RunConfig) -> None:
-    """An embedded Ray of the run's own, on loopback only, no dashboard (``sims.local_ray``),
-    or the cluster at ``ray.address``; checked to fit every actor."""
+
+def start_ray(config: RunConfig, console=print, stop: Stop | None = None) -> cluster.Placement | None:
+    """An embedded Ray listening on loopback only, no dashboard (or the cluster at
+    ``cluster.address``), then checked before any actor starts: every actor fits the cluster and
+    one node, the run directory (``config.run_dir``, when set) is the same storage on every
+    node, and the cluster makes room for every actor at once (``flywheel.cluster``): the
+    placement the actors start into. A signal during the wait for room ends it and returns None
+    (``stop.requested``); the caller stops the run."""
     import ray
 
+    stop = stop or Stop()
+    joined = cluster.address(config)
     if not ray.is_initialized():
-        if config.ray.address is None:
+        if joined is None:
             init_local_ray(config.ray.num_cpus)
         else:
-            ray.init(address=config.ray.address, include_dashboard=False, log_to_driver=False)
-    check_resources(config, ray.cluster_resources())
+            with single_machine_ray() if cluster.on_loopback(joined) else nullcontext():
+                ray.init(address=joined, include_dashboard=False, log_to_driver=False)
+        stop.claim_signals()
+    nodes, demands = cluster.alive_nodes(), cluster.demands(config)
+    totals = ray.cluster_resources()
+    console(f"Ray: {'embedded' if joined is None else f'joined the cluster at {joined}'}, {len(nodes)} node(s), "
+            f"{totals.get('CPU', 0):g} CPUs, {totals.get('GPU', 0):g} GPUs")
+    cluster.check_totals(demands, totals)
+    cluster.check_nodes(demands, [node["Resources"] for node in nodes])
+    if config.run_dir is not None:
+        cluster.check_storage(Path(config.run_dir), nodes)
+    return cluster.reserve(demands, config.ray.reserve_timeout_s, stopped=lambda: stop.requested)
 
 
 def training_fidelity(config: RunConfig, probes: int = 8, horizon: int = 50) -> dict[str, Any]:

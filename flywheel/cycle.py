@@ -12,7 +12,8 @@ phase:
                resume collects it again.
     learn      the learner pool trains on rows sampled from the replay (every cycle so far, or the
                last ``replay_cycles``), ``learner.utd`` steps per env step; the agent takes the new weights.
-    evaluate   capability in the reference sim (never the training sim), on fixed seeds.
+    evaluate   capability in the reference sim (never the training sim), on fixed seeds, on the
+               first rollout actor (the driver runs no episode).
     commit     the checkpoint, then the cycle's record (``flywheel.logger``): a cycle is
                complete when its checkpoint is written.
 """
@@ -34,6 +35,7 @@ import sims
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.actors import RolloutWorkers, WorkerSpec
+from flywheel.cluster import Placement, ray_options
 from flywheel.learners import LearnerPool, peak_rss_mb
 from flywheel.prior import PriorSpec
 from flywheel.logger import CycleLogger
@@ -58,27 +60,37 @@ class Flywheel:
     rollout_spec: RolloutSpec  # the run's (``controller.validate``); each cycle fills in its own
     eval_spec: RolloutSpec
     weights_from: str  # the checkpoint the agent's weights were loaded from or last saved to
+    placement: Placement  # the bundles the actors run in
 
     @classmethod
     def start(cls, config: RunConfig, run_dir: Path, agent: Agent, optimizer_state, rollout_spec: RolloutSpec,
               fidelity: dict[str, Any], logger: CycleLogger, fault: dict[str, int] | None = None,
-              prior: PriorSpec | None = None, weights_from: str = "") -> "Flywheel":
-        """Start the rollout actors and the learner pool (Ray must be up); ``prior``: the
-        starter's data the learners also train on (``flywheel.prior``)."""
+              prior: PriorSpec | None = None, weights_from: str = "", placement: Placement | None = None) -> "Flywheel":
+        """Start the rollout actors and the learner pool (Ray must be up), into ``placement``'s
+        bundles when given (``flywheel.cluster.reserve``); ``close`` gives the placement back.
+        ``prior``: the starter's data the learners also train on (``flywheel.prior``)."""
+        placement = placement or Placement()
         store = RolloutStore(run_dir / "store")
         worker = WorkerSpec(config.sim.name, config.sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
                             str(store.root), dataclasses.asdict(config.grade), fault=fault)
-        options = {"num_cpus": config.rollout_resources.num_cpus, "num_gpus": config.rollout_resources.num_gpus}
-        rollouts = RolloutWorkers(config.num_rollout_workers, worker, options)
+        rollouts = RolloutWorkers(config.num_rollout_workers, worker, ray_options(config.rollout_resources),
+                                  placement=lambda i: placement.options("num_rollout_workers", i))
         try:
-            learners = LearnerPool.from_config(agent.cfg, config, prior=prior)
+            learners = LearnerPool.from_config(agent.cfg, config, prior=prior,
+                                               placement=lambda rank: placement.options("num_learners", rank))
         except BaseException:
             rollouts.shutdown()
+            placement.release()
             raise
         if optimizer_state is not None:
             learners.load_optimizer(optimizer_state)
         return cls(config, run_dir, agent, store, rollouts, learners, logger, fidelity, rollout_spec,
-                   evaluation_spec(config), weights_from)
+                   evaluation_spec(config), weights_from, placement)
+
+    def evaluate(self) -> dict[str, float]:
+        """``evaluate`` of the agent's current weights, on a rollout actor (``RolloutWorkers.evaluate``)."""
+        weights = ray.put({k: v.detach().cpu() for k, v in self.agent.model.state_dict().items()})
+        return self.rollouts.evaluate(weights, self.config, self.eval_spec, self.weights_from)
 
     def cycle(self, index: int) -> "Cycle":
         return Cycle(self, index)
@@ -89,6 +101,7 @@ class Flywheel:
             self.learners.shutdown()
         finally:
             self.rollouts.shutdown()
+            self.placement.release()
 
 
 class Cycle:
@@ -159,8 +172,7 @@ class Cycle:
 
     def evaluate(self) -> None:
         with self._timed("eval"):
-            self.evaluation = evaluate(self.flywheel.agent, self.flywheel.config, self.flywheel.eval_spec,
-                                       weights_from=self.flywheel.weights_from)
+            self.evaluation = self.flywheel.evaluate()
 
     def commit(self) -> dict[str, Any]:
         """The checkpoint, then the cycle's record in ``cycles.jsonl``, TensorBoard and the console."""

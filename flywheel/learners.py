@@ -50,7 +50,7 @@ import resource
 import socket
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -64,6 +64,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from configs.learning import ObjectiveConfig
 from flywheel import checkpoint as run_checkpoint
+from flywheel.cluster import ray_options
 from flywheel.objective import batch_loss
 from flywheel.prior import PriorData, PriorSpec
 from flywheel.rows import EPISODE, ChunkRows
@@ -438,19 +439,22 @@ class LearnerPool:
 
     ``model``: a ``ModelConfig``, its dict, a size name (``"tiny"``) or a policies
     checkpoint directory (only its config is read: weights come with every ``train``).
-    ``resources``: per learner, a mapping or object with ``num_cpus`` / ``num_gpus``.
+    ``resources``: per learner, a ``configs.run_schema.Resources`` or a mapping or object with some
+    of its fields (``flywheel.cluster.ray_options``: CPUs, GPUs, memory, accelerator type, custom resources).
     ``objective``: an ``ObjectiveConfig`` (a run's ``learner`` is one; None: the defaults). ``train_experts``:
     the experts trained (None: all); the others are frozen. ``backend``: "gloo", "nccl" or
     "auto" (nccl when each learner has a whole GPU). ``timeout_s`` bounds one attempt of a
     ``train`` call; ``collective_timeout_s`` the process group's collectives and start-up.
     ``prior``: the starter's pretraining data each step also trains on (``flywheel.prior``).
+    ``placement(rank)``: extra ``.options()`` for that rank's actor (its placement group bundle).
     """
 
     def __init__(self, model: ModelConfig | Mapping[str, Any] | str | os.PathLike, num_learners: int = 1,
                  resources: Any = None, objective: Any = None, lr: float = 3e-4, weight_decay: float = 0.01,
                  train_experts: Sequence[str] | None = None, seed: int = 0, *, max_retries: int = 2,
                  grad_clip: float | None = 1.0, backend: str = "auto", timeout_s: float = 3600.0,
-                 collective_timeout_s: float = 300.0, prior: PriorSpec | None = None) -> None:
+                 collective_timeout_s: float = 300.0, prior: PriorSpec | None = None,
+                 placement: Callable[[int], dict[str, Any]] | None = None) -> None:
         if num_learners < 1:
             raise ValueError(f"num_learners must be >= 1, got {num_learners}")
         if max_retries < 0:
@@ -473,6 +477,8 @@ class LearnerPool:
                                 grad_clip=None if grad_clip is None else float(grad_clip), seed=int(seed),
                                 num_cpus=num_cpus, num_gpus=num_gpus, backend=backend,
                                 collective_timeout_s=float(collective_timeout_s), prior=prior)
+        self.actor_options = ray_options(resources)
+        self.placement = placement or (lambda rank: {})  # rank -> its placement group bundle (flywheel.cluster)
         self.max_retries, self.timeout_s = int(max_retries), float(timeout_s)
         self.restarts = 0  # pool rebuilds so far, over every cycle
         self._actors: list = []
@@ -504,7 +510,7 @@ class LearnerPool:
         if self._actors:
             return
         spec = self.spec
-        actors = [RemoteLearner.options(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus).remote(rank, spec)
+        actors = [RemoteLearner.options(**self.actor_options, **self.placement(rank)).remote(rank, spec)
                   for rank in range(spec.world_size)]
         self._actors = actors
         self._optimizer_pending = self._optimizer is not None

@@ -110,7 +110,7 @@ def no_ray():
 def test_an_embedded_run_listens_on_loopback_only(no_ray):
     config = RunConfig(num_rollout_workers=1, episodes_per_cycle=1, num_learners=2,
                        learner_resources=Resources(num_cpus=0.5), ray=RayConfig(num_cpus=2))
-    start_ray(config)
+    start_ray(config).release()  # the learners below start outside the run's placement group
     pool = LearnerPool("tiny", config.num_learners, config.learner_resources)
     try:
         pool.start()  # the learner actors, their TCP store and process group

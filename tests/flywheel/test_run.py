@@ -350,7 +350,7 @@ def test_a_critic_asked_of_a_checkpoint_that_cannot_grow_one_fails_before_ray_st
 
     blind = model_config("tiny", modalities=tuple(p for p in DEFAULT_MODALITIES if p[0] != "proprio"))
     Agent(blind).save(tmp_path / "blind")
-    monkeypatch.setattr(controller, "start_ray", lambda config: pytest.fail("Ray started"))
+    monkeypatch.setattr(controller, "start_ray", lambda config, *_: pytest.fail("Ray started"))
     args = ["run", f"run_dir={tmp_path / 'run'}", *TINY, f"pretrained={tmp_path / 'blind'}", "learner.critic=true"]
     assert main(args) == 2
     assert "learner.critic=true: the starting checkpoint has no critic and cannot grow one" in capsys.readouterr().err

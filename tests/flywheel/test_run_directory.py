@@ -38,7 +38,7 @@ def existing_run(run_dir, config):
 
 @pytest.fixture
 def no_ray(monkeypatch):
-    monkeypatch.setattr(controller, "start_ray", lambda config: pytest.fail("Ray started"))
+    monkeypatch.setattr(controller, "start_ray", lambda config, *_: pytest.fail("Ray started"))
 
 
 def test_a_new_run_into_a_named_directory_holding_a_run_fails_naming_it(tmp_path, no_ray, monkeypatch):
@@ -104,12 +104,12 @@ def test_actors_get_the_run_directory_as_an_absolute_path(tmp_path, monkeypatch)
     class Spied(Exception):
         pass
 
-    def rollout_workers(n, spec, options):
+    def rollout_workers(n, spec, options, placement):
         seen["spec"] = spec
         raise Spied
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(controller, "start_ray", lambda config: None)
+    monkeypatch.setattr(controller, "start_ray", lambda config, *_: None)
     monkeypatch.setattr("flywheel.cycle.RolloutWorkers", rollout_workers)
     with pytest.raises(Spied):
         run(tiny_config(None, name="relative"), console=lambda *a: None)  # run_dir unset: runs/flywheel/relative
