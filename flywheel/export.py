@@ -58,6 +58,7 @@ from sims.files import atomic_directory
 FORMATS = ("minari",)
 NAMESPACE = "flywheel"
 FRAME_INDEX = "frame_index"  # an info key: the step's observation index in its episode
+RUN_EPISODE = "run_episode"  # an episode metadata key: the run's episode id (Minari numbers its own 0..N-1)
 INSTALL_HINT = 'Minari is an optional dependency: pip install "physics-flywheel[export]"'
 
 
@@ -123,7 +124,7 @@ def _episode(chunks: ChunkRows, emb: Embodiment) -> Episode:
             values = chunks[column.name]
             infos[column.name] = np.concatenate([np.zeros(1, values.dtype), values[per_step]])
     first = {key: chunks[key][0] for key in (EPISODE, CYCLE, WORKER, WEIGHT_VERSION, EPISODE_SUCCESS, EPISODE_RETURN)}
-    metadata = {"sim": str(chunks[SIM][0]), "task": str(chunks[TASK][0]), "run_episode": int(first[EPISODE]),
+    metadata = {SIM: str(chunks[SIM][0]), TASK: str(chunks[TASK][0]), RUN_EPISODE: int(first[EPISODE]),
                 CYCLE: int(first[CYCLE]), WORKER: int(first[WORKER]), WEIGHT_VERSION: int(first[WEIGHT_VERSION]),
                 EPISODE_SUCCESS: bool(first[EPISODE_SUCCESS]), EPISODE_RETURN: float(first[EPISODE_RETURN])}
     return Episode(str(chunks[SIM][0]), str(chunks[TASK][0]), observations, actions,

@@ -169,7 +169,7 @@ _ARROW_TYPES = {"int64": pa.int64(), "float32": pa.float32(), "float64": pa.floa
 def arrow_schema(rows: Mapping[str, np.ndarray]) -> pa.Schema:
     """The Parquet schema of ``rows``, in their column order: an array column of per-row shape
     (a, b) is a fixed-size list of a fixed-size lists of b, so the type itself holds the shape
-    and any Parquet reader (pandas, DuckDB, ``ray.data``) reads the nesting back."""
+    and a plain Parquet reader (pandas, pyarrow, ``ray.data``) reads the nesting back."""
     fields = []
     for name, values in rows.items():
         column = COLUMNS[name]

@@ -12,10 +12,11 @@ import world_model as wm
 from configs.run_schema import RunConfig
 from configs.schema import SimConfig
 from flywheel.cli import main
-from flywheel.export import FRAME_INDEX, dataset_id, export_minari
-from flywheel.rollout import RolloutSpec, collect
-from flywheel.rows import (ACTIONS, CHUNK, EPISODE, PROPRIO, REALIZED, REWARDS, STEPS, TERMINATED, WEIGHT,
-                           ChunkRows)
+from flywheel.export import FRAME_INDEX, RUN_EPISODE, dataset_id, export_minari
+from flywheel.rollout import RolloutSpec, collect, reset_seed
+from flywheel.rows import SIM as SIM_COLUMN
+from flywheel.rows import (ACTIONS, CHUNK, CYCLE, EPISODE, PROPRIO, REALIZED, REWARDS, STEPS, TASK, TERMINATED,
+                           WEIGHT, WORKER, ChunkRows, episode_index)
 from flywheel.store import RolloutStore
 from policies.agent import Agent
 
@@ -88,6 +89,11 @@ def test_an_episode_is_its_executed_steps_in_env_units(run_dir, dataset):
     p, a = emb.proprio_dim, emb.action_dim
     assert chunks[STEPS].tolist() == [8, 4]
     assert episode.observations.shape == (13, p) and episode.actions.shape == (12, a)
+    # The first observation is the episode's reset, made again from its seed.
+    run_episode = int(episode.infos[EPISODE][0])
+    reset, _ = sims.make(SIM, max_episode_steps=STEPS_PER_EPISODE).reset(
+        seed=reset_seed(10 * int(chunks[CYCLE][0]) + int(chunks[WORKER][0]), int(episode_index(run_episode))))
+    assert np.array_equal(episode.observations[0], reset["proprio"])
     assert np.array_equal(episode.observations[0], chunks[PROPRIO][0, -1, :p])
     assert np.array_equal(episode.observations[1:9], chunks[REALIZED][0, :, :p])
     assert np.array_equal(episode.observations[9:], chunks[REALIZED][1, :4, :p])
@@ -103,8 +109,8 @@ def test_an_episode_is_its_executed_steps_in_env_units(run_dir, dataset):
     assert episode.infos[CHUNK].tolist() == [-1] + [0] * 8 + [1] * 4
     assert np.array_equal(episode.infos[WEIGHT], np.repeat(np.concatenate([[0.0], chunks[WEIGHT]]), [1, 8, 4]))
     metadata = next(iter(dataset.storage.get_episode_metadata([dataset.episode_indices[3]])))
-    assert metadata["sim"] == SIM and metadata["task"] == chunks["task"][0]
-    assert metadata["run_episode"] == episode.infos[EPISODE][0] and metadata["cycle"] == chunks["cycle"][0]
+    assert metadata[SIM_COLUMN] == SIM and metadata[TASK] == chunks[TASK][0]
+    assert metadata[RUN_EPISODE] == run_episode and metadata[CYCLE] == chunks[CYCLE][0]
     assert dataset.action_space.shape == (a,) and dataset.observation_space.shape == (p,)
 
 
