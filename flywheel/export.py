@@ -67,7 +67,6 @@ class Episode:
     """One episode of one sim, expanded from its chunk rows (module docstring)."""
 
     sim: str
-    task: str
     observations: np.ndarray  # (T+1, proprio_dim) float32
     actions: np.ndarray  # (T, action_dim) float32, env units
     rewards: np.ndarray  # (T,) float64
@@ -127,7 +126,7 @@ def _episode(chunks: ChunkRows, emb: Embodiment) -> Episode:
     metadata = {SIM: str(chunks[SIM][0]), TASK: str(chunks[TASK][0]), RUN_EPISODE: int(first[EPISODE]),
                 CYCLE: int(first[CYCLE]), WORKER: int(first[WORKER]), WEIGHT_VERSION: int(first[WEIGHT_VERSION]),
                 EPISODE_SUCCESS: bool(first[EPISODE_SUCCESS]), EPISODE_RETURN: float(first[EPISODE_RETURN])}
-    return Episode(str(chunks[SIM][0]), str(chunks[TASK][0]), observations, actions,
+    return Episode(str(chunks[SIM][0]), observations, actions,
                    chunks[REWARDS][ran].astype(np.float64), end & terminated, end & (not terminated), infos, metadata)
 
 
@@ -192,7 +191,7 @@ def _append(minari, dataset, sim: str, batch: list[Episode], emb: Embodiment):
         dataset = minari.create_dataset_from_buffers(
             dataset_id(sim), buffers, observation_space=observation_space, action_space=action_space,
             algorithm_name="physics-flywheel", data_format="arrow",
-            description=f"Graded rollouts of a physics-flywheel run in {sim}: {batch[0].task}")
+            description=f"Graded rollouts of a physics-flywheel run in {sim}: {batch[0].metadata[TASK]}")
     else:
         dataset.update_dataset_from_buffer(buffers)
     dataset.storage.update_episode_metadata([e.metadata for e in batch], range(first, first + len(batch)))

@@ -131,3 +131,12 @@ def test_a_directory_that_is_not_a_run_is_named(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"flywheel: error: {tmp_path}: not a flywheel run directory (no config.json)"
     assert not (tmp_path / "export").exists()
+
+
+def test_a_run_with_no_committed_cycle_is_refused_and_writes_nothing(run_dir, tmp_path, capsys):
+    empty = tmp_path / "empty-run"
+    (empty / "store").mkdir(parents=True)
+    (empty / "config.json").write_text((run_dir / "config.json").read_text())
+    assert main(["export", str(empty), "--format", "minari"]) == 2
+    assert f"{empty}: no rollouts to export" in capsys.readouterr().err
+    assert not (empty / "export").exists() or not any((empty / "export").iterdir())
