@@ -12,6 +12,7 @@
     flywheel fidelity --reference SIM --candidate SIM[:k=v,...] ...   fidelity table and error-vs-horizon PNG
     flywheel pretrain [pretrain=cpu|tiny] [curriculum=staged|joint] ...   staged pretraining of the backbone
     flywheel report RUN_DIR... [--out DIR]      capability against fidelity over runs (or one sweep directory)
+    flywheel export RUN_DIR --format minari [--out DIR] [--force]   the graded rollouts as Minari datasets
 
 Commands that take a configuration are composed by Hydra (``key=value`` overrides,
 ``-m`` for multirun); the rest take plain flags.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import sys
 
+from flywheel.commands import export as export_commands
 from flywheel.commands import fidelity as fidelity_commands
 from flywheel.commands import pretrain as pretrain_commands
 from flywheel.commands import report as report_commands
@@ -40,6 +42,7 @@ COMMANDS = {
     "fidelity": fidelity_commands.main,
     "pretrain": pretrain_commands.main,
     "report": report_commands.main,
+    "export": export_commands.main,
 }
 
 

@@ -167,14 +167,15 @@ _ARROW_TYPES = {"int64": pa.int64(), "float32": pa.float32(), "float64": pa.floa
 
 
 def arrow_schema(rows: Mapping[str, np.ndarray]) -> pa.Schema:
-    """The Parquet schema of ``rows``, in their column order: an array column is a fixed-size
-    list of its flattened per-row shape (the store keeps the shape itself in the metadata)."""
+    """The Parquet schema of ``rows``, in their column order: an array column of per-row shape
+    (a, b) is a fixed-size list of a fixed-size lists of b, so the type itself holds the shape
+    and a plain Parquet reader (pandas, pyarrow, ``ray.data``) reads the nesting back."""
     fields = []
     for name, values in rows.items():
         column = COLUMNS[name]
         kind = _ARROW_TYPES[column.dtype]
-        if column.shape:
-            kind = pa.list_(kind, int(np.prod(np.shape(values)[1:])))
+        for size in reversed(np.shape(values)[1:]):
+            kind = pa.list_(kind, int(size))
         fields.append(pa.field(name, kind))
     return pa.schema(fields)
 

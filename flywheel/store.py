@@ -35,9 +35,11 @@ draw ``flywheel.learners.global_batches`` makes over ``read``'s concatenation, s
 the store trains on exactly the rows the learners used to index in a replay read whole.
 
 What goes in and comes out is a ``flywheel.rows.ChunkRows``, validated against the row
-schema on write and on read (the error names the column). A column of shape (N, *shape) is
-stored as a fixed-size list with its shape in the schema metadata, so plain Parquet readers
-(``ray.data.read_parquet`` included) read every shard.
+schema on write and on read (the error names the column). A column of shape (N, a, b) is
+stored as nested fixed-size lists (``flywheel.rows.arrow_schema``): the Parquet type holds the
+shape, so a plain reader gets it back without our metadata (pandas: each cell an array of a
+arrays of b; pyarrow: the list sizes in the type; ``ray.data.read_parquet``: the same nesting).
+Shards written before kept a flat list and the shape in the schema metadata; they still read.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from sims.files import atomic_path, sha256_bytes, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-_SHAPE_KEY = b"flywheel.shapes"
+_LEGACY_SHAPE_KEY = b"flywheel.shapes"  # where shards written before nested lists kept array shapes
 MANIFEST = "_manifest.json"  # a reader of the cycle directory as a dataset skips it
 LEGACY_MANIFEST = "manifest.json"
 
@@ -344,31 +346,34 @@ class RolloutStore:
 
 
 def to_table(rows: ChunkRows) -> pa.Table:
-    arrays, shapes = {}, {}
+    arrays = {}
     for name, values in rows.items():
         if values.dtype == object or values.dtype.kind in "US":
             arrays[name] = pa.array(values.astype(str).tolist())
-        elif values.ndim > 1:
-            shapes[name] = list(values.shape[1:])
-            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), int(np.prod(shapes[name])))
         else:
-            arrays[name] = pa.array(values)
-    table = pa.table(arrays, schema=arrow_schema(rows))
-    return table.replace_schema_metadata({_SHAPE_KEY: json.dumps(shapes).encode()})
+            array = pa.array(values.reshape(-1))
+            for size in reversed(values.shape[1:]):  # innermost first: (N, a, b) is N lists of a lists of b
+                array = pa.FixedSizeListArray.from_arrays(array, int(size))
+            arrays[name] = array
+    return pa.table(arrays, schema=arrow_schema(rows))
 
 
 def from_table(table: pa.Table) -> ChunkRows:
-    shapes = json.loads((table.schema.metadata or {}).get(_SHAPE_KEY, b"{}"))
+    """Rows of a shard: array columns nested fixed-size lists, or, in a shard written before
+    they were, flat lists with their shapes in the schema metadata."""
+    legacy_shapes = json.loads((table.schema.metadata or {}).get(_LEGACY_SHAPE_KEY, b"{}"))
     out = {}
     for name in table.column_names:
         column = table.column(name).combine_chunks()
-        if name in shapes:
-            values = column.flatten().to_numpy(zero_copy_only=False)
-            out[name] = values.reshape(len(column), *shapes[name])
-        elif pa.types.is_string(column.type):
+        if pa.types.is_string(column.type):
             out[name] = np.asarray(column.to_pylist(), dtype=object)
-        else:
-            out[name] = column.to_numpy(zero_copy_only=False)
+            continue
+        shape = []
+        while pa.types.is_fixed_size_list(column.type):
+            shape.append(column.type.list_size)
+            column = column.flatten()  # unlike .values, honours a sliced array's offset
+        values = column.to_numpy(zero_copy_only=False)
+        out[name] = values.reshape(table.num_rows, *legacy_shapes.get(name, shape))
     return ChunkRows.of(out)
 
 

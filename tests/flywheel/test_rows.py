@@ -101,5 +101,7 @@ def test_the_arrow_schema_is_what_the_store_writes(rows, tmp_path):
     shard, _ = store.write_shard(0, 0, rows)
     written = pq.read_schema(store.root / shard.path).remove_metadata()
     assert written.equals(arrow_schema(rows)), (written, arrow_schema(rows))
-    assert written.field("proprio").type.list_size == rows["proprio"][0].size
+    proprio = written.field("proprio").type  # (history, proprio_pad), in the type itself
+    assert (proprio.list_size, proprio.value_type.list_size) == rows["proprio"].shape[1:]
+    assert proprio.value_type.value_type == "float"
     assert written.field("sim").type == "string" and written.field("success").type == "bool"

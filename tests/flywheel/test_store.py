@@ -186,8 +186,46 @@ def test_a_cycle_directory_reads_as_a_dataset_with_pandas_and_arrow(tmp_path, ch
     store.commit_cycle(1, shards)
     directory = tmp_path / "cycle-000001"
     assert store.manifest_path(1).parent == directory
-    assert len(pd.read_parquet(directory)) == sum(s.rows for s in shards)
+    frame = pd.read_parquet(directory)
+    assert len(frame) == sum(s.rows for s in shards)
     assert ds.dataset(directory, format="parquet").to_table().num_rows == sum(s.rows for s in shards)
+    # Arrays keep their shapes in the Parquet type: no metadata needed to unflatten them.
+    rows, _ = store.read([1])
+    for name in ("realized", "proprio", "rewards"):
+        cells = [np.stack(cell) if cell.dtype == object else cell for cell in frame[name]]
+        assert np.array_equal(np.stack(cells), rows[name]), name
+    table = pq.read_table(directory / "worker-00.parquet")
+    assert table.schema.metadata is None or b"flywheel.shapes" not in table.schema.metadata
+    assert table.column("realized").type.list_size == rows["realized"].shape[1]
+
+
+def test_a_shard_written_with_flat_lists_and_shapes_in_metadata_still_reads(tmp_path, chunks):
+    """Shards from before nested lists: each array column flat, its shape under b"flywheel.shapes"."""
+    import json
+
+    import pyarrow as pa
+
+    store = RolloutStore(tmp_path)
+    shard = store.write_shard(0, 0, chunks())[0]
+    path = tmp_path / shard.path
+    nested = pq.read_table(path)
+    columns, shapes = {}, {}
+    for name in nested.column_names:
+        column, shape = nested.column(name).combine_chunks(), []
+        while pa.types.is_fixed_size_list(column.type):
+            shape.append(column.type.list_size)
+            column = column.flatten()
+        if shape:
+            shapes[name] = shape
+            column = pa.FixedSizeListArray.from_arrays(column, int(np.prod(shape)))
+        columns[name] = column
+    pq.write_table(pa.table(columns).replace_schema_metadata({b"flywheel.shapes": json.dumps(shapes).encode()}), path)
+    store.commit_cycle(0, [ShardInfo(shard.path, shard.rows, shard.episodes, sha256_file(path))])
+    got, report = store.read([0])
+    expected = chunks()
+    assert report.rows == 12 and not report.corrupt_shards
+    for name in ("realized", "proprio", "actions", "rewards", "reward"):
+        assert got[name].shape == expected[name].shape and np.array_equal(got[name], expected[name]), name
 
 
 def test_a_store_written_with_the_old_manifest_name_still_reads(tmp_path, chunks):
