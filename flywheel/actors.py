@@ -89,7 +89,11 @@ class RolloutWorker:
         from flywheel.cycle import evaluate  # flywheel.cycle imports this module
 
         self.load_weights(state_dict, -1)
-        return evaluate(self.agent, config, spec, weights_from=weights_from)
+        before = sims.engine_steps_taken()
+        try:
+            return evaluate(self.agent, config, spec, weights_from=weights_from)
+        finally:  # the evaluation's steps are its own record (``eval_sim_steps``), not the next collect's
+            self._steps_reported += sims.engine_steps_taken() - before
 
     def collect(self, spec: RolloutSpec) -> dict[str, Any]:
         """Collect ``spec`` (the run's spec with this share's episodes, cycle, worker and seed)

@@ -39,3 +39,40 @@ def test_evaluation_on_a_rollout_actor_equals_the_drivers(tmp_path):
     local = evaluate(agent, config, evaluation_spec(config))
     assert remote == local == again
     assert remote["episodes"] == 3
+
+
+def test_an_evaluation_on_the_actor_is_not_counted_in_its_next_collect(tmp_path):
+    """Evaluation's engine steps are its own record (its ``sim_steps``); the training sim steps of the
+    actor's next collect are the same as an actor's that never evaluated (they once included them)."""
+    import ray
+    import torch
+
+    from flywheel.actors import RolloutWorkers, WorkerSpec
+    from flywheel.controller import start_ray
+    from flywheel.cycle import evaluation_spec
+    from flywheel.rollout import RolloutSpec
+    from policies.agent import Agent
+
+    sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
+    config = RunConfig(num_rollout_workers=1, envs_per_worker=2, episodes_per_cycle=2, n_candidates=2, sim=sim,
+                       reference=sim)
+    config.eval.episodes = 2
+    config.ray.num_cpus = 2
+    start_ray(config)
+    torch.manual_seed(0)
+    agent = Agent("tiny")
+    weights = ray.put({k: v.detach().cpu() for k, v in agent.model.state_dict().items()})
+    rollout = RolloutSpec(episodes=2, seed=5, n_candidates=2, choose="sim")
+    spent = {}
+    for evaluated in (False, True):
+        spec = WorkerSpec(sim.name, sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
+                          str(tmp_path / f"store-{evaluated}"))
+        workers = RolloutWorkers(1, spec, {"num_cpus": 0.5})
+        try:
+            if evaluated:
+                assert workers.evaluate(weights, config, evaluation_spec(config))["sim_steps"] > 0
+            (result,), _ = workers.collect(weights, rollout, seeds=lambda i: 5)
+        finally:
+            workers.shutdown()
+        spent[evaluated] = result["sim_steps_outside_rows"]
+    assert spent[True] == spent[False] > 0  # the grader's start-up only
