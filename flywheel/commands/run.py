@@ -30,6 +30,7 @@ def run_task(cfg) -> int:
 
     from configs.run_schema import RunConfig
     from configs.schema import to_dataclass
+    from flywheel import storage
     from flywheel.controller import RunStopped, run
     from flywheel.hydra import SweepStopped
     from flywheel.logger import CAPABILITY_FIGURE, read_cycles, read_start
@@ -47,6 +48,9 @@ def run_task(cfg) -> int:
     except RunStopped as exc:
         run_dir, stopped = exc.run_dir, exc
     print_cycles(read_cycles(run_dir), title=f"flywheel run {run_dir}", start=read_start(run_dir))
+    location = cfg.resume or cfg.run_dir
+    if storage.is_uri(location):  # a remote run: run_dir is its local copy
+        console.print(f"run storage: {location} (resume={location})")
     console.print(f"run directory: {run_dir}\ncycle records: {run_dir / 'cycles.jsonl'} (flywheel status {run_dir})\n"
                   f"capability plot: {run_dir / CAPABILITY_FIGURE}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     if stopped is None:
@@ -66,10 +70,15 @@ def resumed_config(run_dir: str):
 
     from configs.run_schema import RunConfig
 
-    saved = Path(run_dir) / "config.json"
-    if not saved.is_file():
+    from flywheel import storage
+
+    if storage.is_uri(run_dir):  # a remote run (flywheel.storage)
+        saved = storage.files(run_dir, field="resume").read("config.json")
+    else:
+        saved = (Path(run_dir) / "config.json").read_bytes() if (Path(run_dir) / "config.json").is_file() else None
+    if saved is None:
         raise ValueError(f"resume={run_dir}: not a flywheel run directory (no config.json)")
-    base = OmegaConf.merge(OmegaConf.structured(RunConfig), json.loads(saved.read_text()))
+    base = OmegaConf.merge(OmegaConf.structured(RunConfig), json.loads(saved))
     OmegaConf.set_struct(base, False)  # an unknown key on the command line is to_dataclass's to name
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     merged = OmegaConf.merge(base, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))

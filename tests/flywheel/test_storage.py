@@ -1,0 +1,139 @@
+"""A run whose directory is remote storage named by a URI (``flywheel.storage``), against a
+local S3-compatible server (moto, on 127.0.0.1) through pyarrow's own S3 filesystem: the store
+written and verified there, bad storage refused before Ray starts, and a run that trains on the
+shards its actors wrote to S3 and resumes on a machine without its local copy exactly as a
+local run does."""
+
+import json
+import shutil
+import uuid
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+
+import flywheel.controller as controller
+from configs.errors import ConfigError
+from configs.run_schema import RayConfig, RunConfig
+from configs.schema import SimConfig
+from flywheel import storage
+from flywheel.cli import main
+from flywheel.logger import read_cycles
+from flywheel.store import RolloutStore
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A fresh prefix of the test bucket for each test."""
+    return lambda path="": s3_server(f"{uuid.uuid4().hex[:8]}/{path}")
+
+
+def remote_bytes(uri: str, relative: str) -> bytes | None:
+    return storage.files(uri).read(relative)
+
+
+def test_a_uri_is_told_from_a_path_and_joined_below_its_query():
+    assert storage.is_uri("s3://b/runs/a") and storage.is_uri("gs://b/a") and storage.is_uri("file:///tmp/a")
+    assert not storage.is_uri("runs/flywheel/a") and not storage.is_uri("/abs/path") and not storage.is_uri(None)
+    assert storage.join("s3://b/a?scheme=http", "store", "x") == "s3://b/a/store/x?scheme=http"
+    assert storage.join("/runs/a", "store") == "/runs/a/store"
+
+
+def test_the_store_on_s3_holds_what_a_local_store_holds_and_verifies_it(tmp_path, s3, make_rows):
+    local, remote = RolloutStore(tmp_path / "store"), RolloutStore(storage.join(s3("run"), "store"))
+    a, b = make_rows(seed=1), make_rows(seed=2, first_episode=3)
+    for store in (local, remote):
+        store.commit_cycle(0, [store.write_shard(0, w, rows)[0] for w, rows in enumerate((a, b))])
+        store.write_shard(1, 0, a)  # a cycle whose manifest was never written
+    # The same shards, byte for byte (same sha256), and the same manifest.
+    assert remote.manifest(0).to_json() == local.manifest(0).to_json()
+    assert remote.committed_cycles() == [0]  # the uncommitted cycle is invisible
+    got, report = remote.read([0])
+    want, _ = local.read([0])
+    assert report.shards_read == 2 and got.n == want.n == 24
+    assert all(np.array_equal(got[k], want[k]) for k in want if want[k].dtype != object)
+    assert remote.shard_paths([0])[0].startswith("s3://flywheel/") and "?" not in remote.shard_paths([0])[0]
+    # A shard changed on S3 is skipped, counted and audited, never trained on.
+    shard = remote.manifest(0).shards[0].path
+    remote.files.write(shard, remote.files.read(shard)[:-7] + b"garbage")
+    got, report = remote.read([0])
+    assert report.corrupt_shards == [shard] and got.n == 12
+    (audit,) = remote.audit()
+    assert audit.corrupt == [shard] and not audit.missing
+
+
+def tiny_config(run_dir, cycles=1, **changes) -> RunConfig:
+    sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
+    base = dict(run_dir=str(run_dir), cycles=cycles, pretrained="scratch", num_rollout_workers=2, envs_per_worker=2,
+                episodes_per_cycle=4, n_candidates=2, sim=sim, reference=sim, ray=RayConfig(num_cpus=2))
+    config = RunConfig(**{**base, **changes})
+    config.learner.steps, config.learner.batch_size, config.eval.episodes = 3, 8, 2
+    return config
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    monkeypatch.setattr(controller, "start_ray", lambda config, *_: pytest.fail("Ray started"))
+
+
+UNREACHABLE = "s3://flywheel/run?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
+
+
+@pytest.mark.parametrize("uri,why", [
+    ("nosuch://bucket/run", r"unknown storage scheme nosuch://"),
+    ("sftp://host/run", r"sftp:// needs a package that is not installed: .*paramiko"),
+    ("s3://flywheel/run?colour=blue", r"Unexpected query parameter in S3 URI: 'colour'"),
+    (UNREACHABLE, r"cannot write there \(.*\); check the endpoint and that this machine's credentials may write it"),
+])
+def test_storage_that_cannot_work_fails_before_ray_starts_naming_the_uri(tmp_path, monkeypatch, no_ray, uri, why):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=rf"^run_dir={__import__('re').escape(uri)}: {why}"):
+        controller.run(tiny_config(uri), console=lambda *a: None)
+    assert not (tmp_path / "runs").exists()  # nothing staged
+
+
+def test_a_uri_holding_a_run_is_refused_and_an_empty_one_cannot_be_resumed(tmp_path, monkeypatch, no_ray, s3):
+    monkeypatch.chdir(tmp_path)
+    uri = s3("run")
+    with pytest.raises(ConfigError, match=rf"^resume={__import__('re').escape(uri)}: not a run directory"):
+        controller.run(tiny_config(None, resume=uri), console=lambda *a: None)
+    storage.files(uri).write("config.json", json.dumps(controller.json_config(tiny_config(uri))).encode())
+    with pytest.raises(ConfigError, match=r"already holds a run; pass resume="):
+        controller.run(tiny_config(uri, seed=7), console=lambda *a: None)
+    assert json.loads(remote_bytes(uri, "config.json"))["seed"] == 0  # not rewritten with seed=7
+
+
+def manifests(store: RolloutStore) -> dict:
+    return {c: store.manifest(c).to_json() for c in store.committed_cycles()}
+
+
+def test_a_run_on_s3_trains_on_its_actors_shards_and_resumes_elsewhere_like_a_local_run(tmp_path, monkeypatch,
+                                                                                        s3, capsys):
+    monkeypatch.chdir(tmp_path)
+    straight = controller.run(tiny_config(tmp_path / "straight", cycles=2), console=lambda *a: None)
+    uri = s3("runs/a")
+    staging = controller.run(tiny_config(uri, cycles=1), console=lambda *a: None)
+    assert staging == storage.staging_dir(uri, tmp_path / controller.DEFAULT_ROOT)
+    assert not (staging / "store").exists()  # the store lives on S3 only
+    remote = RolloutStore(storage.join(uri, "store"))
+    rows, _ = remote.read([0])
+    (record,) = [json.loads(line) for line in remote_bytes(uri, "cycles.jsonl").decode().splitlines()]
+    # The learners trained on the shards the actors wrote to S3, read back and verified.
+    assert record["replay"]["shards_read"] == 2 and record["replay"]["chunks"] == rows.n > 0
+    assert not record["replay"]["corrupt_shards"] and record["env_steps"] == int(rows["steps"].sum())
+    assert remote_bytes(uri, "checkpoints/latest") == b"cycle-000000"
+    assert json.loads(remote_bytes(uri, "config.json"))["run_dir"] == uri
+
+    # Another machine: no local copy. resume= by the URI on the command line (quoted: it has a query).
+    shutil.rmtree(staging)
+    assert main(["run", f'resume="{uri}"', "cycles=2"]) == 0
+    assert f"run storage: {uri}" in capsys.readouterr().out
+    assert [r["env_steps_total"] for r in read_cycles(staging)] == [r["env_steps_total"] for r in read_cycles(straight)]
+    assert manifests(remote) == manifests(RolloutStore(straight / "store"))  # the same rollouts, byte for byte
+    assert remote_bytes(uri, "cycles.jsonl") == (staging / "cycles.jsonl").read_bytes()
+    assert remote_bytes(uri, "checkpoints/latest") == b"cycle-000001"
+    weights = "checkpoints/cycle-000001/model/model.safetensors"
+    assert remote_bytes(uri, weights) == (straight / weights).read_bytes()  # the same weights as the straight run
+    assert list(storage.files(uri).glob("tb/events.out.tfevents.*"))
