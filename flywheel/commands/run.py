@@ -87,18 +87,36 @@ def resumed_config(run_dir: str):
 
 
 def status_main(argv: list[str]) -> int:
-    from flywheel.logger import read_cycles, read_start
+    import tempfile
+
+    from flywheel import storage
 
     ap = argparse.ArgumentParser(prog="flywheel status", description="Print a run's cycle table.")
-    ap.add_argument("run_dir")
+    ap.add_argument("run_dir", help="a run directory, or the URI of a remote run (s3://...)")
     output.add_json_flag(ap)
     args = ap.parse_args(argv)
-    run_dir = Path(args.run_dir)
+    if not storage.is_uri(args.run_dir):
+        return status(Path(args.run_dir), args.json)
+    remote = storage.files(args.run_dir)
+    if not remote.exists("config.json"):
+        raise ValueError(f"{args.run_dir}: not a flywheel run (no config.json there)")
+    # A copy of its own: the run's staging directory may be in use by the run itself.
+    with tempfile.TemporaryDirectory(prefix="flywheel-status-") as copy:
+        storage.Mirror(remote, copy).download()
+        return status(Path(copy), args.json, store=storage.join(args.run_dir, storage.STORE), name=args.run_dir)
+
+
+def status(run_dir: Path, as_json: bool, store: str | None = None, name: str | None = None) -> int:
+    """``flywheel status`` of a local run directory, or of a remote run ``name``'s downloaded copy
+    (its store at ``store``)."""
+    name = name or str(run_dir)
+    from flywheel.logger import read_cycles, read_start
+
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir}: not a flywheel run directory (no config.json)")
-    records, start, audits = read_cycles(run_dir), read_start(run_dir), store_audit(run_dir)
-    if args.json:
-        output.print_json({"run_dir": str(run_dir), "start": None if start is None else start_summary(start),
+    records, start, audits = read_cycles(run_dir), read_start(run_dir), store_audit(run_dir, store)
+    if as_json:
+        output.print_json({"run_dir": name, "start": None if start is None else start_summary(start),
                            "cycles": [cycle_summary(r) for r in records],
                            "store": [asdict(a) for a in audits if not a.ok]})
         latest_checkpoint_sound(run_dir)
@@ -106,7 +124,7 @@ def status_main(argv: list[str]) -> int:
     if output.plain():
         output.print_columns(CYCLE_COLUMNS, cycle_cells(records, start))
     else:
-        print_cycles(records, title=f"flywheel status {run_dir}", start=start)
+        print_cycles(records, title=f"flywheel status {name}", start=start)
     # On stderr: what is wrong is for the person running it, and stdout stays the table.
     for audit in audits:
         if not audit.ok:
@@ -128,9 +146,11 @@ def latest_checkpoint_sound(run_dir: Path) -> None:
         checkpoint.verify(latest)
 
 
-def store_audit(run_dir: Path) -> list:
+def store_audit(run_dir: Path, store: str | None = None) -> list:
     from flywheel.store import RolloutStore
 
+    if store is not None:  # remote: nothing is created by reading it
+        return RolloutStore(store).audit()
     if not (run_dir / "store").is_dir():  # RolloutStore() would create it; no rollout phase has ended yet
         return []
     return RolloutStore(run_dir / "store").audit()

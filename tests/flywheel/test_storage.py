@@ -137,3 +137,28 @@ def test_a_run_on_s3_trains_on_its_actors_shards_and_resumes_elsewhere_like_a_lo
     weights = "checkpoints/cycle-000001/model/model.safetensors"
     assert remote_bytes(uri, weights) == (straight / weights).read_bytes()  # the same weights as the straight run
     assert list(storage.files(uri).glob("tb/events.out.tfevents.*"))
+    capsys.readouterr()
+    assert main(["status", uri, "--json"]) == 0  # read from S3, store audited there
+    status = json.loads(capsys.readouterr().out)
+    assert status["run_dir"] == uri and [c["cycle"] for c in status["cycles"]] == [0, 1] and status["store"] == []
+
+
+def test_every_node_must_reach_the_uri_before_any_rollout(tmp_path, monkeypatch, s3):
+    """``flywheel.cluster.check_storage`` on a URI: a probe task per node writes there through
+    pyarrow, the driver reads it back; a node that cannot is named before any actor starts."""
+    from flywheel import cluster
+    from sims.local_ray import init_local_ray
+
+    import ray
+
+    if not ray.is_initialized():
+        init_local_ray(2)
+    nodes = cluster.alive_nodes()
+    uri = s3("run")
+    cluster.check_storage(uri, nodes)
+    assert storage.files(uri).glob(f"{cluster.PROBE_DIR}/*") == []  # cleaned up
+    missing = uri.replace("s3://flywheel/", "s3://no-such-bucket/")
+    with pytest.raises(ConfigError, match=r"^run_dir=s3://no-such-bucket/.*: node 127\.0\.0\.1 \(\w{8}\) cannot write "
+                                          r"s3://no-such-bucket/\S+/\.storage-probe/\w+ \(OSError: .*\); the run "
+                                          r"directory must be reachable and writable from every node"):
+        cluster.check_storage(missing, nodes)
