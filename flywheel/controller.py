@@ -345,6 +345,10 @@ def run_directory(config: RunConfig) -> tuple[Path, bool]:
         run_dir = Path(config.resume).resolve()
         if not (run_dir / CONFIG).is_file():
             raise ConfigError(f"resume={config.resume}: not a run directory (no {CONFIG} in {run_dir})")
+        stored = _stored_config(run_dir).get("run_dir")
+        if storage.is_uri(stored):  # its store is there, not here: resumed from here, it would collect anew
+            raise ConfigError(f"resume={config.resume}: this is the local copy of the run at {stored}; resume it "
+                              f"by its URI: resume=\"{stored}\"")
         return run_dir, True
     run_dir = Path(config.run_dir or DEFAULT_ROOT / config.name).resolve()
     if not (run_dir / CONFIG).is_file():
@@ -403,11 +407,7 @@ def check_same_run(run_dir: Path, config: RunConfig) -> None:
     """A resumed run continues the run it resumes: a config that differs from its ``config.json``
     in anything but ``RESUMABLE`` is a ``ConfigError`` naming every such field. Fields that the
     stored config lacks (written by an older version) count as their defaults."""
-    path = run_dir / CONFIG
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"resume={run_dir}: cannot read {path} ({exc})") from exc
+    stored = _stored_config(run_dir)
     was = {**_flat(json_config(RunConfig())), **_flat(stored)}
     now = _flat(json_config(config))
     changed = [key for key in sorted(was.keys() | now.keys())
@@ -417,6 +417,14 @@ def check_same_run(run_dir: Path, config: RunConfig) -> None:
         how = f"resume={run_dir}" if config.resume else f"if_exists=resume, and {run_dir} holds a run"
         raise ConfigError(f"{how}: {listed}; a resumed run may change only {', '.join(RESUMABLE)}: start a new "
                           "run (another name=, run_dir= or hydra.sweep.dir=) for another configuration")
+
+
+def _stored_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"resume={run_dir}: cannot read {path} ({exc})") from exc
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -41,6 +41,22 @@ def test_a_uri_is_told_from_a_path_and_joined_below_its_query():
     assert storage.join("/runs/a", "store") == "/runs/a/store"
 
 
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_a_filesystem_without_atomic_puts_gets_a_temp_file_and_a_move(tmp_path, make_rows, where):
+    """pyarrow's local filesystem behind file://, and fsspec's in-memory one (a scheme pyarrow
+    lacks): a shard is written beside its name and moved over it, and no temp file stays."""
+    uri = f"file://{tmp_path}/store" if where == "file" else f"memory://flywheel-{uuid.uuid4().hex[:8]}/store"
+    store = RolloutStore(uri)
+    rows = make_rows(seed=3)
+    store.commit_cycle(0, [store.write_shard(0, 0, rows)[0]])
+    got, report = store.read([0])
+    assert report.shards_read == 1 and got.n == rows.n and store.committed_cycles() == [0]
+    fs, base = storage.filesystem(uri)
+    names = [i.path.rsplit("/", 1)[1] for i in fs.get_file_info(pafs.FileSelector(base, recursive=True))
+             if i.type == pafs.FileType.File]
+    assert sorted(names) == ["_manifest.json", "worker-00.parquet"]
+
+
 def test_the_store_on_s3_holds_what_a_local_store_holds_and_verifies_it(tmp_path, s3, make_rows):
     local, remote = RolloutStore(tmp_path / "store"), RolloutStore(storage.join(s3("run"), "store"))
     a, b = make_rows(seed=1), make_rows(seed=2, first_episode=3)
@@ -126,6 +142,9 @@ def test_a_run_on_s3_trains_on_its_actors_shards_and_resumes_elsewhere_like_a_lo
     assert remote_bytes(uri, "checkpoints/latest") == b"cycle-000000"
     assert json.loads(remote_bytes(uri, "config.json"))["run_dir"] == uri
 
+    # Its local copy is not the run: resumed from there, it would collect its rollouts anew.
+    with pytest.raises(ConfigError, match=r"this is the local copy of the run at s3://.*; resume it by its URI"):
+        controller.run(tiny_config(None, resume=str(staging), cycles=2), console=lambda *a: None)
     # Another machine: no local copy. resume= by the URI on the command line (quoted: it has a query).
     shutil.rmtree(staging)
     assert main(["run", f'resume="{uri}"', "cycles=2"]) == 0
