@@ -380,7 +380,7 @@ def remote_run_directory(config: RunConfig) -> tuple[Path, bool, storage.Mirror]
                           "run_dir= to start a new one")
     mirror = storage.Mirror(remote, storage.staging_dir(uri, DEFAULT_ROOT))
     if holds:
-        mirror.download()
+        mirror.download(skip=run_checkpoint.superseded(remote.read("checkpoints/latest")))
     else:
         mirror.clear()
     return mirror.staging, holds, mirror

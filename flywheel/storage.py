@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from configs.errors import ConfigError
@@ -253,7 +254,8 @@ class Mirror:
     ``upload`` sends the files that changed since the last upload or download (by size and
     modification time: hashing every checkpoint each cycle would read them all), the checkpoint pointer and ``cycles.jsonl`` last; a temp file of an atomic write
     (a name starting with ".") is never sent. ``download`` makes ``staging`` the remote run's
-    copy (everything but the store), so a resume on any machine starts from the same bytes.
+    copy (everything but the store and what ``skip`` names), so a resume on any machine starts
+    from the same bytes.
     """
 
     LAST = ("checkpoints/latest", "cycles.jsonl")
@@ -269,10 +271,10 @@ class Mirror:
         self.staging.mkdir(parents=True)
         self.sent.clear()
 
-    def download(self) -> None:
+    def download(self, skip: Callable[[str], bool] = lambda relative: False) -> None:
         self.clear()
         for relative in self.remote.files_under():
-            if relative.split("/")[0] in (STORE, PROBE):
+            if relative.split("/")[0] in (STORE, PROBE) or skip(relative):
                 continue
             data = self.remote.read(relative)
             if data is not None:

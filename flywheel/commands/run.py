@@ -89,7 +89,7 @@ def resumed_config(run_dir: str):
 def status_main(argv: list[str]) -> int:
     import tempfile
 
-    from flywheel import storage
+    from flywheel import checkpoint, storage
 
     ap = argparse.ArgumentParser(prog="flywheel status", description="Print a run's cycle table.")
     ap.add_argument("run_dir", help="a run directory, or the URI of a remote run (s3://...)")
@@ -102,7 +102,7 @@ def status_main(argv: list[str]) -> int:
         raise ValueError(f"{args.run_dir}: not a flywheel run (no config.json there)")
     # A copy of its own: the run's staging directory may be in use by the run itself.
     with tempfile.TemporaryDirectory(prefix="flywheel-status-") as copy:
-        storage.Mirror(remote, copy).download()
+        storage.Mirror(remote, copy).download(skip=checkpoint.superseded(remote.read("checkpoints/latest")))
         return status(Path(copy), args.json, store=storage.join(args.run_dir, storage.STORE), name=args.run_dir)
 
 

@@ -16,7 +16,7 @@ import flywheel.controller as controller
 from configs.errors import ConfigError
 from configs.run_schema import RayConfig, RunConfig
 from configs.schema import SimConfig
-from flywheel import storage
+from flywheel import checkpoint, storage
 from flywheel.cli import main
 from flywheel.logger import read_cycles
 from flywheel.store import RolloutStore
@@ -156,6 +156,12 @@ def test_a_run_on_s3_trains_on_its_actors_shards_and_resumes_elsewhere_like_a_lo
     weights = "checkpoints/cycle-000001/model/model.safetensors"
     assert remote_bytes(uri, weights) == (straight / weights).read_bytes()  # the same weights as the straight run
     assert list(storage.files(uri).glob("tb/events.out.tfevents.*"))
+    # What a resume downloads: the latest checkpoint only (storage keeps the others), never the store.
+    copy = storage.Mirror(storage.files(uri), tmp_path / "copy")
+    copy.download(skip=checkpoint.superseded(remote_bytes(uri, "checkpoints/latest")))
+    assert sorted(p.name for p in (copy.staging / "checkpoints").iterdir()) == ["cycle-000001", "latest"]
+    assert (copy.staging / "cycles.jsonl").is_file() and not (copy.staging / "store").exists()
+    assert remote_bytes(uri, "checkpoints/cycle-000000/trainer.json") is not None
     capsys.readouterr()
     assert main(["status", uri, "--json"]) == 0  # read from S3, store audited there
     status = json.loads(capsys.readouterr().out)
