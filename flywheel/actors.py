@@ -71,9 +71,9 @@ class RolloutWorker:
         fault = self.spec.fault
         if not fault or (fault["worker"], fault["cycle"]) != (self.index, cycle):
             return
-        marker = self.store.root / f".fault-{self.index}-{cycle}"
-        if not marker.exists():  # die once: the replacement actor must succeed
-            marker.touch()
+        marker = f".fault-{self.index}-{cycle}"
+        if not self.store.files.exists(marker):  # die once: the replacement actor must succeed
+            self.store.files.write(marker, b"")
             os._exit(1)
 
     def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> int:

@@ -79,6 +79,15 @@ def save(run_dir: str | os.PathLike, model: Model,
     return final
 
 
+def superseded(pointer: bytes | None):
+    """Given ``latest``'s bytes (None: no checkpoint), whether a path relative to the run
+    directory is in an older checkpoint: what a resume never reads (a remote run's download
+    leaves them in storage, ``flywheel.storage.Mirror``)."""
+    current = f"checkpoints/{pointer.decode().strip()}/" if pointer else None
+    return lambda relative: (relative.startswith("checkpoints/cycle-") and
+                             (current is None or not relative.startswith(current)))
+
+
 def latest(run_dir: str | os.PathLike) -> Path | None:
     pointer = Path(run_dir) / "checkpoints" / "latest"
     if not pointer.is_file():

@@ -6,7 +6,7 @@
     check_totals(...)        every actor fits the cluster's total
     check_nodes(...)         each actor fits on one node: Ray places an actor on a single node
     reserve(...)             every actor at once, as a placement group they start into: ready in time, or fail
-    check_storage(...)       every node writes the run directory and the driver reads what it wrote
+    check_storage(...)       every node writes the run directory (a path or a URI) and the driver reads it
 
 Why all of this up front: Ray keeps an actor it cannot place pending, silently and forever. A
 learner asking for 2.5 CPUs where no node has that many passed the cluster-total check and hung
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from configs.errors import ConfigError
+from flywheel import storage
 
 if TYPE_CHECKING:
     from configs.run_schema import Resources, RunConfig
@@ -224,49 +224,54 @@ def reserve(demands: list[Demand], timeout_s: float, stopped: Callable[[], bool]
     return Placement(group, first)
 
 
-PROBE_DIR = ".storage-probe"
+PROBE_DIR = storage.PROBE
 
 
 def _write_probe(path: str, token: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(token)
+    storage.write_to(path, token.encode())
 
 
-def check_storage(run_dir: Path, nodes: list[dict[str, Any]], timeout_s: float = 120.0,
+def check_storage(run_dir: Path | str, nodes: list[dict[str, Any]], timeout_s: float = 120.0,
                   probe: Callable[..., Any] | None = None) -> None:
     """One probe task on each node (``nodes``: ``ray.nodes()`` entries) writes a file under the
     run directory, and the driver reads it back: rollout actors write their shards there from
-    whatever node they run on, and a directory that is not the same storage on every node would
-    lose them after a full rollout phase. ``probe`` (a Ray remote function of (path, token))
-    replaces the writer in tests."""
+    whatever node they run on. A local path must be the same storage on every node (a shared
+    filesystem mounted at the same path); a URI (``flywheel.storage``) must be reachable and
+    writable from every node, with that node's credentials. Either way a run directory that is
+    not would lose the shards after a full rollout phase. ``probe`` (a Ray remote function of
+    (path, token)) replaces the writer in tests."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = probe or ray.remote(num_cpus=0, max_retries=0)(_write_probe)
-    root, token = Path(run_dir) / PROBE_DIR, uuid.uuid4().hex
+    remote, token = storage.is_uri(run_dir), uuid.uuid4().hex
+    must = ("reachable and writable from every node, with that node's credentials (for S3, AWS_ACCESS_KEY_ID... "
+            "or an instance role; for GCS, GOOGLE_APPLICATION_CREDENTIALS)") if remote else \
+        "storage every node can write, at the same path"
     pending = {}
     for node in nodes:
         where = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-        path = root / node["NodeID"]
-        pending[probe.options(scheduling_strategy=where).remote(str(path), token)] = (node, path)
+        path = storage.join(run_dir, PROBE_DIR, node["NodeID"])
+        pending[probe.options(scheduling_strategy=where).remote(path, token)] = (node, path)
     try:
         ready, late = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
         for ref in ready:
             node, path = pending[ref]
             named = f"node {node['NodeManagerAddress']} ({node['NodeID'][:8]})"
+            shown = storage.without_query(path)
             try:
                 ray.get(ref)
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if exc.cause is not None else exc
-                raise ConfigError(f"run_dir={run_dir}: {named} cannot write {path} ({type(cause).__name__}: {cause}); "
-                                  "the run directory must be storage every node can write, at the same path") from exc
-            if not (path.is_file() and path.read_text() == token):
-                raise ConfigError(f"run_dir={run_dir}: {named} wrote {path}, but the driver cannot read it there: the "
+                raise ConfigError(f"run_dir={run_dir}: {named} cannot write {shown} ({type(cause).__name__}: {cause}); "
+                                  f"the run directory must be {must}") from exc
+            if storage.read_from(path) != token.encode():
+                raise ConfigError(f"run_dir={run_dir}: {named} wrote {shown}, but the driver cannot read it there: the "
                                   "run directory must be the same shared storage on every node (a shared filesystem "
-                                  "mounted at the same path)")
+                                  "mounted at the same path, or a URI: s3://, gs://...)")
         if late:
             node, path = pending[late[0]]
             raise ConfigError(f"run_dir={run_dir}: node {node['NodeManagerAddress']} ({node['NodeID'][:8]}) did not "
-                              f"write {path} within {timeout_s:g} s")
+                              f"write {storage.without_query(path)} within {timeout_s:g} s")
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        storage.files(run_dir).remove_tree(PROBE_DIR)

@@ -13,6 +13,11 @@ everything needed to resume or to report:
     capability.png   capability against cycle and steps, the start included (redrawn every cycle)
     tb/              TensorBoard events: rollout/, grade/, learner/, eval/, fidelity/, time/
 
+A run directory may be remote storage named by a URI (``run_dir=s3://bucket/runs/a``,
+``flywheel.storage``): the store lives there, and the driver writes the rest in a local staging
+directory (``runs/flywheel/remote/s3/bucket/runs/a``) that is uploaded after the start's
+evaluation and every commit; ``resume=URI`` downloads it, on any machine.
+
 The phases of a cycle are ``flywheel.cycle.Cycle``'s; its record goes through
 ``flywheel.logger.CycleLogger``. Cycle ``c`` broadcasts weight version ``c`` (the weights
 after ``c`` rounds of learning) to every rollout actor, once, through the Ray object store;
@@ -46,7 +51,7 @@ from configs.errors import ConfigError
 from configs.run_schema import RunConfig
 from configs.schema import SimConfig
 from flywheel import checkpoint as run_checkpoint
-from flywheel import cluster
+from flywheel import cluster, storage
 from configs.learning import ObjectiveConfig
 from flywheel.rollout import RolloutSpec
 from policies.agent import Agent
@@ -78,10 +83,11 @@ class RunStopped(Exception):
     checkpointed and ``resume=`` continues it. ``exit_code`` is the shell's convention for a
     process ended by that signal, 128 + its number."""
 
-    def __init__(self, run_dir: Path, signum: int) -> None:
+    def __init__(self, run_dir: Path, signum: int, location: str | None = None) -> None:
+        # ``location``: a remote run's URI, which resume= takes (``run_dir`` is its local copy)
         self.run_dir, self.signum = Path(run_dir), int(signum)
         super().__init__(f"stopped by {signal.Signals(self.signum).name} before the last cycle; "
-                         f"resume={self.run_dir} continues it")
+                         f"resume={location or self.run_dir} continues it")
 
     @property
     def exit_code(self) -> int:
@@ -220,7 +226,8 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     from flywheel.cycle import Flywheel
     from flywheel.logger import CycleLogger
 
-    config, run_dir, rollout_spec = prepare(config, console)
+    config, run_dir, rollout_spec, mirror = prepare(config, console)
+    upload = mirror.upload if mirror is not None else lambda: None
     agent, optimizer_state, start_cycle, weights_from = _starting_point(run_dir, config, console)
     check_embodiment(agent, config)
     check_critic(agent, config)
@@ -237,7 +244,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
             if stop.requested:  # while Ray started or the cluster made room: nothing to finish
                 if placement is not None:
                     placement.release()
-                raise RunStopped(run_dir, stop.signum)
+                raise RunStopped(run_dir, stop.signum, config.run_dir)
             flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault,
                                       prior, weights_from, placement)
         except BaseException:
@@ -246,6 +253,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
         try:
             if start_cycle == 0 and logger.start is None and not stop.requested:
                 evaluate_start(flywheel)
+                upload()
             for index in range(start_cycle, config.cycles):
                 if stop.requested:
                     break
@@ -258,12 +266,14 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                     break
                 cycle.evaluate()
                 cycle.commit()
+                upload()
             else:
                 finished = True  # a stop asked for during the last cycle's commit still finished the run
         finally:
             flywheel.close()
+    upload()  # the TensorBoard events the logger flushed as it closed
     if not finished:
-        raise RunStopped(run_dir, stop.signum)
+        raise RunStopped(run_dir, stop.signum, config.run_dir)
     return run_dir
 
 
@@ -288,23 +298,32 @@ def evaluate_start(flywheel) -> None:
     flywheel.logger.log_start(evaluation, time.perf_counter() - began)
 
 
-def prepare(config: RunConfig, console=print) -> tuple[RunConfig, Path, RolloutSpec]:
+def prepare(config: RunConfig, console=print) -> tuple[RunConfig, Path, RolloutSpec, storage.Mirror | None]:
     """The config as the run uses it, checked, its directory claimed and its ``config.json``
     written; nothing here needs Ray. The run directory goes into the config as an absolute path,
     resolved once, here: the actors write their shards under it, and on another node a relative
-    path would name that node's working directory."""
+    path would name that node's working directory. A remote run keeps its URI there; the local
+    directory returned is its staging copy, which the mirror returned uploads."""
     from flywheel.learned_sim import with_world_models
 
     config = with_own_reference(config, console)
     rollout_spec = validate(config)
-    run_dir, resuming = run_directory(config)
+    location = config.resume or config.run_dir
+    if storage.is_uri(location):
+        run_dir, resuming, mirror = remote_run_directory(config)
+    else:
+        (run_dir, resuming), mirror = run_directory(config), None
     config = with_world_models(config, console)  # a learned sim's checkpoint, fitted first if missing
-    config = dataclasses.replace(config, run_dir=str(run_dir))
+    config = dataclasses.replace(config, run_dir=location if mirror is not None else str(run_dir))
     if resuming:
         check_same_run(run_dir, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG, json_config(dataclasses.replace(config, resume=None)))
-    return config, run_dir, rollout_spec
+    if mirror is not None:
+        mirror.upload()  # claims the URI: config.json is what marks a run there
+        console(f"run directory {location}: rollout store there, the rest staged in {run_dir} and uploaded "
+                "after every cycle")
+    return config, run_dir, rollout_spec, mirror
 
 
 CONFIG = "config.json"  # the first file a run writes: a directory holding one holds a run
@@ -326,6 +345,10 @@ def run_directory(config: RunConfig) -> tuple[Path, bool]:
         run_dir = Path(config.resume).resolve()
         if not (run_dir / CONFIG).is_file():
             raise ConfigError(f"resume={config.resume}: not a run directory (no {CONFIG} in {run_dir})")
+        stored = _stored_config(run_dir).get("run_dir")
+        if storage.is_uri(stored):  # its store is there, not here: resumed from here, it would collect anew
+            raise ConfigError(f"resume={config.resume}: this is the local copy of the run at {stored}; resume it "
+                              f"by its URI: resume=\"{stored}\"")
         return run_dir, True
     run_dir = Path(config.run_dir or DEFAULT_ROOT / config.name).resolve()
     if not (run_dir / CONFIG).is_file():
@@ -337,6 +360,30 @@ def run_directory(config: RunConfig) -> tuple[Path, bool]:
     named = f"run_dir={config.run_dir}" if config.run_dir else f"name={config.name}"
     raise ConfigError(f"{named}: {run_dir} already holds a run; pass resume={run_dir} to continue it, or "
                       "another name= or run_dir= to start a new one")
+
+
+def remote_run_directory(config: RunConfig) -> tuple[Path, bool, storage.Mirror]:
+    """``run_directory`` for a URI (``flywheel.storage``): its local staging directory, whether the
+    run continues one already there, and the mirror between them, downloaded when it does.
+
+    The storage is probed first (written, read back), so an unknown scheme, a missing package,
+    an unreachable endpoint or missing credentials fail here, naming the URI. A URI that holds
+    a run is refused as a named ``run_dir=`` is, unless resumed."""
+    field = "resume" if config.resume else "run_dir"
+    uri = config.resume or config.run_dir
+    remote = storage.check_writable(uri, field)
+    holds = remote.exists(CONFIG)
+    if config.resume and not holds:
+        raise ConfigError(f"resume={uri}: not a run directory (no {CONFIG} there)")
+    if holds and not config.resume and config.if_exists != "resume":
+        raise ConfigError(f"run_dir={uri}: it already holds a run; pass resume={uri} to continue it, or another "
+                          "run_dir= to start a new one")
+    mirror = storage.Mirror(remote, storage.staging_dir(uri, DEFAULT_ROOT))
+    if holds:
+        mirror.download(skip=run_checkpoint.superseded(remote.read("checkpoints/latest")))
+    else:
+        mirror.clear()
+    return mirror.staging, holds, mirror
 
 
 def fresh_directory(taken: Path) -> Path:
@@ -360,11 +407,7 @@ def check_same_run(run_dir: Path, config: RunConfig) -> None:
     """A resumed run continues the run it resumes: a config that differs from its ``config.json``
     in anything but ``RESUMABLE`` is a ``ConfigError`` naming every such field. Fields that the
     stored config lacks (written by an older version) count as their defaults."""
-    path = run_dir / CONFIG
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"resume={run_dir}: cannot read {path} ({exc})") from exc
+    stored = _stored_config(run_dir)
     was = {**_flat(json_config(RunConfig())), **_flat(stored)}
     now = _flat(json_config(config))
     changed = [key for key in sorted(was.keys() | now.keys())
@@ -374,6 +417,14 @@ def check_same_run(run_dir: Path, config: RunConfig) -> None:
         how = f"resume={run_dir}" if config.resume else f"if_exists=resume, and {run_dir} holds a run"
         raise ConfigError(f"{how}: {listed}; a resumed run may change only {', '.join(RESUMABLE)}: start a new "
                           "run (another name=, run_dir= or hydra.sweep.dir=) for another configuration")
+
+
+def _stored_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"resume={run_dir}: cannot read {path} ({exc})") from exc
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -430,7 +481,7 @@ def start_ray(config: RunConfig, console=print, stop: Stop | None = None) -> clu
     cluster.check_totals(demands, totals)
     cluster.check_nodes(demands, [node["Resources"] for node in nodes])
     if config.run_dir is not None:
-        cluster.check_storage(Path(config.run_dir), nodes)
+        cluster.check_storage(config.run_dir, nodes)
     return cluster.reserve(demands, config.ray.reserve_timeout_s, stopped=lambda: stop.requested)
 
 

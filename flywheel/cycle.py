@@ -34,6 +34,7 @@ import torch
 import sims
 from configs.run_schema import RunConfig
 from flywheel import checkpoint as run_checkpoint
+from flywheel import storage
 from flywheel.actors import RolloutWorkers, WorkerSpec
 from flywheel.cluster import Placement, ray_options
 from flywheel.learners import LearnerPool, peak_rss_mb
@@ -70,9 +71,11 @@ class Flywheel:
         bundles when given (``flywheel.cluster.reserve``); ``close`` gives the placement back.
         ``prior``: the starter's data the learners also train on (``flywheel.prior``)."""
         placement = placement or Placement()
-        store = RolloutStore(run_dir / "store")
+        # Under the run directory, or its URI for a remote run (``flywheel.storage``), query string included.
+        location = storage.join(config.run_dir or run_dir, storage.STORE)
+        store = RolloutStore(location)
         worker = WorkerSpec(config.sim.name, config.sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
-                            str(store.root), dataclasses.asdict(config.grade), fault=fault)
+                            location, dataclasses.asdict(config.grade), fault=fault)
         rollouts = RolloutWorkers(config.num_rollout_workers, worker, ray_options(config.rollout_resources),
                                   placement=lambda i: placement.options("num_rollout_workers", i))
         try:

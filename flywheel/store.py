@@ -40,6 +40,10 @@ stored as nested fixed-size lists (``flywheel.rows.arrow_schema``): the Parquet 
 shape, so a plain reader gets it back without our metadata (pandas: each cell an array of a
 arrays of b; pyarrow: the list sizes in the type; ``ray.data.read_parquet``: the same nesting).
 Shards written before kept a flat list and the shape in the schema metadata; they still read.
+
+The root is a local directory or a URI (``s3://bucket/runs/a/store``): every file goes through
+``flywheel.storage.files`` (written whole and atomically either way), so the guarantees above
+hold on remote storage too.
 """
 
 from __future__ import annotations
@@ -55,8 +59,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flywheel import storage
 from flywheel.rows import EPISODE, ChunkRows, arrow_schema
-from sims.files import atomic_path, sha256_bytes, sha256_file, write_json_atomic
+from sims.files import json_bytes, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +179,8 @@ def shuffled_passes(population: int, n: int, rng: np.random.Generator) -> np.nda
 
 class RolloutStore:
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.files = storage.files(root)
+        self.root: Path | str = self.files.root  # a Path, or the URI of remote storage
 
     # ------------------------------------------------------------------ writing
 
@@ -200,23 +205,26 @@ class RolloutStore:
         if manifest.quarantined_episodes:
             log.warning("cycle %d: %d episode(s) quarantined for non-finite values", cycle,
                         manifest.quarantined_episodes)
-        write_json_atomic(self.root / _cycle_dir(cycle) / MANIFEST, manifest.to_json())
+        self.files.write(f"{_cycle_dir(cycle)}/{MANIFEST}", json_bytes(manifest.to_json()))
         return manifest
 
     def _write(self, relative: str, rows: ChunkRows) -> ShardInfo:
-        with atomic_path(self.root / relative) as tmp:
-            pq.write_table(to_table(rows), tmp)
-            digest = sha256_file(tmp)
-        return ShardInfo(relative, rows.n, len(np.unique(rows[EPISODE])), digest)
+        buffer = pa.BufferOutputStream()
+        pq.write_table(to_table(rows), buffer)
+        data = buffer.getvalue().to_pybytes()
+        self.files.write(relative, data)
+        return ShardInfo(relative, rows.n, len(np.unique(rows[EPISODE])), sha256_bytes(data))
 
     # ------------------------------------------------------------------ reading
 
     def manifest(self, cycle: int) -> Manifest | None:
-        path = self.manifest_path(cycle)
-        if path is None:
+        relative = self._manifest_file(cycle)
+        data = None if relative is None else self.files.read(relative)
+        if data is None:
             return None
+        path = self.files.path(relative)
         try:
-            return Manifest.from_json(json.loads(path.read_text()))
+            return Manifest.from_json(json.loads(data))
         except (ValueError, KeyError, TypeError) as exc:  # a JSONDecodeError is a ValueError
             # Without the path, a truncated manifest stopped every resume with a bare JSON error.
             raise CorruptManifest(
@@ -224,17 +232,19 @@ class RolloutStore:
                 f"cycle then counts as not collected (collected again if it is the cycle in progress, left out "
                 f"of the replay if it is an earlier one)") from exc
 
-    def manifest_path(self, cycle: int) -> Path | None:
-        """The committed manifest's file, or None: the current name, else a store's from before it."""
-        for name in (MANIFEST, LEGACY_MANIFEST):
-            path = self.root / _cycle_dir(cycle) / name
-            if path.exists():
-                return path
-        return None
+    def manifest_path(self, cycle: int) -> Path | str | None:
+        """The committed manifest's file (a URI on remote storage), or None."""
+        relative = self._manifest_file(cycle)
+        return None if relative is None else self.files.path(relative)
+
+    def _manifest_file(self, cycle: int) -> str | None:
+        """The committed manifest, relative to the root: the current name, else a store's from before it."""
+        return next((relative for name in (MANIFEST, LEGACY_MANIFEST)
+                     if self.files.exists(relative := f"{_cycle_dir(cycle)}/{name}")), None)
 
     def committed_cycles(self) -> list[int]:
-        return sorted({int(p.parent.name.split("-")[1]) for name in (MANIFEST, LEGACY_MANIFEST)
-                       for p in self.root.glob(f"cycle-*/{name}")})
+        return sorted({int(p.split("/")[0].split("-")[1]) for name in (MANIFEST, LEGACY_MANIFEST)
+                       for p in self.files.glob(f"cycle-*/{name}")})
 
     def audit(self) -> list[CycleAudit]:
         """Every committed cycle, its shards checked as a read checks them (whole files hashed,
@@ -249,17 +259,18 @@ class RolloutStore:
                 audit.manifest_error = str(exc)
                 manifest = Manifest(cycle, [])
             for shard in manifest.shards:
-                path = self.root / shard.path
-                if not path.is_file():
+                data = self.files.read(shard.path)
+                if data is None:
                     audit.missing.append(shard.path)
-                elif sha256_file(path) != shard.sha256:
+                elif sha256_bytes(data) != shard.sha256:
                     audit.corrupt.append(shard.path)
             audits.append(audit)
         return audits
 
     def shard_paths(self, cycles: Iterable[int]) -> list[str]:
-        """Absolute paths of the committed shards of ``cycles`` (e.g. for ray.data.read_parquet)."""
-        return [str(self.root / s.path) for c in cycles if (m := self.manifest(c)) for s in m.shards]
+        """Absolute paths (URIs on remote storage) of the committed shards of ``cycles`` (e.g. for
+        ray.data.read_parquet)."""
+        return [str(self.files.path(s.path)) for c in cycles if (m := self.manifest(c)) for s in m.shards]
 
     def read(self, cycles: Iterable[int]) -> tuple[ChunkRows, ReadReport]:
         """Concatenate the verified shards of ``cycles`` (no columns when there is none); corrupt
@@ -332,8 +343,7 @@ class RolloutStore:
     def _verified(self, shard: ShardInfo, report: ReadReport) -> pa.Table | None:
         """A shard's table if its bytes match the manifest's sha256 (read once: hashed, then
         parsed); None, reported, if it is missing or corrupt."""
-        path = self.root / shard.path
-        data = path.read_bytes() if path.exists() else b""
+        data = self.files.read(shard.path) or b""
         if sha256_bytes(data) != shard.sha256:
             log.warning("skipping shard %s: missing or checksum mismatch", shard.path)
             report.corrupt_shards.append(shard.path)

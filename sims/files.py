@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_path", "sha256_bytes", "sha256_file", "write_bytes_atomic",
+__all__ = ["atomic_directory", "atomic_path", "json_bytes", "sha256_bytes", "sha256_file", "write_bytes_atomic",
            "write_json_atomic"]
 
 MODE = 0o644
@@ -83,8 +83,13 @@ def write_figure_atomic(path: str | os.PathLike, fig, dpi: int = 110) -> Path:
     return write_bytes_atomic(path, buf.getvalue())
 
 
+def json_bytes(payload: Any) -> bytes:
+    """The bytes ``write_json_atomic`` writes (for a writer of its own: remote storage)."""
+    return (json.dumps(payload, indent=2) + "\n").encode()
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    return write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
+    return write_bytes_atomic(path, json_bytes(payload))
 
 
 @contextmanager

@@ -30,6 +30,7 @@ def run_task(cfg) -> int:
 
     from configs.run_schema import RunConfig
     from configs.schema import to_dataclass
+    from flywheel import storage
     from flywheel.controller import RunStopped, run
     from flywheel.hydra import SweepStopped
     from flywheel.logger import CAPABILITY_FIGURE, read_cycles, read_start
@@ -47,6 +48,9 @@ def run_task(cfg) -> int:
     except RunStopped as exc:
         run_dir, stopped = exc.run_dir, exc
     print_cycles(read_cycles(run_dir), title=f"flywheel run {run_dir}", start=read_start(run_dir))
+    location = cfg.resume or cfg.run_dir
+    if storage.is_uri(location):  # a remote run: run_dir is its local copy
+        console.print(f"run storage: {location} (resume={location})")
     console.print(f"run directory: {run_dir}\ncycle records: {run_dir / 'cycles.jsonl'} (flywheel status {run_dir})\n"
                   f"capability plot: {run_dir / CAPABILITY_FIGURE}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     if stopped is None:
@@ -66,10 +70,15 @@ def resumed_config(run_dir: str):
 
     from configs.run_schema import RunConfig
 
-    saved = Path(run_dir) / "config.json"
-    if not saved.is_file():
+    from flywheel import storage
+
+    if storage.is_uri(run_dir):  # a remote run (flywheel.storage)
+        saved = storage.files(run_dir, field="resume").read("config.json")
+    else:
+        saved = (Path(run_dir) / "config.json").read_bytes() if (Path(run_dir) / "config.json").is_file() else None
+    if saved is None:
         raise ValueError(f"resume={run_dir}: not a flywheel run directory (no config.json)")
-    base = OmegaConf.merge(OmegaConf.structured(RunConfig), json.loads(saved.read_text()))
+    base = OmegaConf.merge(OmegaConf.structured(RunConfig), json.loads(saved))
     OmegaConf.set_struct(base, False)  # an unknown key on the command line is to_dataclass's to name
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     merged = OmegaConf.merge(base, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
@@ -78,18 +87,36 @@ def resumed_config(run_dir: str):
 
 
 def status_main(argv: list[str]) -> int:
-    from flywheel.logger import read_cycles, read_start
+    import tempfile
+
+    from flywheel import checkpoint, storage
 
     ap = argparse.ArgumentParser(prog="flywheel status", description="Print a run's cycle table.")
-    ap.add_argument("run_dir")
+    ap.add_argument("run_dir", help="a run directory, or the URI of a remote run (s3://...)")
     output.add_json_flag(ap)
     args = ap.parse_args(argv)
-    run_dir = Path(args.run_dir)
+    if not storage.is_uri(args.run_dir):
+        return status(Path(args.run_dir), args.json)
+    remote = storage.files(args.run_dir)
+    if not remote.exists("config.json"):
+        raise ValueError(f"{args.run_dir}: not a flywheel run (no config.json there)")
+    # A copy of its own: the run's staging directory may be in use by the run itself.
+    with tempfile.TemporaryDirectory(prefix="flywheel-status-") as copy:
+        storage.Mirror(remote, copy).download(skip=checkpoint.superseded(remote.read("checkpoints/latest")))
+        return status(Path(copy), args.json, store=storage.join(args.run_dir, storage.STORE), name=args.run_dir)
+
+
+def status(run_dir: Path, as_json: bool, store: str | None = None, name: str | None = None) -> int:
+    """``flywheel status`` of a local run directory, or of a remote run ``name``'s downloaded copy
+    (its store at ``store``)."""
+    name = name or str(run_dir)
+    from flywheel.logger import read_cycles, read_start
+
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir}: not a flywheel run directory (no config.json)")
-    records, start, audits = read_cycles(run_dir), read_start(run_dir), store_audit(run_dir)
-    if args.json:
-        output.print_json({"run_dir": str(run_dir), "start": None if start is None else start_summary(start),
+    records, start, audits = read_cycles(run_dir), read_start(run_dir), store_audit(run_dir, store)
+    if as_json:
+        output.print_json({"run_dir": name, "start": None if start is None else start_summary(start),
                            "cycles": [cycle_summary(r) for r in records],
                            "store": [asdict(a) for a in audits if not a.ok]})
         latest_checkpoint_sound(run_dir)
@@ -97,7 +124,7 @@ def status_main(argv: list[str]) -> int:
     if output.plain():
         output.print_columns(CYCLE_COLUMNS, cycle_cells(records, start))
     else:
-        print_cycles(records, title=f"flywheel status {run_dir}", start=start)
+        print_cycles(records, title=f"flywheel status {name}", start=start)
     # On stderr: what is wrong is for the person running it, and stdout stays the table.
     for audit in audits:
         if not audit.ok:
@@ -119,9 +146,11 @@ def latest_checkpoint_sound(run_dir: Path) -> None:
         checkpoint.verify(latest)
 
 
-def store_audit(run_dir: Path) -> list:
+def store_audit(run_dir: Path, store: str | None = None) -> list:
     from flywheel.store import RolloutStore
 
+    if store is not None:  # remote: nothing is created by reading it
+        return RolloutStore(store).audit()
     if not (run_dir / "store").is_dir():  # RolloutStore() would create it; no rollout phase has ended yet
         return []
     return RolloutStore(run_dir / "store").audit()

@@ -1,5 +1,6 @@
 """Fixtures of the flywheel tests."""
 
+import logging
 import numpy as np
 import pytest
 
@@ -31,3 +32,34 @@ def fake_rows(episodes=3, chunks_per_episode=4, seed=0, first_episode=0, **colum
 @pytest.fixture
 def make_rows():
     return fake_rows
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A local S3-compatible server (moto) on 127.0.0.1, with one bucket, ``flywheel``; yields
+    ``uri(path)``: an ``s3://`` URI under it that pyarrow's own S3 filesystem opens.
+
+    Credentials come from the environment, as on a real cluster, and every process needs them
+    (the server reads an unsigned upload's chunked body as its content): so an embedded Ray
+    started before them is shut down, and the next one starts with them."""
+    pytest.importorskip("moto", reason="the dev extra's moto[server] runs the local S3 server")
+    import pyarrow.fs as pafs
+    import ray
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    query = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "flywheel-test")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "flywheel-test")
+        if ray.is_initialized():
+            ray.shutdown()
+        fs, _ = pafs.FileSystem.from_uri(f"s3://flywheel?{query}&allow_bucket_creation=true")
+        fs.create_dir("flywheel")
+        try:
+            yield lambda path: f"s3://flywheel/{path.strip('/')}?{query}"
+        finally:
+            server.stop()

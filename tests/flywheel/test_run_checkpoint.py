@@ -108,7 +108,7 @@ def posing_checkpoint(tmp_path):
     from flywheel.controller import prepare
 
     sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
-    config, run_dir, _ = prepare(RunConfig(run_dir=str(tmp_path / "run"), pretrained="scratch", sim=sim,
+    config, run_dir, _, _ = prepare(RunConfig(run_dir=str(tmp_path / "run"), pretrained="scratch", sim=sim,
                                            reference=sim, num_rollout_workers=1, episodes_per_cycle=1),
                                  console=lambda *a: None)
     path = checkpoint.save(run_dir, Model(model_config("tiny")), None, TrainerState(cycle=0, weight_version=1))
