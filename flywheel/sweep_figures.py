@@ -74,7 +74,8 @@ def trend(runs: list[Run]) -> bytes:
     ax.set(xlabel="measured fidelity against the reference", ylabel="compounding rate (capability per cycle)",
            title="Compounding rate against measured fidelity: runs (dots), seed mean and interval (bars)")
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:  # no run has a rate below two cycles
+        ax.legend(fontsize=6)
     fig.tight_layout()
     return _png(fig)
 
