@@ -134,7 +134,8 @@ def load_run(run_dir: str | Path) -> Run:
     missing = [c for c in range(planned) if c not in records]
     try:
         start = read_start(run_dir)
-        float(start["capability"]) if start is not None else None
+        if start is not None:
+            float(start["capability"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{run_dir}: {START} is not a start record ({exc})") from exc
     return Run(run_dir, config, [records[c] for c in sorted(records)], missing, start)
@@ -370,12 +371,6 @@ def _pyplot():
     return plt
 
 
-def _labels(runs: list[Run]) -> list[str]:
-    # Two runs of one sim at one knob (different seeds, say) would otherwise share a legend entry.
-    labels = [r.label for r in runs]
-    return [f"{label} [{r.path.name}]" if labels.count(label) > 1 else label for label, r in zip(labels, runs)]
-
-
 def capability_curve(records: Sequence[Mapping[str, Any]], ylabel: str = "capability") -> bytes:
     """One run's capability (± 1 standard error) against cycle, total env steps and total sim
     steps (where every record has them); a ``start`` record (cycle -1, ``flywheel.logger``) is
@@ -466,7 +461,8 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
     rows = []
     for run in runs:
         s = summary(run)
-        rows.append([s["run"], str(s["seed"]), s["sim"], f"{s['knob']:g}", _num(s["fidelity"], ".3f"), f"{s['cycles']}/{s['planned']}",
+        rows.append([s["run"], str(s["seed"]), s["sim"], f"{s['knob']:g}", _num(s["fidelity"], ".3f"),
+                     f"{s['cycles']}/{s['planned']}",
                      f"{s['capability_start']:.3f}", f"{s['capability_end']:.3f}", _num(s["rate"], "+.4f"),
                      _num(s["rate_stderr"], ".4f"), _num(s["grade_weight"], ".3f"), str(s["env_steps"]),
                      "n/a" if s["sim_steps"] is None else str(s["sim_steps"]), f"{s['seconds']:.1f}"])

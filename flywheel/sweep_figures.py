@@ -68,7 +68,8 @@ def trend(runs: list[Run]) -> bytes:
         xs = np.linspace(min(r.measured_fidelity for r in runs if np.isfinite(r.measured_fidelity)),
                          max(r.measured_fidelity for r in runs if np.isfinite(r.measured_fidelity)), 50)
         fit, low, high = test.fit.band(xs)
-        ax.plot(xs, fit, color="grey", ls="--", label=f"least-squares fit, slope {test.fit.slope:+.4f} (p = {test.p:.2g})")
+        ax.plot(xs, fit, color="grey", ls="--",
+                label=f"least-squares fit, slope {test.fit.slope:+.4f} (p = {test.p:.2g})")
         ax.fill_between(xs, low, high, color="grey", alpha=0.15, lw=0, label=f"{sweep_stats.LEVEL:.0%} band of the fit")
     ax.axhline(0, color="black", lw=0.6)
     ax.set(xlabel="measured fidelity against the reference", ylabel="compounding rate (capability per cycle)",

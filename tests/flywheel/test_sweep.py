@@ -64,7 +64,8 @@ def test_the_smoke_sweep_runs_every_training_sim_and_seed_resumes_and_reports_ea
     assert learned["checkpoint"] == str(sweep / "world-models" / "mujoco_reacher-twin")  # fitted for the sweep
     assert (sweep / "world-models" / "mujoco_reacher-twin" / "checkpoint.safetensors").is_file()
 
-    groups = {"mujoco/reacher-twin": sweep / "report", "pybullet/reacher": sweep / "report" / "reference-pybullet_reacher"}
+    groups = {"mujoco/reacher-twin": sweep / "report",
+              "pybullet/reacher": sweep / "report" / "reference-pybullet_reacher"}
     for reference, folder in groups.items():
         for png in PNGS:
             assert (folder / png).read_bytes().startswith(b"\x89PNG")
@@ -89,7 +90,8 @@ def test_the_smoke_sweep_runs_every_training_sim_and_seed_resumes_and_reports_ea
             assert math.isfinite(float(row["practice gap (training sim - reference)"]))
         assert int(thesis["runs"]) == 2 * len(ours)
         if reference == "mujoco/reacher-twin":  # two training sims at distinct fidelities: a test
-            assert 0.0 < float(thesis["p (one-sided)"]) <= 1.0 and math.isfinite(float(thesis["slope (/cycle per unit fidelity)"]))
+            assert 0.0 < float(thesis["p (one-sided)"]) <= 1.0
+            assert math.isfinite(float(thesis["slope (/cycle per unit fidelity)"]))
             assert "Thesis test, stated before the run" in md
     fidelity = {row["run"]: float(row["measured fidelity"]) for row in markdown_tables(
         (groups["mujoco/reacher-twin"] / "report.md").read_text())[0]}

@@ -132,6 +132,13 @@ def test_uneven_seeds_are_reported_with_a_warning_naming_the_training_sims(tmp_p
     assert f"**Warning**: {warning}" in md and warning in report.finding(runs)
 
 
+def test_a_broken_start_record_names_the_run(tmp_path):
+    run_dir = write_run(tmp_path, 1.0, 0, 0.01)
+    (run_dir / START).write_text('{"cycle": -1}')
+    with pytest.raises(ValueError, match=rf"{run_dir.name}: {START} is not a start record"):
+        report.load_run(run_dir)
+
+
 def test_the_report_has_one_row_per_training_sim_and_the_thesis_test(tmp_path):
     runs = sweep(tmp_path / "runs", lambda k, s: 0.03 * k + 0.002 * s)
     written = report.write_report(runs, tmp_path / "out")
