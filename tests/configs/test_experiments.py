@@ -69,6 +69,9 @@ def test_the_default_sweep_covers_the_issue_and_fits_the_budget():
 
 def test_the_cartpole_runs_start_from_a_starter_pretrained_on_the_cartpole():
     from flywheel import pretrained
+    from policies.pretrain.run import check
+
+    check(pretrained.preset_config(pretrained.CARTPOLE_PRESET))  # pretraining's own input checks pass
 
     for name in ("cartpole-knob-1.0", "cartpole-knob-0.2"):
         config = to_dataclass(compose_run(["experiment=fidelity_sweep", f"training_sim={name}", *DIRS]), RunConfig)
