@@ -130,11 +130,10 @@ def test_the_sweep_learns_with_the_run_defaults_and_says_why_where_it_does_not()
     assert unexplained(said, pin, defaults) == []
 
 
-def test_the_smoke_sweep_has_the_control_the_learned_sim_and_the_other_reference():
+def test_the_smoke_sweep_has_the_control_and_the_learned_sim():
     jobs = {n: to_dataclass(compose_run(["experiment=fidelity_sweep_smoke", f"training_sim={n}", *DIRS]),
                             RunConfig) for n in sweep_jobs("fidelity_sweep_smoke")}
     sims = [(c.sim.name, c.sim.fidelity) for c in jobs.values() if c.reference.name == "mujoco/reacher-twin"]
     assert ("mujoco/reacher-twin", 1.0) in sims
     assert "learned/mujoco/reacher-twin" in {name for name, _ in sims}
-    assert any(c.reference.name == "pybullet/reacher" for c in jobs.values())  # a second report group
     assert next(iter(jobs.values())).pretrained == "scratch"
