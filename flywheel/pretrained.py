@@ -6,7 +6,9 @@ the default pretrained checkpoint ``runs/pretrain/default/checkpoint`` (``flywhe
 pretrain``) is used; when there is none, the small starter ``runs/pretrain/small``
 (``configs/pretrain/small.yaml``: the default task alone, a few minutes on 2 cores) is
 used, and pretrained first if it does not exist yet, so the README's main job works on a
-fresh clone.
+fresh clone. A named checkpoint that is missing is pretrained first too when a starter preset
+(``starter_presets``) writes it: the fidelity sweep's cartpole runs name
+``runs/pretrain/small-cartpole/checkpoint`` (``configs/pretrain/small_cartpole.yaml``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from policies.config import model_config
 
 DEFAULT = Path("runs") / "pretrain" / "default" / "checkpoint"
 SMALL_PRESET = Path(CONFIG_DIR) / "pretrain" / "small.yaml"
+CARTPOLE_PRESET = Path(CONFIG_DIR) / "pretrain" / "small_cartpole.yaml"
 SCRATCH = "scratch"
 
 
@@ -60,6 +63,9 @@ def starter(config: RunConfig, console=print) -> Path | None:
     if config.pretrained:
         path = Path(config.pretrained)
         if not (path / "config.json").is_file():
+            for preset in starter_presets():
+                if checkpoint_of(preset_config(preset)).resolve() == path.resolve():
+                    return preset_checkpoint(preset, console)
             raise FileNotFoundError(
                 f"pretrained={path}: no pretrained checkpoint there. Run `flywheel pretrain` first, "
                 f"point pretrained= at a checkpoint directory, or use pretrained={SCRATCH}")
@@ -69,25 +75,50 @@ def starter(config: RunConfig, console=print) -> Path | None:
     return small_checkpoint(console)
 
 
-def small_config():
-    """The ``small`` pretraining preset as a ``PretrainConfig`` (no Hydra needed)."""
+def starter_presets() -> tuple[Path, ...]:
+    """The pretraining presets a run pretrains itself when their checkpoint is missing: small ones,
+    a few minutes each on 2 cores (a bigger one, such as the default, is ``flywheel pretrain``'s)."""
+    return SMALL_PRESET, CARTPOLE_PRESET
+
+
+def preset_config(preset: Path):
+    """A pretraining preset as a ``PretrainConfig``, without Hydra (a run may be inside one): its
+    ``defaults`` may name sibling presets, merged first, as Hydra would."""
     from omegaconf import OmegaConf
 
     from configs.schema import PretrainConfig, to_dataclass
 
-    return to_dataclass(OmegaConf.load(SMALL_PRESET), PretrainConfig)
+    node = OmegaConf.load(preset)
+    parents = [OmegaConf.load(preset.parent / f"{name}.yaml") for name in node.pop("defaults", []) if name != "_self_"]
+    return to_dataclass(OmegaConf.merge(*parents, node), PretrainConfig)
+
+
+def checkpoint_of(config) -> Path:
+    return Path(config.root) / config.name / "checkpoint"
+
+
+def small_config():
+    """The ``small`` pretraining preset as a ``PretrainConfig`` (no Hydra needed)."""
+    return preset_config(SMALL_PRESET)
 
 
 def small_checkpoint(console=print) -> Path:
     """The small starter checkpoint, pretrained now (resuming a half-finished one) if missing."""
+    return preset_checkpoint(SMALL_PRESET, console)
+
+
+def preset_checkpoint(preset: Path, console=print) -> Path:
+    """A starter preset's checkpoint, pretrained now (resuming a half-finished one) if missing."""
     from policies.pretrain import pretrain
 
-    config = small_config()
-    path = Path(config.root) / config.name / "checkpoint"
+    config = preset_config(preset)
+    path = checkpoint_of(config)
     if (path / "config.json").is_file():
-        console(f"no checkpoint at {DEFAULT}; using the small pretrained one")
+        if preset == SMALL_PRESET:
+            console(f"no checkpoint at {DEFAULT}; using the small pretrained one")
         return path
-    console(f"no pretrained checkpoint at {DEFAULT} (`flywheel pretrain` makes it, about 40 min on 2 cores): "
-            f"pretraining a small one first into {path.parent} (`flywheel pretrain pretrain=small`, a few minutes)")
+    console(f"no pretrained checkpoint at {DEFAULT if preset == SMALL_PRESET else path} (`flywheel pretrain` makes "
+            f"it): pretraining a small one first into {path.parent} (`flywheel pretrain pretrain={preset.stem}`, "
+            "a few minutes)")
     pretrain(config, log=console)
     return path

@@ -3,7 +3,7 @@
     runs = [load_run(d) for d in run_dirs]
     check_comparable(runs)
     write_report(runs, out_dir)   # capability_vs_cycle.png, compounding_vs_fidelity.png,
-                                  # imagined_vs_realized.png, report.md
+                                  # relative_capability.png, imagined_vs_realized.png, report.md
 
 The **compounding rate** of a run is the least-squares slope of its capability (measured in
 the reference sim after each cycle's learning, ``cycles.jsonl``) against the cycle index, in
@@ -25,6 +25,10 @@ weights); otherwise their capabilities are different quantities and ``check_comp
 refuses them, naming the run; a sweep directory's runs are grouped by reference instead
 (``by_reference``), one report per group. A run with fewer complete cycles than it was configured for
 is reported with the cycles it has, and the report names the missing ones.
+
+A sweep runs each training sim on several seeds: the statistics over them (a training sim's
+rate with its interval, the thesis test, the practice gap) are ``flywheel.sweep_stats``, their
+figures ``flywheel.sweep_figures``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from flywheel import sweep_stats
+from flywheel.logger import START, read_start
 from flywheel.rows import CHUNK, CYCLE, EPISODE, IMAGINED, PROPRIO_DIM, REALIZED, SIM, STEPS, ChunkRows, episode_index
 from sims.files import write_bytes_atomic
 
@@ -53,6 +59,11 @@ class Run:
     config: dict[str, Any]
     cycles: list[dict[str, Any]]  # complete cycles, in cycle order
     missing: list[int] = field(default_factory=list)  # configured cycles with no record
+    start: dict[str, Any] | None = None  # the starting weights' evaluation (start.json), where stored
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
 
     @property
     def sim(self) -> str:
@@ -121,7 +132,13 @@ def load_run(run_dir: str | Path) -> Run:
         raise ValueError(f"{run_dir}: cycles.jsonl holds no complete cycle")
     planned = int(config.get("cycles", max(records) + 1))
     missing = [c for c in range(planned) if c not in records]
-    return Run(run_dir, config, [records[c] for c in sorted(records)], missing)
+    try:
+        start = read_start(run_dir)
+        if start is not None:
+            float(start["capability"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{run_dir}: {START} is not a start record ({exc})") from exc
+    return Run(run_dir, config, [records[c] for c in sorted(records)], missing, start)
 
 
 def _read_json(run_dir: Path, name: str) -> Any:
@@ -232,7 +249,7 @@ def summary(run: Run) -> dict[str, Any]:
     """One row of the report's table."""
     caps = run.capabilities
     return {
-        "run": run.path.name, "sim": run.setting, "knob": run.knob, "fidelity": run.measured_fidelity,
+        "run": run.path.name, "seed": run.seed, "sim": run.setting, "knob": run.knob, "fidelity": run.measured_fidelity,
         "cycles": len(run.cycles), "planned": len(run.cycles) + len(run.missing), "missing": run.missing,
         "capability_start": float(caps[0]), "capability_end": float(caps[-1]), "rate": run.rate,
         "rate_stderr": rate_stderr(caps, run.cycle_index, run.success_episodes),
@@ -326,6 +343,7 @@ def finding(runs: list[Run]) -> str:
                          f"{np.ptp(finite):.4f} between the runs' rates; a chi-square test that every run has the "
                          f"same rate gives p = {p:.2g}: the differences are "
                          + ("larger than" if p < 0.05 else "within") + " that noise.")
+    sentences += sweep_stats.sentences(runs)
     if len(runs) < FEW_RUNS or episodes < FEW_EPISODES:
         sentences.append(f"With {len(runs)} runs, as few as {cycles} complete cycles in a run and {episodes} "
                          "evaluation episodes per capability, this is weak evidence either way.")
@@ -353,25 +371,6 @@ def _pyplot():
     return plt
 
 
-def _labels(runs: list[Run]) -> list[str]:
-    # Two runs of one sim at one knob (different seeds, say) would otherwise share a legend entry.
-    labels = [r.label for r in runs]
-    return [f"{label} [{r.path.name}]" if labels.count(label) > 1 else label for label, r in zip(labels, runs)]
-
-
-def capability_figure(runs: list[Run]) -> bytes:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for run, label in zip(runs, _labels(runs)):
-        ax.plot(run.cycle_index, run.capabilities, "o-", label=label)
-    ax.set(xlabel="cycle", ylabel=f"capability in {runs[0].config['reference']['name']}",
-           title="Capability against cycle, one line per training sim")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _png(fig)
-
-
 def capability_curve(records: Sequence[Mapping[str, Any]], ylabel: str = "capability") -> bytes:
     """One run's capability (± 1 standard error) against cycle, total env steps and total sim
     steps (where every record has them); a ``start`` record (cycle -1, ``flywheel.logger``) is
@@ -394,25 +393,6 @@ def capability_curve(records: Sequence[Mapping[str, Any]], ylabel: str = "capabi
     axes[0][0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: "start" if v == -1 else "" if v < -1 else f"{v:g}"))
     fig.suptitle(f"{ylabel} against cycle and steps", fontsize=10)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def compounding_figure(runs: list[Run]) -> bytes:
-    plt = _pyplot()
-    t = trend(runs)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for run, label in zip(runs, _labels(runs)):
-        if np.isfinite(run.rate) and np.isfinite(run.measured_fidelity):
-            ax.plot(run.measured_fidelity, run.rate, "o", label=label)
-    if np.isfinite(t["slope"]):
-        xs = np.array([t["fidelity"].min(), t["fidelity"].max()])
-        ax.plot(xs, t["slope"] * xs + t["intercept"], color="grey", linestyle="--",
-                label=f"least-squares fit (slope {t['slope']:+.4f})")
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set(xlabel="measured fidelity against the reference", ylabel="compounding rate (capability per cycle)",
-           title="Compounding rate against measured fidelity")
-    ax.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
 
@@ -472,7 +452,7 @@ def _num(value: float, fmt: str) -> str:
     return "n/a" if not np.isfinite(value) else format(value, fmt)
 
 
-TABLE_HEADER = ["run", "training sim", "fidelity knob", "measured fidelity", "cycles", "capability start",
+TABLE_HEADER = ["run", "seed", "training sim", "fidelity knob", "measured fidelity", "cycles", "capability start",
                 "capability end", "compounding rate (/cycle)", "rate std. error", "mean grade weight", "env steps",
                 "sim steps", "wall s"]
 
@@ -481,14 +461,56 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
     rows = []
     for run in runs:
         s = summary(run)
-        rows.append([s["run"], s["sim"], f"{s['knob']:g}", _num(s["fidelity"], ".3f"), f"{s['cycles']}/{s['planned']}",
+        rows.append([s["run"], str(s["seed"]), s["sim"], f"{s['knob']:g}", _num(s["fidelity"], ".3f"),
+                     f"{s['cycles']}/{s['planned']}",
                      f"{s['capability_start']:.3f}", f"{s['capability_end']:.3f}", _num(s["rate"], "+.4f"),
                      _num(s["rate_stderr"], ".4f"), _num(s["grade_weight"], ".3f"), str(s["env_steps"]),
                      "n/a" if s["sim_steps"] is None else str(s["sim_steps"]), f"{s['seconds']:.1f}"])
     return rows
 
 
-def markdown(runs: list[Run], imagination_note: str, see_also: Sequence[str] = ()) -> str:
+SIM_HEADER = ["training sim", "seeds", "measured fidelity", "compounding rate (/cycle), mean over seeds",
+              f"{sweep_stats.LEVEL:.0%} interval", "practice gap (training sim - reference)"]
+
+
+def sim_rows(runs: list[Run]) -> list[list[str]]:
+    """One row per training sim, over its seeds (``flywheel.sweep_stats``)."""
+    rows = []
+    for sim in sweep_stats.by_training_sim(runs):
+        mean, low, high = sim.rate
+        interval = "n/a" if not np.isfinite(low) else f"{low:+.4f} to {high:+.4f}"
+        rows.append([sim.name, ", ".join(map(str, sim.seeds)), _num(sim.fidelity, ".3f"), _num(mean, "+.4f"),
+                     interval, _num(sim.gap[0], "+.3f")])
+    return rows
+
+
+def sweep_section(runs: list[Run]) -> list[str]:
+    test = sweep_stats.thesis_test(runs)
+    lines = ["## Compounding rate per training sim, over seeds", "",
+             "| " + " | ".join(SIM_HEADER) + " |", "|" + "---|" * len(SIM_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in sim_rows(runs)]
+    lines += ["", "*Practice gap*: the rollouts' success (or return) in the training sim minus the capability in the "
+              "reference, averaged over the complete cycles; with `choose=sim` the rollouts run the training sim's "
+              "pick among the agent's candidates, so it includes that look-ahead's help.", "",
+              "## The thesis test", "",
+              "Stated before the run: the compounding rate rises with the training sim's measured fidelity. "
+              "Statistic: the least-squares slope of the runs' rates on their measured fidelities (each seed a point); "
+              f"one-sided permutation test, {sweep_stats.PERMUTATIONS:,} permutations; evidence at "
+              f"p < {sweep_stats.ALPHA:g}.", "",
+              "| runs | distinct fidelities | slope (/cycle per unit fidelity) | "
+              f"{sweep_stats.LEVEL:.0%} interval | p (one-sided) |", "|---|---|---|---|---|"]
+    if test.fit is None:
+        lines.append(f"| {test.points} | {test.distinct_fidelities} | n/a | n/a | n/a |")
+    else:
+        low, high = test.fit.slope_interval()
+        lines.append(f"| {test.points} | {test.distinct_fidelities} | {test.fit.slope:+.4f} | "
+                     f"{_num(low, '+.4f')} to {_num(high, '+.4f')} | {test.p:.4g} |")
+    warning = sweep_stats.uneven_seeds(sweep_stats.by_training_sim(runs))
+    return lines + ([""] + ([f"**Warning**: {warning}", ""] if warning else []))
+
+
+def markdown(runs: list[Run], imagination_note: str, see_also: Sequence[str] = (),
+             relative_caption: str = "") -> str:
     first = runs[0]
     pretrained = first.config.get("pretrained")
     # The agent config names an architecture only when it starts from scratch; otherwise the
@@ -501,11 +523,13 @@ def markdown(runs: list[Run], imagination_note: str, see_also: Sequence[str] = (
         f"Runs: {', '.join(f'`{r.path}`' for r in runs)}.", "",
         "**Compounding rate**: the least-squares slope of capability (in the reference sim, after each cycle's "
         "learning) against the cycle index, per cycle. *Capability start* is the first complete cycle's "
-        "(the capability before any cycle is not stored).", "",
+        "(the starting weights' own evaluation, where stored, is the relative-capability figure's denominator).",
+        "",
         "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(runs)]
     lines += ["", finding(runs), ""]
+    lines += sweep_section(runs)
     incomplete = [r for r in runs if r.missing]
     if incomplete:
         lines += ["Incomplete runs (reported with their complete cycles):", ""]
@@ -516,8 +540,16 @@ def markdown(runs: list[Run], imagination_note: str, see_also: Sequence[str] = (
     by_cycle = [{int(c["cycle"]): c["capability"] for c in r.cycles} for r in runs]
     for cycle in sorted(set().union(*by_cycle)):
         lines.append(f"| {cycle} | " + " | ".join(_num(b.get(cycle, math.nan), ".3f") for b in by_cycle) + " |")
-    lines += ["", "## Figures", "", "![capability against cycle](capability_vs_cycle.png)", "",
-              "![compounding rate against measured fidelity](compounding_vs_fidelity.png)", ""]
+    lines += ["", "## Figures", "",
+              "![capability against cycle, env steps and sim steps](capability_vs_cycle.png)", "",
+              "Capability in the reference after each cycle, per training sim: the mean over its seeds (line) and "
+              "the seeds' range (band), against the cycle, the total env steps and the total sim steps.", "",
+              "![compounding rate against measured fidelity](compounding_vs_fidelity.png)", "",
+              "Every run's compounding rate against its training sim's measured fidelity (dots), each training "
+              f"sim's mean over seeds with its {sweep_stats.LEVEL:.0%} interval (bars), the least-squares line of the "
+              f"thesis test and its {sweep_stats.LEVEL:.0%} confidence band.", "",
+              "![relative capability against cycle](relative_capability.png)", "",
+              relative_caption, ""]
     lines += [imagination_note, ""]
     if see_also:
         lines += ["## Runs against other reference sims", "",
@@ -530,11 +562,20 @@ def write_report(runs: list[Run], out_dir: str | Path, see_also: Sequence[str] =
     """Write the figures and report.md into ``out_dir``; returns what was written, by name.
 
     ``see_also``: markdown lines pointing at the reports of a sweep's other reference groups."""
+    from flywheel import sweep_figures
+
     check_comparable(runs)
     out = Path(out_dir)
     written = {}
-    for name, data in (("capability_vs_cycle.png", capability_figure(runs)),
-                       ("compounding_vs_fidelity.png", compounding_figure(runs))):
+    sims = sweep_stats.by_training_sim(runs)
+    relative, basis = sweep_figures.relative(sims)
+    reference = runs[0].config["reference"]["name"]
+    relative_caption = (f"Relative capability: each training sim's capability in `{reference}` (mean over its seeds) "
+                        f"divided by {basis}, against the self-play cycles completed, one line per measured fidelity "
+                        "(colour: dark is low): the essay's fidelity slider, measured in these runs.")
+    for name, data in (("capability_vs_cycle.png", sweep_figures.capability_bands(sims, reference)),
+                       ("compounding_vs_fidelity.png", sweep_figures.trend(runs)),
+                       ("relative_capability.png", relative)):
         write_bytes_atomic(out / name, data)
         written[name] = out / name
     figure = out / "imagined_vs_realized.png"
@@ -554,6 +595,6 @@ def write_report(runs: list[Run], out_dir: str | Path, see_also: Sequence[str] =
     else:
         figure.unlink(missing_ok=True)  # a figure left by an earlier report would describe other runs
         note = "No imagined-vs-realized figure: " + "; ".join(reasons) + "."
-    write_bytes_atomic(out / "report.md", markdown(runs, note, see_also).encode())
+    write_bytes_atomic(out / "report.md", markdown(runs, note, see_also, relative_caption).encode())
     written["report.md"] = out / "report.md"
     return written

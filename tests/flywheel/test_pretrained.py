@@ -43,6 +43,21 @@ def test_without_any_checkpoint_a_small_one_is_pretrained_first_then_reused(quic
     assert all(a.equal(b) for a, b in zip(agent.model.state_dict().values(), again.model.state_dict().values()))
 
 
+def test_a_named_missing_checkpoint_that_a_starter_preset_writes_is_pretrained_first(quick_small_preset, monkeypatch):
+    # As configs/pretrain/small_cartpole.yaml: the small preset (here the quick one) on another sim.
+    preset = quick_small_preset / "small_other.yaml"
+    preset.write_text("defaults:\n  - small\n  - _self_\nname: small-other\ndata:\n  sims: [mujoco/cartpole-balance-twin]\n")
+    monkeypatch.setattr(pretrained, "CARTPOLE_PRESET", preset)
+    path = Path("runs/pretrain/small-other/checkpoint")
+    lines = []
+    agent, source = pretrained.starting_agent(RunConfig(pretrained=str(path)), quick_small_preset, console=lines.append)
+    assert source == str(path) and (path / "model.safetensors").is_file()
+    assert any("pretraining a small one first" in line and "pretrain=small_other" in line for line in lines)
+    recipe = (path.parent / "config.yaml").read_text()
+    assert "mujoco/cartpole-balance-twin" in recipe and "steps: 60" in recipe  # the sibling preset merged under it
+    assert not Path("runs/pretrain/small").exists()  # only the named starter
+
+
 def test_the_default_checkpoint_wins_over_the_small_one(quick_small_preset):
     from policies import checkpoint
     from policies.config import model_config

@@ -78,7 +78,8 @@ def test_a_sweep_report_has_every_file_one_row_per_run_and_a_rising_finding(tmp_
     write_store(dirs[0], make_rows)
     runs = [report.load_run(d) for d in dirs]
     written = report.write_report(runs, tmp_path / "out")
-    for name in ("capability_vs_cycle.png", "compounding_vs_fidelity.png", "imagined_vs_realized.png"):
+    for name in ("capability_vs_cycle.png", "compounding_vs_fidelity.png", "relative_capability.png",
+                 "imagined_vs_realized.png"):
         assert (tmp_path / "out" / name).read_bytes().startswith(PNG) and name in written
     md = (tmp_path / "out" / "report.md").read_text()
     rows = table(md)
@@ -160,7 +161,8 @@ def test_the_command_reports_a_sweep_directory(tmp_path, capsys):
         make_run(sweep, f"knob{k}", k, rate)
     assert main(["report", str(sweep)]) == 0
     out = sweep / "report"
-    assert {p.name for p in out.iterdir()} == {"capability_vs_cycle.png", "compounding_vs_fidelity.png", "report.md"}
+    assert {p.name for p in out.iterdir()} == {"capability_vs_cycle.png", "compounding_vs_fidelity.png",
+                                              "relative_capability.png", "report.md"}
     assert set(table((out / "report.md").read_text())) == {"knob1.0", "knob0.2"}
     printed = capsys.readouterr().out
     assert "knob0.2" in printed and str(out / "report.md") in printed
@@ -200,7 +202,7 @@ def test_a_learned_sims_rows_say_how_often_the_engine_corrects_it(tmp_path):
     (run_dir / "config.json").write_text(json.dumps(config))
     run = report.load_run(run_dir)
     assert run.label.startswith("learned/mujoco/reacher-twin correct_every=8 (fidelity knob 1")
-    assert report.table_rows([run])[0][1] == "learned/mujoco/reacher-twin correct_every=8"
+    assert report.table_rows([run])[0][2] == "learned/mujoco/reacher-twin correct_every=8"
     assert report.reference_slug(run) == "reference-mujoco_reacher-twin"
 
 

@@ -1,6 +1,6 @@
 """The fidelity sweep end to end: ``flywheel run experiment=fidelity_sweep_smoke`` runs every
-training sim (two knobs, the PyBullet twin, the learned simulator, and the MuJoCo twin against
-the PyBullet reference) on an embedded Ray, then writes the report of its sweep directory."""
+training sim (the control and the learned simulator) on two seeds on an embedded Ray, resuming a run an earlier sweep left after its
+first cycle, then writes the report of its sweep directory."""
 
 import json
 import math
@@ -14,64 +14,85 @@ from flywheel.logger import read_cycles
 
 pytestmark = pytest.mark.xdist_group("ray")
 
-PNGS = ("capability_vs_cycle.png", "compounding_vs_fidelity.png", "imagined_vs_realized.png")
-# run directory -> (training sim as the report names it, reference sim)
-RUNS = {
+PNGS = ("capability_vs_cycle.png", "compounding_vs_fidelity.png", "relative_capability.png",
+        "imagined_vs_realized.png")
+# training sim -> (training sim as the report names it, reference sim); each runs on seeds 0 and 1
+SIMS = {
     "knob-1.0": ("mujoco/reacher-twin", "mujoco/reacher-twin"),
-    "knob-0.5": ("mujoco/reacher-twin", "mujoco/reacher-twin"),
-    "pybullet-twin": ("pybullet/reacher", "mujoco/reacher-twin"),
     "learned-every-8": ("learned/mujoco/reacher-twin correct_every=8", "mujoco/reacher-twin"),
-    "ref-pybullet-mujoco-twin": ("mujoco/reacher-twin", "pybullet/reacher"),
 }
+SEEDS = (0, 1)
 
 
-def report_table(md: str) -> dict[str, dict[str, str]]:
-    """report.md's first table as {run: {column: cell}}."""
-    lines = [line for line in md.splitlines() if line.startswith("| ")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = {}
-    for line in lines[1:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) != len(header):
-            break
-        rows[cells[0]] = dict(zip(header, cells))
-    return rows
+def markdown_tables(md: str) -> list[list[dict[str, str]]]:
+    """Every table of report.md, each as one {column: cell} per row."""
+    tables, lines = [], md.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---") and \
+                not (i and lines[i - 1].startswith("|")):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")))))
+            tables.append(rows)
+    return tables
 
 
-def test_the_smoke_sweep_runs_every_training_sim_and_reports_each_reference(tmp_path, capsys):
+def test_the_smoke_sweep_runs_every_training_sim_and_seed_resumes_and_reports(tmp_path, capsys):
     sweep = tmp_path / "sweep"
+    # Stopped after its first cycle (as an interrupted sweep leaves it): the sweep below resumes it.
+    assert main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={sweep}", "training_sim=knob-1.0",
+                 "seed=0", "cycles=1"]) == 0
+    first = read_cycles(sweep / "knob-1.0-seed0")
+    assert [r["cycle"] for r in first] == [0]
+    capsys.readouterr()
     assert main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={sweep}"]) == 0
     out = capsys.readouterr().out
     assert f"every run of the sweep is done: flywheel report {sweep}" in out
+    assert read_cycles(sweep / "knob-1.0-seed0")[0] == first[0]  # resumed, cycle 0 not run again
 
-    for name, (_, reference) in RUNS.items():  # one complete run directory per training sim
-        config = json.loads((sweep / name / "config.json").read_text())
-        assert config["reference"]["name"] == reference and config["name"] == name
-        assert [r["cycle"] for r in read_cycles(sweep / name)] == [0, 1]
-    learned = json.loads((sweep / "learned-every-8" / "config.json").read_text())["sim"]
+    for name, (_, reference) in SIMS.items():  # one complete run directory per training sim and seed
+        for seed in SEEDS:
+            config = json.loads((sweep / f"{name}-seed{seed}" / "config.json").read_text())
+            assert (config["reference"]["name"], config["name"], config["seed"]) == (reference, name, seed)
+            assert [r["cycle"] for r in read_cycles(sweep / f"{name}-seed{seed}")] == [0, 1]
+    learned = json.loads((sweep / "learned-every-8-seed0" / "config.json").read_text())["sim"]
     assert learned["checkpoint"] == str(sweep / "world-models" / "mujoco_reacher-twin")  # fitted for the sweep
     assert (sweep / "world-models" / "mujoco_reacher-twin" / "checkpoint.safetensors").is_file()
 
-    groups = {"mujoco/reacher-twin": sweep / "report", "pybullet/reacher": sweep / "report" / "reference-pybullet_reacher"}
+    groups = {"mujoco/reacher-twin": sweep / "report"}
     for reference, folder in groups.items():
         for png in PNGS:
             assert (folder / png).read_bytes().startswith(b"\x89PNG")
         md = (folder / "report.md").read_text()
         assert f"Reference sim: `{reference}`" in md
-        rows = report_table(md)
-        assert set(rows) == {n for n, (_, ref) in RUNS.items() if ref == reference}  # one row per training sim
-        for name, row in rows.items():
-            assert row["training sim"] == RUNS[name][0] and row["cycles"] == "2/2"
+        runs, sims, (thesis,) = markdown_tables(md)[:3]
+        ours = {n for n, (_, ref) in SIMS.items() if ref == reference}
+        assert sorted(row["run"] for row in runs) == sorted(f"{n}-seed{s}" for n in ours for s in SEEDS)
+        for row in runs:  # one row per training sim and seed, every number parses
+            assert row["training sim"] == SIMS[row["run"].rsplit("-seed", 1)[0]][0] and row["cycles"] == "2/2"
+            assert row["run"].endswith(f"-seed{row['seed']}")
             assert 0.0 <= float(row["measured fidelity"]) <= 1.0
             for column in ("capability start", "capability end"):
                 assert 0.0 <= float(row[column]) <= 1.0
             assert math.isfinite(float(row["compounding rate (/cycle)"]))
             assert float(row["env steps"]) > 0 and float(row["wall s"]) > 0
-    main_rows = report_table((groups["mujoco/reacher-twin"] / "report.md").read_text())
-    assert float(main_rows["knob-1.0"]["measured fidelity"]) == 1.0
-    assert float(main_rows["knob-0.5"]["measured fidelity"]) < 0.5
-    assert float(main_rows["pybullet-twin"]["measured fidelity"]) > 0.9  # twins agree closely on the probe set
-    assert "([report](reference-pybullet_reacher/report.md))" in (sweep / "report" / "report.md").read_text()
+        assert {row["training sim"] for row in sims} == ours and all(row["seeds"] == "0, 1" for row in sims)
+        for row in sims:
+            assert math.isfinite(float(row["compounding rate (/cycle), mean over seeds"]))
+            low, high = (float(v) for v in row["95% interval"].split(" to "))
+            assert low <= float(row["compounding rate (/cycle), mean over seeds"]) <= high
+            assert math.isfinite(float(row["practice gap (training sim - reference)"]))
+        assert int(thesis["runs"]) == 2 * len(ours)
+        if reference == "mujoco/reacher-twin":  # two training sims at distinct fidelities: a test
+            assert 0.0 < float(thesis["p (one-sided)"]) <= 1.0
+            assert math.isfinite(float(thesis["slope (/cycle per unit fidelity)"]))
+            assert "Thesis test, stated before the run" in md
+    fidelity = {row["run"]: float(row["measured fidelity"]) for row in markdown_tables(
+        (groups["mujoco/reacher-twin"] / "report.md").read_text())[0]}
+    assert fidelity["knob-1.0-seed0"] == 1.0 and fidelity["learned-every-8-seed1"] < 1.0
 
 
 def fake_runs(monkeypatch, outcome):
@@ -99,7 +120,8 @@ def test_a_run_stopped_by_a_signal_stops_the_sweep(tmp_path, monkeypatch, capsys
         raise RunStopped(run_dir, signum)
 
     seen = fake_runs(monkeypatch, stopped)
-    rc = main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={tmp_path}", "training_sim=knob-1.0,knob-0.5"])
+    rc = main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={tmp_path}", "training_sim=knob-1.0,knob-0.5",
+               "seed=0"])
     assert rc == code and [c.name for c in seen] == ["knob-1.0"]  # knob-0.5 never started
     assert "sweep stopped in" in capsys.readouterr().err
 
@@ -114,6 +136,7 @@ def test_a_sweep_exits_with_its_worst_runs_code(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr("flywheel.commands.run.print_cycles", lambda *a, **k: None)
     seen = fake_runs(monkeypatch, outcome)
-    rc = main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={tmp_path}", "training_sim=knob-1.0,knob-0.5"])
+    rc = main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={tmp_path}", "training_sim=knob-1.0,knob-0.5",
+               "seed=0"])
     assert rc == 2 and [c.name for c in seen] == ["knob-1.0", "knob-0.5"]  # the failed run did not stop the next
     assert "num_learners must be >= 1" in capsys.readouterr().err
