@@ -24,7 +24,7 @@ def test_evaluation_on_a_rollout_actor_equals_the_drivers(tmp_path):
                        reference=sim)
     config.eval.episodes = 3  # more episodes than envs: the second batch starts as the first ends
     config.ray.num_cpus = 2
-    start_ray(config)
+    start_ray(config).release()  # the actors below start outside the run's reservation
     torch.manual_seed(0)
     agent = Agent("tiny")
     spec = WorkerSpec(sim.name, sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(), str(tmp_path / "store"))
@@ -58,7 +58,7 @@ def test_an_evaluation_on_the_actor_is_not_counted_in_its_next_collect(tmp_path)
                        reference=sim)
     config.eval.episodes = 2
     config.ray.num_cpus = 2
-    start_ray(config)
+    start_ray(config).release()  # the actors below start outside the run's reservation
     torch.manual_seed(0)
     agent = Agent("tiny")
     weights = ray.put({k: v.detach().cpu() for k, v in agent.model.state_dict().items()})
