@@ -1,6 +1,8 @@
 """Fixtures of the flywheel tests."""
 
 import logging
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -32,6 +34,27 @@ def fake_rows(episodes=3, chunks_per_episode=4, seed=0, first_episode=0, **colum
 @pytest.fixture
 def make_rows():
     return fake_rows
+
+
+class ActorsSpied(Exception):
+    """Raised where the run would start its rollout actors (``actors_spied``)."""
+
+
+@pytest.fixture
+def actors_spied(monkeypatch):
+    """A run stopped, with no Ray, where it starts its rollout actors: it raises ``.stopped``, and
+    ``.spec``, ``.options`` hold what the actors were given."""
+    import flywheel.controller as controller
+
+    spied = SimpleNamespace(stopped=ActorsSpied, spec=None, options=None)
+
+    def rollout_workers(n, spec, options, placement):
+        spied.spec, spied.options = spec, options
+        raise ActorsSpied
+
+    monkeypatch.setattr(controller, "start_ray", lambda config, *_: None)
+    monkeypatch.setattr("flywheel.cycle.RolloutWorkers", rollout_workers)
+    return spied
 
 
 @pytest.fixture(scope="module")

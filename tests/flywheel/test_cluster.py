@@ -90,27 +90,15 @@ def test_resources_reach_rays_options_and_a_bad_one_names_its_field(tmp_path, ca
         assert said in capsys.readouterr().err
 
 
-def test_the_actors_get_every_resource_they_ask_for(tmp_path, monkeypatch):
-    import flywheel.controller as controller
+def test_the_actors_get_every_resource_they_ask_for(tmp_path, monkeypatch, actors_spied):
     from flywheel.learners import LearnerPool
-
-    seen = {}
-
-    class Spied(Exception):
-        pass
-
-    def rollout_workers(n, spec, options, placement):
-        seen["options"] = options
-        raise Spied
 
     asked = Resources(num_cpus=0.5, memory=1e9, resources={"fast_disk": 1.0})
     config = tiny_config(tmp_path / "run", rollout_resources=asked, learner_resources=asked)
-    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # a cluster, which start_ray below does not join
-    monkeypatch.setattr(controller, "start_ray", lambda config, *_: None)
-    monkeypatch.setattr("flywheel.cycle.RolloutWorkers", rollout_workers)
-    with pytest.raises(Spied):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # a cluster, which the run does not join here
+    with pytest.raises(actors_spied.stopped):
         run(config, console=lambda *a: None)
-    assert seen["options"] == cluster.ray_options(asked)
+    assert actors_spied.options == cluster.ray_options(asked)
     assert LearnerPool.from_config("tiny", config).actor_options == cluster.ray_options(asked)
 
 

@@ -98,23 +98,12 @@ def test_resume_on_the_command_line_refuses_a_changed_setting(tmp_path, capsys, 
     assert "no setting cycels (did you mean cycles?)" in capsys.readouterr().err
 
 
-def test_actors_get_the_run_directory_as_an_absolute_path(tmp_path, monkeypatch):
-    seen = {}
-
-    class Spied(Exception):
-        pass
-
-    def rollout_workers(n, spec, options, placement):
-        seen["spec"] = spec
-        raise Spied
-
+def test_actors_get_the_run_directory_as_an_absolute_path(tmp_path, monkeypatch, actors_spied):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(controller, "start_ray", lambda config, *_: None)
-    monkeypatch.setattr("flywheel.cycle.RolloutWorkers", rollout_workers)
-    with pytest.raises(Spied):
+    with pytest.raises(actors_spied.stopped):
         run(tiny_config(None, name="relative"), console=lambda *a: None)  # run_dir unset: runs/flywheel/relative
     run_dir = tmp_path / "runs" / "flywheel" / "relative"
-    assert seen["spec"].store_root == str(run_dir / "store")
+    assert actors_spied.spec.store_root == str(run_dir / "store")
     assert json.loads((run_dir / "config.json").read_text())["run_dir"] == str(run_dir)
 
 
