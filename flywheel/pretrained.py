@@ -40,6 +40,8 @@ def starting_agent(config: RunConfig, run_dir: Path, console=print) -> tuple[Age
         console(f"starting from scratch: freshly initialised '{config.agent.size}' weights (pretrained=scratch)")
         return Agent(model_config(config.agent.size, **overrides), device=config.agent.device), \
             f"pretrained={SCRATCH} (seed {config.seed})"
+    if not config.pretrained and path != DEFAULT:
+        console(f"no checkpoint at {DEFAULT}; using the small pretrained one")
     console(f"starting from the pretrained checkpoint {path}")
     try:
         agent = Agent.from_checkpoint(path, device=config.agent.device)
@@ -114,8 +116,6 @@ def preset_checkpoint(preset: Path, console=print) -> Path:
     config = preset_config(preset)
     path = checkpoint_of(config)
     if (path / "config.json").is_file():
-        if preset == SMALL_PRESET:
-            console(f"no checkpoint at {DEFAULT}; using the small pretrained one")
         return path
     console(f"no pretrained checkpoint at {DEFAULT if preset == SMALL_PRESET else path} (`flywheel pretrain` makes "
             f"it): pretraining a small one first into {path.parent} (`flywheel pretrain pretrain={preset.stem}`, "
