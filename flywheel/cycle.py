@@ -134,9 +134,9 @@ class Cycle:
             if self.manifest is None:
                 weights = ray.put({k: v.detach().cpu() for k, v in fw.agent.model.state_dict().items()})
                 spec = dataclasses.replace(fw.rollout_spec, cycle=self.index, weight_version=self.index)
-                seed = fw.config.seed * 7919 + self.index * 101  # + the worker's index
                 with progress_bar(f"cycle {self.index} rollouts", spec.episodes) as advance:
-                    results, retries = fw.rollouts.collect(weights, spec, lambda worker: seed + worker, advance)
+                    results, retries = fw.rollouts.collect(
+                        weights, spec, lambda worker: rollout_seed(fw.config.seed, self.index, worker), advance)
                 self.sim_steps_outside_rows = sum(r["sim_steps_outside_rows"] for r in results)
                 dropped = [d for r in results for d in r["dropped"]]
                 if not any(r["shard"] for r in results):
@@ -217,6 +217,12 @@ class Cycle:
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()}
                        | {"cycle": round(time.perf_counter() - self.began, 3)},
         }
+
+
+def rollout_seed(seed: int, cycle: int, worker: int) -> int:
+    """The ``RolloutSpec.seed`` of ``worker``'s share of ``cycle`` in a run seeded ``seed``: its
+    episode ``index`` resets with ``flywheel.rollout.reset_seed(rollout_seed(...), index)``."""
+    return seed * 7919 + cycle * 101 + worker
 
 
 def evaluation_spec(config: RunConfig) -> RolloutSpec:
