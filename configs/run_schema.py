@@ -169,6 +169,10 @@ class RunConfig:
     sim: SimConfig = field(default_factory=lambda: SimConfig(name="mujoco/reacher-twin"))  # training sim
     reference: SimConfig = field(default_factory=lambda: SimConfig(name="mujoco/reacher-twin"))
     agent: AgentConfig = field(default_factory=AgentConfig)
+    # Frames in the loop: the agent perceives the camera frame of every chunk in the training sim and
+    # the reference, at its own image_size, and the store keeps them (``flywheel.rollout``). Off: on 2
+    # cores a frame costs more than the rest of an env step (README, "Frames in the loop").
+    camera: bool = False
     pretrained: Optional[str] = None  # checkpoint dir; None = runs/pretrain/default/checkpoint, pretrained if missing
     num_rollout_workers: int = 2
     envs_per_worker: int = 4
@@ -216,6 +220,9 @@ class RunConfig:
         for section in ("rollout_resources", "learner_resources"):
             getattr(self, section).check(section)
         for section in ("sim", "reference"):
+            if getattr(self, section).camera:
+                raise ConfigError(f"{section}.camera=true: a run's frames are one knob for the training sim and the "
+                                  "reference alike; set camera=true instead")
             steps = getattr(self, section).max_episode_steps
             if steps is not None and steps < 1:
                 raise ConfigError(f"{section}.max_episode_steps must be >= 1 (or unset: the task's default), "

@@ -100,7 +100,7 @@ def validate(config: RunConfig) -> RolloutSpec:
     try:  # its messages start with the field
         spec = RolloutSpec(episodes=config.episodes_per_cycle, seed=config.seed, planning=config.planning,
                            n_candidates=config.n_candidates, flow_steps=config.flow_steps, choose=config.choose,
-                           discount=config.learner.discount)
+                           discount=config.learner.discount, camera=config.camera)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     for field in ("sim", "reference"):
@@ -185,12 +185,35 @@ def check_critic(agent: Agent, config: RunConfig) -> None:
         raise ConfigError(f"learner.critic=true: the starting checkpoint has no critic and cannot grow one: {exc}") from exc
 
 
+def check_camera(agent: Agent, config: RunConfig) -> None:
+    """A camera run renders at the agent's own frame size (its pretraining's, and its imagined
+    frames' size): a ``sim.image_size`` / ``reference.image_size`` set to another is a
+    ``ConfigError`` naming it, and so is a model that reads no frames."""
+    if not config.camera:
+        return
+    size = agent.cfg.image_size
+    if "frame" not in agent.model.tokenizers:
+        raise ConfigError("camera=true: the starting model reads no frames (its config has no 'frame' modality "
+                          "with its expert); run with camera=false")
+    for field in ("sim", "reference"):
+        chosen = getattr(config, field).image_size
+        if chosen is not None and chosen != size:
+            raise ConfigError(f"{field}.image_size={chosen}: the agent takes {size}x{size} frames (its image_size, "
+                              f"the size it was pretrained on); leave {field}.image_size unset or set it to {size}")
+
+
 def check_embodiment(agent: Agent, config: RunConfig) -> None:
     """The model must be able to drive the reference (and training) sim's body, and its chunk
-    (the critic's n-step backup) must fit in an episode."""
+    (the critic's n-step backup) must fit in an episode; in a camera run, the sims must render
+    (``sims.rendering``: a machine without a GL context fails here, before Ray)."""
+    from flywheel.rollout import env_kwargs
+
     for field in ("sim", "reference"):
         sim = getattr(config, field)
-        env = sims.make(sim.name, **sim.make_kwargs())
+        try:
+            env = sims.make(sim.name, **env_kwargs(sim, config.camera, agent.cfg.image_size))
+        except sims.RenderingUnavailable as exc:
+            raise ConfigError(f"camera=true: {exc}") from exc
         emb, length = env.embodiment, env.max_episode_steps
         env.close()
         if length < agent.cfg.chunk:
@@ -229,6 +252,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     config, run_dir, rollout_spec, mirror = prepare(config, console)
     upload = mirror.upload if mirror is not None else lambda: None
     agent, optimizer_state, start_cycle, weights_from = _starting_point(run_dir, config, console)
+    check_camera(agent, config)
     check_embodiment(agent, config)
     check_critic(agent, config)
     prior = prior_of(config, console)
@@ -286,7 +310,7 @@ def prior_of(config: RunConfig, console=print):
     from flywheel.pretrained import starter
 
     return prior.resolve(starter(config, console), config.learner.prior_coef, config.learner.train_experts,
-                         config.sim.camera, console)
+                         config.camera, console)
 
 
 def evaluate_start(flywheel) -> None:

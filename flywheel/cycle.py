@@ -40,7 +40,8 @@ from flywheel.cluster import Placement, ray_options
 from flywheel.learners import LearnerPool, peak_rss_mb
 from flywheel.prior import PriorSpec
 from flywheel.logger import CycleLogger
-from flywheel.rollout import RolloutSpec, collect, episode_lengths_and_returns, episode_stats, standard_errors
+from flywheel.rollout import (RolloutSpec, collect, env_kwargs, episode_lengths_and_returns, episode_stats,
+                              standard_errors)
 from flywheel.rows import SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
 from flywheel.store import QuarantinedEpisode, RolloutStore
 from policies.agent import Agent
@@ -74,7 +75,8 @@ class Flywheel:
         # Under the run directory, or its URI for a remote run (``flywheel.storage``), query string included.
         location = storage.join(config.run_dir or run_dir, storage.STORE)
         store = RolloutStore(location)
-        worker = WorkerSpec(config.sim.name, config.sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
+        worker = WorkerSpec(config.sim.name, env_kwargs(config.sim, config.camera, agent.cfg.image_size),
+                            config.envs_per_worker, agent.cfg.to_dict(),
                             location, dataclasses.asdict(config.grade), fault=fault)
         rollouts = RolloutWorkers(config.num_rollout_workers, worker, ray_options(config.rollout_resources),
                                   placement=lambda i: placement.options("num_rollout_workers", i))
@@ -132,9 +134,9 @@ class Cycle:
             if self.manifest is None:
                 weights = ray.put({k: v.detach().cpu() for k, v in fw.agent.model.state_dict().items()})
                 spec = dataclasses.replace(fw.rollout_spec, cycle=self.index, weight_version=self.index)
-                seed = fw.config.seed * 7919 + self.index * 101  # + the worker's index
                 with progress_bar(f"cycle {self.index} rollouts", spec.episodes) as advance:
-                    results, retries = fw.rollouts.collect(weights, spec, lambda worker: seed + worker, advance)
+                    results, retries = fw.rollouts.collect(
+                        weights, spec, lambda worker: rollout_seed(fw.config.seed, self.index, worker), advance)
                 self.sim_steps_outside_rows = sum(r["sim_steps_outside_rows"] for r in results)
                 dropped = [d for r in results for d in r["dropped"]]
                 if not any(r["shard"] for r in results):
@@ -217,10 +219,17 @@ class Cycle:
         }
 
 
+def rollout_seed(seed: int, cycle: int, worker: int) -> int:
+    """The ``RolloutSpec.seed`` of ``worker``'s share of ``cycle`` in a run seeded ``seed``: its
+    episode ``index`` resets with ``flywheel.rollout.reset_seed(rollout_seed(...), index)``."""
+    return seed * 7919 + cycle * 101 + worker
+
+
 def evaluation_spec(config: RunConfig) -> RolloutSpec:
     """How evaluation collects: the eval seeds and planning, never choose=sim (no sim at test time)."""
     return RolloutSpec(episodes=config.eval.episodes, seed=config.eval.seed, planning=config.eval.planning,
-                       n_candidates=config.eval.n_candidates or config.n_candidates, flow_steps=config.flow_steps)
+                       n_candidates=config.eval.n_candidates or config.n_candidates, flow_steps=config.flow_steps,
+                       camera=config.camera)
 
 
 def evaluate(agent: Agent, config: RunConfig, spec: RolloutSpec | None = None,
@@ -231,7 +240,8 @@ def evaluate(agent: Agent, config: RunConfig, spec: RolloutSpec | None = None,
     ``EveryEpisodeQuarantined``, naming ``weights_from`` if the model made the NaN."""
     spec = spec or evaluation_spec(config)
     ref = config.reference
-    envs = [sims.make(ref.name, **ref.make_kwargs()) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
+    envs = [sims.make(ref.name, **env_kwargs(ref, config.camera, agent.cfg.image_size))
+            for _ in range(min(config.eval.episodes, config.envs_per_worker))]
     dropped: list[QuarantinedEpisode] = []
     with one_torch_thread():
         rows = collect(agent, envs, spec, quarantine=dropped)

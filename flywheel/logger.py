@@ -11,7 +11,8 @@ A cycle's record (``flywheel.cycle.Cycle.commit``) is logged once, after its che
                    error), fidelity/, rollout/ (episodic
                    return and length, their histograms, env and sim steps, env steps per
                    second of the rollout phase), grade/, learner/ (the cycle's means), time/
-                   (wall seconds per phase), and the cycle's imagined-vs-realized figure;
+                   (wall seconds per phase), and the cycle's imagined-vs-realized figure (and
+                   in a camera run its frames: ``rollout/frames``);
                    per learner step (step: total learner steps): every series the learner
                    pool returns (``learner/loss_*_step``, ``learner/grad_norm``, ``learner/lr``)
     console        "cycle C: capability 0.250 ± 0.077, grade weight ..., N env steps (M sim steps), S s"
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from flywheel.rows import IMAGINED, STEPS
+from flywheel.rows import FRAME, IMAGINED, STEPS
 from sims.files import write_bytes_atomic, write_json_atomic
 
 CYCLES = "cycles.jsonl"
@@ -207,10 +208,14 @@ class CycleLogger:
         self.writer.flush()
 
     def _imagination(self, record: dict[str, Any], rows: Mapping[str, np.ndarray]) -> None:
-        """Imagined against realized proprio of a few of this cycle's chunks (planning rollouts only)."""
-        if IMAGINED not in rows or not len(rows[STEPS]):
+        """Imagined against realized proprio of a few of this cycle's chunks (planning rollouts
+        only), and in a camera run their frames, realized and (where imagined) imagined."""
+        if not len(rows[STEPS]):
             return
-        from flywheel.report import imagination_figure
+        from flywheel.report import frames_figure, imagination_figure
 
-        self.writer.add_figure("rollout/imagined_vs_realized", imagination_figure(rows), record["env_steps_total"])
+        if IMAGINED in rows:
+            self.writer.add_figure("rollout/imagined_vs_realized", imagination_figure(rows), record["env_steps_total"])
+        if FRAME in rows:
+            self.writer.add_figure("rollout/frames", frames_figure(rows), record["env_steps_total"])
         self.writer.flush()
