@@ -8,7 +8,8 @@ everything needed to resume or to report:
     config.json      the resolved RunConfig (its run_dir absolute)
     store/           graded rollouts: Parquet shards + manifest per cycle (flywheel.store)
     checkpoints/     run checkpoints (flywheel.checkpoint); ``latest`` names the newest
-    cycles.jsonl     one line per completed cycle (capability ± its standard error, fidelity, grades, env steps...)
+    cycles.jsonl     one line per completed cycle (capability ± its standard error, fidelity, grades, env steps...;
+                     a multi-task run's capability is its tasks' mean, each task's under ``tasks``)
     start.json       the starting weights' capability, evaluated once before cycle 0
     capability.png   capability against cycle and steps, the start included (redrawn every cycle)
     tb/              TensorBoard events: rollout/, grade/, learner/, eval/, fidelity/, time/
