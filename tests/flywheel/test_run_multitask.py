@@ -41,7 +41,9 @@ def test_both_tasks_are_collected_trained_on_and_evaluated_each_in_its_reference
     config = json.loads((straight / "config.json").read_text())
     # an unset reference is the training sim's own engine at full fidelity
     assert [t["reference"]["name"] for t in config["tasks"]] == [REACHER, CARTPOLE]
-    assert config["sim"]["name"] == REACHER  # sim and reference are the first task's
+    # sim and reference are the first task's (episodes of 16 steps: not the default sim's)
+    assert config["sim"] == config["tasks"][0]["sim"] and config["sim"]["max_episode_steps"] == 16
+    assert config["reference"] == config["tasks"][0]["reference"]
     store = RolloutStore(straight / "store")
     for cycle in (0, 1):
         rows, report = store.read([cycle])
