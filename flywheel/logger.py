@@ -66,6 +66,18 @@ def capability_text(record: Mapping[str, Any]) -> str:
     return f"{record['capability']:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
 
 
+def task_capabilities(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A multi-task record's capability ± standard error by task (training sim); {} for one task."""
+    return {name: {"capability": task["capability"], "capability_stderr": task.get("capability_stderr")}
+            for name, task in (record.get("tasks") or {}).items()}
+
+
+def tasks_text(record: Mapping[str, Any]) -> str:
+    """" (mujoco/reacher-twin 0.250 ± 0.077, ...)" for a multi-task record; "" for one task."""
+    by_task = task_capabilities(record)
+    return f" ({', '.join(f'{name} {capability_text(c)}' for name, c in by_task.items())})" if by_task else ""
+
+
 class CycleLogger:
     """Owns a run's ``cycles.jsonl``, its TensorBoard writer and the per-cycle console line."""
 
@@ -125,7 +137,7 @@ class CycleLogger:
         self._learner_steps(series or {}, learner_steps)
         self._imagination(record, rows)
         self._capability_figure()
-        self.console(f"cycle {record['cycle']}: capability {capability_text(record)}, grade weight "
+        self.console(f"cycle {record['cycle']}: capability {capability_text(record)}{tasks_text(record)}, grade weight "
                      f"{record['grades']['weight']:.3f}, {record['env_steps']} env steps "
                      f"({record['sim_steps']:,} sim steps), {time.perf_counter() - began:.1f} s")
 
@@ -136,12 +148,14 @@ class CycleLogger:
         self.start = {"cycle": -1, "weight_version": 0, "capability": evaluation["capability"],
                       "capability_stderr": evaluation["capability_stderr"], "eval": evaluation,
                       "env_steps_total": 0, "sim_steps_total": 0, "seconds": {"eval": round(seconds, 3)}}
+        if "tasks" in evaluation:
+            self.start["tasks"] = task_capabilities(evaluation)
         write_json_atomic(self.run_dir / START, self.start)
-        self.writer.add_scalar("eval/capability", self.start["capability"], 0)
-        self.writer.add_scalar("eval/capability_stderr", self.start["capability_stderr"], 0)
+        self._capability_scalars(self.start, 0)
         self.writer.flush()
         self._capability_figure()
-        self.console(f"start: capability {capability_text(self.start)} (the starting weights, before cycle 0, "
+        self.console(f"start: capability {capability_text(self.start)}{tasks_text(self.start)} (the starting "
+                     f"weights, before cycle 0, "
                      f"{evaluation['episodes']} evaluation episodes), {seconds:.1f} s")
 
     def close(self) -> None:
@@ -151,14 +165,14 @@ class CycleLogger:
         from flywheel.report import capability_curve  # matplotlib: not for `flywheel status`
 
         records = ([self.start] if self.start else []) + self.records
-        ylabel = f"capability in {self.config['reference']['name']}"
+        tasks = self.config.get("tasks") or []
+        ylabel = (f"mean capability over {len(tasks)} tasks, each in its reference" if tasks
+                  else f"capability in {self.config['reference']['name']}")
         write_bytes_atomic(self.run_dir / CAPABILITY_FIGURE, capability_curve(records, ylabel))
 
     def _scalars(self, record: dict[str, Any]) -> None:
         step, add = record["env_steps_total"], self.writer.add_scalar
-        add("eval/capability", record["capability"], step)
-        if record.get("capability_stderr") is not None:
-            add("eval/capability_stderr", record["capability_stderr"], step)
+        self._capability_scalars(record, step)
         add("eval/mean_return", record["eval"]["mean_return"], step)
         add("fidelity/measured", record["fidelity"], step)
         add("rollout/success_rate", record["rollout"]["success_rate"], step)
@@ -173,6 +187,18 @@ class CycleLogger:
         for key, value in record["seconds"].items():
             add(f"time/{key}", value, step)
         self.writer.flush()
+
+    def _capability_scalars(self, record: Mapping[str, Any], step: int) -> None:
+        """eval/capability (a multi-task run's mean) ± its standard error, and each task's under
+        eval/<training sim>/."""
+        add = self.writer.add_scalar
+        add("eval/capability", record["capability"], step)
+        if record.get("capability_stderr") is not None:
+            add("eval/capability_stderr", record["capability_stderr"], step)
+        for name, task in task_capabilities(record).items():
+            add(f"eval/{name}/capability", task["capability"], step)
+            if task["capability_stderr"] is not None:
+                add(f"eval/{name}/capability_stderr", task["capability_stderr"], step)
 
     def _steps(self, record: dict[str, Any]) -> None:
         """What the cycle spent: env steps, every sim step, and the rollout phase's throughput."""

@@ -40,7 +40,7 @@ missed; the column sums to every step ``collect`` caused.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +54,7 @@ from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_NEX
                            REALIZED, REALIZED_FRAMES, RETURN, REWARD, REWARDS, SIM, SIM_STEPS, STEPS, SUCCESS, TASK,
                            TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows, episode_id, grade_columns, next_proprio,
                            to_pixels)
-from flywheel.store import QuarantinedEpisode
+from flywheel.store import QuarantinedEpisode, shares
 from policies.agent import Agent
 from policies.critic import td_target
 from configs.schema import SimConfig
@@ -85,6 +85,9 @@ class RolloutSpec:
     choose: str = "model"  # which candidate runs: the model's best score, or the best in the sim
     discount: float = 0.99  # per step; with a critic, choose=sim ranks by chunk reward + discounted V at its end
     camera: bool = False  # perceive and record frames (module docstring); the envs must render (``env_kwargs``)
+    # A multi-task run's: the sim each episode runs in (one per episode; ``task_plan``), so that
+    # an env runs only its own sim's episodes. None: every env runs any episode (one task).
+    episode_sims: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.choose not in CHOOSERS:
@@ -98,6 +101,18 @@ class RolloutSpec:
             raise ValueError(f"n_candidates must be >= 1 when planning, got {self.n_candidates}")
         if not 0 < self.discount <= 1:
             raise ValueError(f"learner.discount must be in (0, 1], got {self.discount}")
+        if self.episode_sims is not None and len(self.episode_sims) != self.episodes:
+            raise ValueError(f"episode_sims names {len(self.episode_sims)} episodes' sims for {self.episodes} episodes")
+
+
+def task_plan(sims: Sequence[str], weights: Sequence[float], episodes: int, seed) -> list[str]:
+    """The sim each of a multi-task cycle's ``episodes`` runs in: each task's share of them by
+    weight (``flywheel.store.shares``), in an order shuffled by ``seed`` so that every rollout worker's share
+    mixes the tasks."""
+    counts = shares(weights, episodes)
+    plan = [sim for sim, count in zip(sims, counts) for _ in range(count)]
+    order = np.random.default_rng(seed).permutation(len(plan))
+    return [plan[i] for i in order]
 
 
 def env_kwargs(sim: SimConfig, camera: bool, image_size: int) -> dict[str, Any]:
@@ -125,7 +140,7 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
     episodes = _Episodes(envs, spec, cfg.history, quarantine, cfg.image_size)
     active, start, drop = episodes.active, episodes.start, episodes.drop
 
-    for i in range(min(len(envs), spec.episodes)):
+    for i in range(len(envs)):
         start(i)
     while active:
         order = sorted(active)
@@ -188,14 +203,21 @@ class _Episodes:
                  quarantine: list[QuarantinedEpisode] | None, image_size: int) -> None:
         self.envs, self.spec, self.history, self.quarantine = envs, spec, history, quarantine
         self.image_size = image_size
-        self.started = 0
+        # The episodes not started yet, in order: per sim when the spec assigns them (``episode_sims``).
+        self.waiting: dict[str | None, deque[int]] = defaultdict(deque)
+        for index in range(spec.episodes):
+            self.waiting[None if spec.episode_sims is None else spec.episode_sims[index]].append(index)
+        unserved = set(self.waiting) - {None} - {env.name for env in envs}
+        if unserved:
+            raise ValueError(f"episodes in {', '.join(sorted(unserved))}, but no env of that sim to run them")
         self.active: dict[int, dict[str, Any]] = {}
 
     def start(self, i: int) -> None:
-        """Env ``i`` starts the next episode, if any is left."""
+        """Env ``i`` starts the next episode (of its sim, when the spec assigns them), if any is left."""
         spec = self.spec
-        while self.started < spec.episodes:
-            index, self.started = self.started, self.started + 1
+        waiting = self.waiting[None if spec.episode_sims is None else self.envs[i].name]
+        while waiting:
+            index = waiting.popleft()
             try:
                 obs, info = self.envs[i].reset(seed=reset_seed(spec.seed, index))
                 if spec.camera:

@@ -12,7 +12,7 @@ to the model's shared sizes so chunks of different embodiments stack:
 |---|---|---|---|
 | episode | int64 | () | episode id, unique in a run (``episode_id``) |
 | cycle, worker, weight_version | int64 | () | who collected it, with which weights |
-| sim, task | str | () | the training sim's name and the task text |
+| sim, task | str | () | the training sim's name (a multi-task run's task: ``RunConfig.tasks`` are told apart by it) and the task text |
 | chunk | int64 | () | the chunk's index in its episode |
 | proprio_dim, action_dim | int64 | () | the embodiment's real sizes (the rest is padding) |
 | proprio | float32 | (history, proprio_pad) | the model's input: the last ``history`` proprio steps |

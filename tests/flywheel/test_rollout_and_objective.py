@@ -8,7 +8,7 @@ import sims
 import world_model as wm
 from configs.learning import ROW_ADVANTAGES, ObjectiveConfig
 from flywheel.objective import advantage_signal, advantage_weights, batch_loss
-from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats, standard_errors
+from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats, standard_errors, task_plan
 from flywheel.rows import EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, SUCCESS, WEIGHT, ChunkRows
 from policies.agent import Agent
 
@@ -139,6 +139,31 @@ def test_each_env_of_a_mixed_batch_ran_the_actions_its_rows_record(agent, planni
                 obs, *_ = env.step(action)
                 np.testing.assert_array_equal(rows["realized"][r][t, : emb.proprio_dim],
                                               emb.pad_proprio(obs["proprio"])[: emb.proprio_dim])
+
+
+def test_a_task_plan_splits_the_episodes_by_weight_in_a_seeded_order():
+    plan = task_plan([SIM, "mujoco/cartpole-swingup-twin"], [1.0, 0.5], 16, seed=3)
+    # 16 * 2/3 = 10.67 and 5.33: the larger remainder takes the 16th episode
+    assert len(plan) == 16 and plan.count(SIM) == 11 and plan.count("mujoco/cartpole-swingup-twin") == 5
+    assert plan == task_plan([SIM, "mujoco/cartpole-swingup-twin"], [1.0, 0.5], 16, seed=3)
+    assert plan != task_plan([SIM, "mujoco/cartpole-swingup-twin"], [1.0, 0.5], 16, seed=4)
+    assert task_plan([SIM, "mujoco/cartpole-swingup-twin"], [1.0, 0.0], 4, seed=0) == [SIM] * 4
+
+
+def test_a_multitask_spec_runs_each_episode_in_its_sim_and_perceives_every_body_in_one_batch(agent, monkeypatch):
+    names = [SIM, "mujoco/cartpole-swingup-twin"]
+    plan = task_plan(names, [1.0, 1.0], 6, seed=1)
+    envs = [sims.make(name, max_episode_steps=12) for name in names for _ in range(2)]
+    batches, perceive = [], agent.perceive
+    monkeypatch.setattr(agent, "perceive", lambda obs, bodies: batches.append(len(set(bodies))) or perceive(obs, bodies))
+    spec = RolloutSpec(episodes=6, seed=2, n_candidates=2, episode_sims=tuple(plan))
+    rows = collect(agent, envs, spec)
+    episodes, first = np.unique(rows["episode"], return_index=True)
+    assert [str(rows["sim"][i]) for i in first] == plan  # episode i ran in plan[i]
+    assert max(batches) == 2  # both bodies in one forward
+    # A spec that names a sim none of the envs runs is refused, naming it.
+    with pytest.raises(ValueError, match="pybullet/cartpole-balance"):
+        collect(agent, envs[:1], RolloutSpec(episodes=1, episode_sims=("pybullet/cartpole-balance",)))
 
 
 def test_best_in_sim_keeps_the_candidate_the_sim_rewards_most_and_restores_the_env():
