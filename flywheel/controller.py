@@ -110,6 +110,7 @@ def validate(config: RunConfig) -> RolloutSpec:
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{field}.name / {field}: {exc}") from exc
         check_learned(field, sim)
+    check_refit(config)
     check_reference(config)
     check_embedded_ray(config)
     try:
@@ -165,6 +166,16 @@ def check_learned(field: str, sim) -> None:
         parse_correct_every(sim.correct_every)
     except ValueError as exc:
         raise ConfigError(f"{field}.correct_every: {exc}") from exc
+
+
+def check_refit(config: RunConfig) -> None:
+    """``world_model.refit`` refits the training sim's world model: the sim must be a learned one."""
+    from world_model.learned_env import PREFIX
+
+    if config.world_model.refit and not config.sim.name.startswith(PREFIX):
+        raise ConfigError(f"world_model.refit=true refits a learned training sim's world model, and sim.name="
+                          f"{config.sim.name} is an engine; use sim.name={PREFIX}{config.sim.name} (with "
+                          "sim.correct_every) or world_model.refit=false")
 
 
 def check_critic(agent: Agent, config: RunConfig) -> None:
@@ -232,7 +243,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     check_embodiment(agent, config)
     check_critic(agent, config)
     prior = prior_of(config, console)
-    measured = training_fidelity(config)
+    world_model, measured = practised_in(config, run_dir, start_cycle)
     console(f"training sim {config.sim.name} (fidelity knob {config.sim.fidelity}) measures fidelity "
             f"{measured['fidelity']:.3f} against the reference {config.reference.name}")
     logger = CycleLogger(run_dir, json_config(config), start_cycle, console,
@@ -246,7 +257,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                     placement.release()
                 raise RunStopped(run_dir, stop.signum, config.run_dir)
             flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault,
-                                      prior, weights_from, placement)
+                                      prior, weights_from, placement, world_model)
         except BaseException:
             logger.close()
             raise
@@ -264,6 +275,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                 cycle.learn()
                 if stop.requested:
                     break
+                cycle.refit()
                 cycle.evaluate()
                 cycle.commit()
                 upload()
@@ -275,6 +287,19 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     if not finished:
         raise RunStopped(run_dir, stop.signum, config.run_dir)
     return run_dir
+
+
+def practised_in(config: RunConfig, run_dir: Path, start_cycle: int) -> tuple[str | None, dict[str, Any]]:
+    """The world model cycle ``start_cycle`` practises in when the run refits one (the latest
+    refit's, which the last checkpoint records, else the sim's own; None without a refit), and
+    the training sim's fidelity measured with it."""
+    if not config.world_model.refit:
+        return None, training_fidelity(config)
+    from flywheel.refit import in_use
+
+    world_model = in_use(config, run_dir, run_checkpoint.record(run_dir, start_cycle - 1) if start_cycle else None)
+    sim = dataclasses.replace(config.sim, checkpoint=world_model)
+    return world_model, training_fidelity(dataclasses.replace(config, sim=sim))
 
 
 def prior_of(config: RunConfig, console=print):

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_NEXT_PROPRIO, CANDIDATE_REWARDS,
-                           CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, EPISODE, EPISODE_RETURN,
+                           CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, ENGINE_REALIZED, ENGINE_REWARDS,
+                           ENGINE_START, EPISODE, EPISODE_RETURN,
                            EPISODE_SUCCESS, IMAGINED, PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, RETURN, REWARD, REWARDS,
                            SIM, SIM_STEPS, STEPS, SUCCESS, TASK, TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows,
                            episode_id, grade_columns, next_proprio)
@@ -51,6 +52,7 @@ from policies.agent import Agent
 from policies.critic import td_target
 from sims import NonFiniteError, SimEnv, SimState, engine_steps_taken
 from sims.embodiment import Embodiment
+from world_model.learned_env import LearnedSimEnv
 
 # How a plan's candidate is chosen: by the agent's own score (return head), or by running
 # every candidate in the training sim from the current state and keeping the best reward.
@@ -278,6 +280,8 @@ def _chunk(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.
     realized_pad[:n, : emb.proprio_dim] = realized
     row = _row(spec, env, episode, proprio, actions, realized_pad, n, rewards)
     row.update({REWARDS: _padded(rewards, chunk), TERMINATED: terminated})
+    if isinstance(env, LearnedSimEnv):
+        row.update(_engine_columns(env, n, chunk, realized_pad.shape[1]))
     if imagined is not None:
         row[IMAGINED] = imagined
     if grade_chunk is not None:
@@ -285,6 +289,18 @@ def _chunk(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.
         row.update(grade_columns(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
                                              np.asarray(rewards), episode["success"] if env.defines_success else None)))
     return row, done
+
+
+def _engine_columns(env: LearnedSimEnv, steps: int, chunk: int, proprio_pad: int) -> dict[str, np.ndarray]:
+    """``flywheel.rows.ENGINE_COLUMNS`` of the chunk just run in a learned sim: its engine's
+    corrections of the chunk's ``steps`` steps (the last it recorded; the look-ahead's came before)."""
+    ran = env.corrections.latest(steps)
+    dim = env.embodiment.proprio_dim
+    start = np.zeros(proprio_pad, np.float32)
+    start[:dim] = ran[0][0]
+    realized = np.zeros((chunk, proprio_pad), np.float32)
+    realized[:steps, :dim] = [r[2] for r in ran]
+    return {ENGINE_START: start, ENGINE_REALIZED: realized, ENGINE_REWARDS: _padded([r[3] for r in ran], chunk)}
 
 
 def _padded(rewards: Sequence[float], chunk: int) -> np.ndarray:

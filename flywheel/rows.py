@@ -31,6 +31,9 @@ to the model's shared sizes so chunks of different embodiments stack:
 | candidate_* | see ``CANDIDATE_COLUMNS`` | (candidates, ...) | every candidate the training sim ran
   (``choose=sim`` only): its actions, step rewards, steps, termination and end proprio history |
 | weight, grade_* | see ``GRADE_COLUMNS`` | () | the grader's answers (graded rollouts only) |
+| engine_* | see ``ENGINE_COLUMNS`` | | a learned training sim's correcting engine over the chunk (learned sims only):
+  its proprio at the chunk's start and after each step, and its step rewards, whatever the learned sim
+  showed; the transitions a world-model refit trains on (``flywheel.refit``) |
 
 An optional grade answer that does not apply reads 0 and its ``grade_*_applies`` flag is
 false (Parquet holds no "not applicable" but NaN, which the store quarantines): read it only
@@ -76,6 +79,9 @@ CANDIDATE_REWARDS = "candidate_rewards"
 CANDIDATE_STEPS = "candidate_steps"
 CANDIDATE_TERMINATED = "candidate_terminated"
 CANDIDATE_NEXT_PROPRIO = "candidate_next_proprio"
+ENGINE_START = "engine_start"
+ENGINE_REALIZED = "engine_realized"
+ENGINE_REWARDS = "engine_rewards"
 
 WEIGHT = "weight"
 GRADE_REWARD = "grade_reward"
@@ -122,6 +128,12 @@ CANDIDATE_COLUMNS = (
     Column(CANDIDATE_TERMINATED, "bool", ("candidates",)),
     Column(CANDIDATE_NEXT_PROPRIO, "float32", ("candidates", "history", "proprio_pad")),
 )
+# A learned training sim's engine (``world_model.learned_env``: it steps a shadow engine with the
+# same actions): the realized physics behind the learned rows, zeros after ``steps``.
+ENGINE_COLUMNS = (
+    Column(ENGINE_START, "float32", ("proprio_pad",)), Column(ENGINE_REALIZED, "float32", ("chunk", "proprio_pad")),
+    Column(ENGINE_REWARDS, "float64", ("chunk",)),
+)
 GRADE_COLUMNS = (
     Column(WEIGHT, "float64"), Column(GRADE_REWARD, "float64"), Column(GRADE_PROGRESS, "float64"),
     Column(GRADE_SUCCESS_APPLIES, "bool"), Column(GRADE_SUCCESS, "bool"),
@@ -141,14 +153,16 @@ GUARDS = {
 }
 
 
-def columns_of(imagined: bool, graded: bool, candidates: bool = False) -> tuple[Column, ...]:
+def columns_of(imagined: bool, graded: bool, candidates: bool = False, engine: bool = False) -> tuple[Column, ...]:
     """Every column of a batch of rows, in stored order: the core, then what planning, the
-    sim's candidates and grading add, then the episode's outcome (filled in when it ends)."""
+    sim's candidates and grading add, then the episode's outcome (filled in when it ends),
+    then a learned sim's engine."""
     return (CORE_COLUMNS + ((IMAGINED_COLUMN,) if imagined else ()) + (CANDIDATE_COLUMNS if candidates else ())
-            + (GRADE_COLUMNS if graded else ()) + OUTCOME_COLUMNS + TRANSITION_COLUMNS)
+            + (GRADE_COLUMNS if graded else ()) + OUTCOME_COLUMNS + TRANSITION_COLUMNS
+            + (ENGINE_COLUMNS if engine else ()))
 
 
-COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True, candidates=True)}
+COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True, candidates=True, engine=True)}
 
 
 def next_proprio(proprio: np.ndarray, realized: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -219,7 +233,8 @@ class ChunkRows(Mapping[str, np.ndarray]):
         """Validated rows: exactly one of the schema's column sets, each column of its dtype
         and of one length; the error names the column at fault."""
         names = list(columns)
-        expected = [c.name for c in columns_of(IMAGINED in columns, WEIGHT in columns, CANDIDATE_ACTIONS in columns)]
+        expected = [c.name for c in columns_of(IMAGINED in columns, WEIGHT in columns, CANDIDATE_ACTIONS in columns,
+                                               ENGINE_START in columns)]
         if set(names) != set(expected):
             missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
             raise ValueError(f"chunk rows: missing columns {missing}, unknown columns {extra}")
@@ -266,6 +281,10 @@ class ChunkRows(Mapping[str, np.ndarray]):
     @property
     def candidates(self) -> bool:
         return CANDIDATE_ACTIONS in self._columns
+
+    @property
+    def engine(self) -> bool:
+        return ENGINE_START in self._columns
 
     def take(self, index: np.ndarray | slice) -> "ChunkRows":
         """The rows at ``index`` (an index array, a boolean mask or a slice)."""
