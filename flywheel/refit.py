@@ -56,6 +56,11 @@ def engine_transitions(rows: ChunkRows, reference: str, embodiment: Embodiment) 
     return Transitions(reference, *(np.concatenate(parts[k]) for k in parts))
 
 
+def refit_seed(run_seed: int, cycle: int) -> int:
+    """The seed of cycle ``cycle``'s refit (its minibatches): another each cycle, the same on a resume."""
+    return int(np.random.SeedSequence([run_seed, cycle]).generate_state(1)[0])
+
+
 def version_dir(run_dir: str | Path, version: int) -> Path:
     return Path(run_dir) / WORLD_MODELS / f"v{version:04d}"
 
@@ -93,8 +98,7 @@ class Refit:
         embodiment = env.embodiment
         env.close()
         flywheel = engine_transitions(rows, self.reference, embodiment)
-        seed = int(np.random.SeedSequence([self.config.seed, cycle]).generate_state(1)[0])
-        train = dataclasses.replace(recipe.train, steps=recipe.refit_steps, seed=seed)
+        train = dataclasses.replace(recipe.train, steps=recipe.refit_steps, seed=refit_seed(self.config.seed, cycle))
         refitted = wm.fit([self.recipe_data(), flywheel], config=train, init=simulator)
         refitted.metadata["refit"] = {"cycle": cycle, "flywheel_transitions": len(flywheel),
                                       "recipe_transitions": len(self.recipe_data())}
