@@ -16,6 +16,7 @@ import world_model as wm
 from configs.errors import ConfigError
 from configs.run_schema import LearnedSimConfig, RunConfig
 from configs.schema import SimConfig
+from flywheel.cli import main
 from flywheel.controller import run, training_fidelity, validate
 from flywheel.learned_sim import fit
 from flywheel.logger import read_cycles
@@ -102,7 +103,7 @@ def test_a_refit_asked_of_an_engine_names_the_field_before_ray_starts(tmp_path, 
 
 
 @pytest.mark.xdist_group("ray")
-def test_a_tiny_run_refits_every_cycle_records_fidelity_and_resumes_exactly(poor_world_model, tmp_path):
+def test_a_tiny_run_refits_every_cycle_records_fidelity_and_resumes_exactly(poor_world_model, tmp_path, capsys):
     def config(run_dir, cycles):
         sim = SimConfig(name=f"learned/{REF}", correct_every="8", checkpoint=str(poor_world_model),
                         max_episode_steps=16)
@@ -123,6 +124,9 @@ def test_a_tiny_run_refits_every_cycle_records_fidelity_and_resumes_exactly(poor
     assert all(r["world_model"]["flywheel_transitions"] == r["env_steps"] for r in records)
     rows, _ = RolloutStore(straight / "store").read([1])
     assert rows.engine
+    assert main(["status", str(straight)]) == 0  # its fidelity column: the world model each cycle practised in
+    status = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[2] for line in status[-2:]] == [f"{r['fidelity']:.3f}" for r in records]
     # Stopped after one cycle and resumed: the same rollouts, the same refits, byte for byte.
     resumed = run(config(tmp_path / "resumed", 1), console=lambda *a: None)
     run(dataclasses.replace(config(tmp_path / "resumed", 2), resume=str(resumed)), console=lambda *a: None)
