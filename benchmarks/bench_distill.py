@@ -95,7 +95,7 @@ def prior_data(pretrained: str, config: RunConfig):
     """The starter's pretraining data as the learners read it (``flywheel.prior``)."""
     from flywheel.prior import PriorData, resolve
 
-    return PriorData(resolve(pretrained, 1.0, config.learner.train_experts, config.sim.camera, log=print))
+    return PriorData(resolve(pretrained, 1.0, config.learner.train_experts, config.camera, log=print))
 
 
 def train(agent: Agent, rows, config: RunConfig, steps: int, seed: int = 0,

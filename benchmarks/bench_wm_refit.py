@@ -118,7 +118,7 @@ def recipe_only_chain(config: RunConfig, out: Path, cycles: int) -> list[float]:
         path = version_dir(out, cycle + 1)
         wm.save_checkpoint(simulator, path)
         sim = dataclasses.replace(config.sim, checkpoint=str(path))
-        fidelities.append(training_fidelity(dataclasses.replace(config, sim=sim))["fidelity"])
+        fidelities.append(training_fidelity(dataclasses.replace(config, sim=sim), console=lambda *_: None)["fidelity"])
     return fidelities
 
 

@@ -167,6 +167,33 @@ IF_EXISTS = ("error", "resume")
 
 
 @dataclass
+class TaskConfig:
+    """One task of a multi-task run (``RunConfig.tasks``): a training sim, the reference its
+    capability is measured in, and its share of the rollouts and of the replay's draws."""
+
+    sim: SimConfig = field(default_factory=SimConfig)
+    # None: the training sim's own engine at fidelity 1 and the same episode length (a learned
+    # sim's: the engine it learned), filled in as the run starts (``flywheel.controller.with_own_reference``).
+    reference: Optional[SimConfig] = None
+    weight: float = 1.0
+
+    def check(self, entry: str) -> None:
+        """The task's own fields; ``entry`` names it (``tasks[1]``). What needs the sim registry
+        is ``flywheel.controller.validate``'s."""
+        if self.sim.name == "???":
+            raise ConfigError(f"{entry}.sim.name: every task names its training sim, e.g. "
+                              f"{{sim: {{name: mujoco/reacher-twin}}}}")
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < math.inf:
+            raise ConfigError(f"{entry}.weight must be a finite number >= 0, got {w!r}")
+        for section in ("sim", "reference"):
+            steps = getattr(getattr(self, section), "max_episode_steps", None)
+            if steps is not None and steps < 1:
+                raise ConfigError(f"{entry}.{section}.max_episode_steps must be >= 1 (or unset: the task's "
+                                  f"default), got {steps}")
+
+
+@dataclass
 class RunConfig:
     name: str = "default"
     run_dir: Optional[str] = None  # default runs/flywheel/<name>
@@ -180,6 +207,10 @@ class RunConfig:
     sim: SimConfig = field(default_factory=lambda: SimConfig(name="mujoco/reacher-twin"))  # training sim
     reference: SimConfig = field(default_factory=lambda: SimConfig(name="mujoco/reacher-twin"))
     agent: AgentConfig = field(default_factory=AgentConfig)
+    # Frames in the loop: the agent perceives the camera frame of every chunk in the training sim and
+    # the reference, at its own image_size, and the store keeps them (``flywheel.rollout``). Off: on 2
+    # cores a frame costs more than the rest of an env step (README, "Frames in the loop").
+    camera: bool = False
     pretrained: Optional[str] = None  # checkpoint dir; None = runs/pretrain/default/checkpoint, pretrained if missing
     num_rollout_workers: int = 2
     envs_per_worker: int = 4
@@ -202,6 +233,11 @@ class RunConfig:
     grade: GradeConfig = field(default_factory=GradeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     world_model: LearnedSimConfig = field(default_factory=LearnedSimConfig)  # learned sims only
+    # Several training sims in one run (``task_list``): empty, the run's one task is ``sim`` in
+    # ``reference``. Set, ``sim`` and ``reference`` are the first task's (kept for what reads one
+    # sim: the starter's prior data, the report's labels). From the command line, a Hydra list:
+    # tasks='[{sim:{name:mujoco/reacher-twin}},{sim:{name:mujoco/cartpole-swingup-twin},weight:0.5}]'
+    tasks: list[TaskConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         """The run's own counts, checked where the config is built (``to_dataclass``, before Ray
@@ -217,16 +253,47 @@ class RunConfig:
             raise ConfigError(f"episodes_per_cycle={self.episodes_per_cycle} is shared among the rollout workers, so "
                               f"it must be >= num_rollout_workers={self.num_rollout_workers}")
         self._check_resources_and_episode_steps()
+        self._check_tasks()
         if self.learner.batch_size < self.num_learners:
             raise ConfigError(f"learner.batch_size={self.learner.batch_size} is split across the learners, so it "
                               f"must be >= num_learners={self.num_learners}")
         if self.learner.act_on == "imagined" and not self.planning:
             raise ConfigError("learner.act_on=imagined trains on the plans rollouts imagined, so it needs planning=true")
 
+    def task_list(self) -> list[TaskConfig]:
+        """The run's tasks: ``tasks``, or the one of ``sim`` in ``reference`` (weight 1)."""
+        return list(self.tasks) or [TaskConfig(self.sim, self.reference, 1.0)]
+
+    def _check_tasks(self) -> None:
+        """Each task's fields, its sim unique, weights summing to a positive number; ``sim`` and
+        ``reference`` left at their defaults (or already the first task's: a stored config)."""
+        if not self.tasks:
+            return
+        for i, task in enumerate(self.tasks):
+            task.check(f"tasks[{i}]")
+        names = [task.sim.name for task in self.tasks]
+        for i, name in enumerate(names):
+            if name in names[:i]:  # rows name their task by the training sim (flywheel.rows.SIM)
+                raise ConfigError(f"tasks[{i}].sim.name={name}: tasks[{names.index(name)}] trains in it already; "
+                                  "each task trains in its own sim")
+        total = sum(task.weight for task in self.tasks)
+        if not total > 0:
+            raise ConfigError(f"tasks[*].weight: the weights sum to {total:g}; they must sum to a positive number")
+        first = self.tasks[0]
+        for section in ("sim", "reference"):
+            default = RunConfig.__dataclass_fields__[section].default_factory()
+            if getattr(self, section) not in (default, getattr(first, section)):
+                raise ConfigError(f"{section}: a multi-task run takes its sims from tasks; set tasks[i].{section} "
+                                  f"instead of {section}")
+        self.sim, self.reference = first.sim, first.reference or self.reference
+
     def _check_resources_and_episode_steps(self) -> None:
         for section in ("rollout_resources", "learner_resources"):
             getattr(self, section).check(section)
         for section in ("sim", "reference"):
+            if getattr(self, section).camera:
+                raise ConfigError(f"{section}.camera=true: a run's frames are one knob for the training sim and the "
+                                  "reference alike; set camera=true instead")
             steps = getattr(self, section).max_episode_steps
             if steps is not None and steps < 1:
                 raise ConfigError(f"{section}.max_episode_steps must be >= 1 (or unset: the task's default), "

@@ -26,8 +26,8 @@ class SimConfig:
     name: str = "???"
     fidelity: float = 1.0
     run_seed: int = 0
-    camera: bool = False
-    image_size: int = 64
+    camera: bool = False  # a flywheel run's frames are its own knob, ``RunConfig.camera``
+    image_size: Optional[int] = None  # camera frames' side; None: the sim's default (64), in a camera run the agent's
     max_episode_steps: Optional[int] = None
     # Physical parameter overrides on top of the fidelity perturbation, e.g. {mass_scale: 1.2}.
     params: dict[str, float] = field(default_factory=dict)
@@ -39,7 +39,7 @@ class SimConfig:
     def make_kwargs(self) -> dict[str, Any]:
         """The ``sims.make`` keyword arguments: every field but the name, less unset learned-sim ones."""
         kwargs = {k: v for k, v in asdict(self).items() if k != "name"}
-        for key in ("checkpoint", "correct_every", "params"):
+        for key in ("checkpoint", "correct_every", "params", "image_size"):
             if not kwargs[key]:
                 kwargs.pop(key)
         return kwargs

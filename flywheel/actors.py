@@ -38,9 +38,8 @@ from world_model.grader import GradeConfig
 class WorkerSpec:
     """Everything an actor needs, as plain data (it crosses into Ray)."""
 
-    sim: str
-    sim_kwargs: dict[str, Any]
-    envs_per_worker: int
+    sims: tuple[tuple[str, dict[str, Any]], ...]  # (name, ``sims.make`` kwargs) of each task's training sim
+    envs_per_worker: int  # of each sim
     model: dict[str, Any]  # ModelConfig.to_dict()
     store_root: str
     grade: dict[str, Any] = field(default_factory=dict)  # GradeConfig fields
@@ -54,15 +53,17 @@ class RolloutWorker:
     def __init__(self, index: int, spec: WorkerSpec) -> None:
         torch.set_num_threads(spec.torch_threads)
         self.index, self.spec = index, spec
-        self.envs = [sims.make(spec.sim, **spec.sim_kwargs) for _ in range(spec.envs_per_worker)]
+        # Every task's envs in one vector: ``collect`` perceives and plans for all of them in one batch.
+        self.envs = [sims.make(name, **kwargs) for name, kwargs in spec.sims for _ in range(spec.envs_per_worker)]
         self.agent = Agent(ModelConfig.from_dict(spec.model)).eval()
         self.weight_version = -1
         self.store = RolloutStore(spec.store_root)
         self.grader = ChunkGrader(GradeConfig(**spec.grade))
-        # Sim steps this actor has spent and not yet reported; the grader's probe set, built
-        # now rather than inside a chunk, is the first of them (see ``collect``).
+        # Sim steps this actor has spent and not yet reported; the grader's probe sets, built
+        # now rather than inside a chunk, are the first of them (see ``collect``).
         self._steps_reported = sims.engine_steps_taken()
-        self.grader.prepare(self.envs[0])
+        for env in self.envs[::spec.envs_per_worker]:
+            self.grader.prepare(env)
 
     def pid(self) -> int:
         return os.getpid()
@@ -108,7 +109,8 @@ class RolloutWorker:
         spec = replace(spec, worker=self.index, weight_version=self.weight_version)
         dropped: list[QuarantinedEpisode] = []
         rows = collect(self.agent, self.envs, spec, self.grader, quarantine=dropped)
-        shard, quarantined = self.store.write_shard(spec.cycle, self.index, rows) if rows.n else (None, None)
+        by_sim = len(self.spec.sims) > 1  # the replay draws each task's share (``RolloutStore.sample``)
+        shard, quarantined = self.store.write_shard(spec.cycle, self.index, rows, by_sim) if rows.n else (None, None)
         spent, self._steps_reported = sims.engine_steps_taken() - self._steps_reported, sims.engine_steps_taken()
         # The sim steps no committed row holds: the grader's start-up, quarantined episodes'.
         committed = int(rows[SIM_STEPS].sum() if rows.n else 0) - (int(np.sum(quarantined[SIM_STEPS])) if quarantined else 0)
@@ -142,7 +144,9 @@ class RolloutWorkers:
             self.actors[i].load_weights.remote(weights, rollout.cycle)
             if world_model is not None:  # a replacement actor gets it too: it starts from the spec's
                 self.actors[i].use_world_model.remote(world_model)
-            return self.actors[i].collect.remote(replace(rollout, episodes=len(shares[i]), worker=i, seed=seeds(i)))
+            own = None if rollout.episode_sims is None else tuple(rollout.episode_sims[j] for j in shares[i])
+            return self.actors[i].collect.remote(replace(rollout, episodes=len(shares[i]), worker=i, seed=seeds(i),
+                                                         episode_sims=own))
 
         pending = {i: start(i) for i in self.actors}
         results, retries = {}, 0

@@ -8,7 +8,8 @@ everything needed to resume or to report:
     config.json      the resolved RunConfig (its run_dir absolute)
     store/           graded rollouts: Parquet shards + manifest per cycle (flywheel.store)
     checkpoints/     run checkpoints (flywheel.checkpoint); ``latest`` names the newest
-    cycles.jsonl     one line per completed cycle (capability ± its standard error, fidelity, grades, env steps...)
+    cycles.jsonl     one line per completed cycle (capability ± its standard error, fidelity, grades, env steps...;
+                     a multi-task run's capability is its tasks' mean, each task's under ``tasks``)
     start.json       the starting weights' capability, evaluated once before cycle 0
     capability.png   capability against cycle and steps, the start included (redrawn every cycle)
     tb/              TensorBoard events: rollout/, grade/, learner/, eval/, fidelity/, time/
@@ -44,6 +45,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import sims
@@ -100,11 +102,10 @@ def validate(config: RunConfig) -> RolloutSpec:
     try:  # its messages start with the field
         spec = RolloutSpec(episodes=config.episodes_per_cycle, seed=config.seed, planning=config.planning,
                            n_candidates=config.n_candidates, flow_steps=config.flow_steps, choose=config.choose,
-                           discount=config.learner.discount)
+                           discount=config.learner.discount, camera=config.camera)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    for field in ("sim", "reference"):
-        sim = getattr(config, field)
+    for field, sim in task_sims(config):
         try:
             sims.check_config(sim.name, {"fidelity": sim.fidelity, "params": dict(sim.params)})
         except (ValueError, TypeError, KeyError) as exc:
@@ -137,16 +138,31 @@ def check_embedded_ray(config: RunConfig) -> None:
                           for d in cluster.demands(config)], has)
 
 
+def task_sims(config: RunConfig) -> list[tuple[str, SimConfig]]:
+    """Every sim the run makes, each with the field that sets it (``tasks[1].reference`` in a
+    multi-task run), training sims and references of every task."""
+    if not config.tasks:
+        return [("sim", config.sim), ("reference", config.reference)]
+    return [(f"tasks[{i}].{field}", getattr(task, field)) for i, task in enumerate(config.tasks)
+            for field in ("sim", "reference") if getattr(task, field) is not None]
+
+
 def check_reference(config: RunConfig) -> None:
     """The training sim's fidelity is measured on the reference's probe set, which starts only
-    the reference itself (at any fidelity), its learned sim or its cross-engine twin."""
+    the reference itself (at any fidelity), its learned sim or its cross-engine twin: the same
+    body, in every task."""
     from world_model.learned_env import PREFIX
     from world_model.probes import can_start
 
-    sim, reference = config.sim.name, config.reference.name
-    if not can_start(reference, sim):
-        raise ConfigError(f"reference.name={reference}: it cannot measure the training sim {sim} (only itself, "
-                          f"learned/{reference} or its cross-engine twin); set reference.name={sim.removeprefix(PREFIX)}")
+    for i, task in enumerate(config.task_list()):
+        field = f"tasks[{i}].reference" if config.tasks else "reference"
+        if task.reference is None:  # its own engine's, filled in by ``with_own_reference``
+            continue
+        sim, reference = task.sim.name, task.reference.name
+        if not can_start(reference, sim):
+            raise ConfigError(f"{field}.name={reference}: it cannot measure the training sim {sim} (only itself, "
+                              f"learned/{reference} or its cross-engine twin); set {field}.name="
+                              f"{sim.removeprefix(PREFIX)}")
 
 
 def check_learned(field: str, sim) -> None:
@@ -172,6 +188,9 @@ def check_refit(config: RunConfig) -> None:
     """``world_model.refit`` refits the training sim's world model: the sim must be a learned one."""
     from world_model.learned_env import PREFIX
 
+    if config.world_model.refit and config.tasks:
+        raise ConfigError("world_model.refit=true refits one learned training sim; a multi-task run (tasks=) is not "
+                          "refitted: unset tasks or set world_model.refit=false")
     if config.world_model.refit and not config.sim.name.startswith(PREFIX):
         raise ConfigError(f"world_model.refit=true refits a learned training sim's world model, and sim.name="
                           f"{config.sim.name} is an engine; use sim.name={PREFIX}{config.sim.name} (with "
@@ -196,12 +215,34 @@ def check_critic(agent: Agent, config: RunConfig) -> None:
         raise ConfigError(f"learner.critic=true: the starting checkpoint has no critic and cannot grow one: {exc}") from exc
 
 
+def check_camera(agent: Agent, config: RunConfig) -> None:
+    """A camera run renders at the agent's own frame size (its pretraining's, and its imagined
+    frames' size): a ``sim.image_size`` / ``reference.image_size`` set to another is a
+    ``ConfigError`` naming it, and so is a model that reads no frames."""
+    if not config.camera:
+        return
+    size = agent.cfg.image_size
+    if "frame" not in agent.model.tokenizers:
+        raise ConfigError("camera=true: the starting model reads no frames (its config has no 'frame' modality "
+                          "with its expert); run with camera=false")
+    for field, sim in task_sims(config):
+        chosen = sim.image_size
+        if chosen is not None and chosen != size:
+            raise ConfigError(f"{field}.image_size={chosen}: the agent takes {size}x{size} frames (its image_size, "
+                              f"the size it was pretrained on); leave {field}.image_size unset or set it to {size}")
+
+
 def check_embodiment(agent: Agent, config: RunConfig) -> None:
     """The model must be able to drive the reference (and training) sim's body, and its chunk
-    (the critic's n-step backup) must fit in an episode."""
-    for field in ("sim", "reference"):
-        sim = getattr(config, field)
-        env = sims.make(sim.name, **sim.make_kwargs())
+    (the critic's n-step backup) must fit in an episode, in every task; in a camera run, the sims
+    must render (``sims.rendering``: a machine without a GL context fails here, before Ray)."""
+    from flywheel.rollout import env_kwargs
+
+    for field, sim in task_sims(config):
+        try:
+            env = sims.make(sim.name, **env_kwargs(sim, config.camera, agent.cfg.image_size))
+        except sims.RenderingUnavailable as exc:
+            raise ConfigError(f"camera=true: {exc}") from exc
         emb, length = env.embodiment, env.max_episode_steps
         env.close()
         if length < agent.cfg.chunk:
@@ -240,12 +281,11 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     config, run_dir, rollout_spec, mirror = prepare(config, console)
     upload = mirror.upload if mirror is not None else lambda: None
     agent, optimizer_state, start_cycle, weights_from = _starting_point(run_dir, config, console)
+    check_camera(agent, config)
     check_embodiment(agent, config)
     check_critic(agent, config)
     prior = prior_of(config, console)
-    world_model, measured = practised_in(config, run_dir, start_cycle)
-    console(f"training sim {config.sim.name} (fidelity knob {config.sim.fidelity}) measures fidelity "
-            f"{measured['fidelity']:.3f} against the reference {config.reference.name}")
+    world_model, measured = practised_in(config, run_dir, start_cycle, console)
     logger = CycleLogger(run_dir, json_config(config), start_cycle, console,
                          checkpointed=lambda cycle: run_checkpoint.record(run_dir, cycle))
     stop, finished = Stop(), False
@@ -289,17 +329,18 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     return run_dir
 
 
-def practised_in(config: RunConfig, run_dir: Path, start_cycle: int) -> tuple[str | None, dict[str, Any]]:
+def practised_in(config: RunConfig, run_dir: Path, start_cycle: int,
+                 console=print) -> tuple[str | None, dict[str, Any]]:
     """The world model cycle ``start_cycle`` practises in when the run refits one (the latest
     refit's, which the last checkpoint records, else the sim's own; None without a refit), and
     the training sim's fidelity measured with it."""
     if not config.world_model.refit:
-        return None, training_fidelity(config)
+        return None, training_fidelity(config, console=console)
     from flywheel.refit import in_use
 
     world_model = in_use(config, run_dir, run_checkpoint.record(run_dir, start_cycle - 1) if start_cycle else None)
     sim = dataclasses.replace(config.sim, checkpoint=world_model)
-    return world_model, training_fidelity(dataclasses.replace(config, sim=sim))
+    return world_model, training_fidelity(dataclasses.replace(config, sim=sim), console=console)
 
 
 def prior_of(config: RunConfig, console=print):
@@ -311,7 +352,7 @@ def prior_of(config: RunConfig, console=print):
     from flywheel.pretrained import starter
 
     return prior.resolve(starter(config, console), config.learner.prior_coef, config.learner.train_experts,
-                         config.sim.camera, console)
+                         config.camera, console)
 
 
 def evaluate_start(flywheel) -> None:
@@ -471,13 +512,19 @@ def with_own_reference(config: RunConfig, console=print) -> RunConfig:
     from world_model.learned_env import PREFIX
     from world_model.probes import can_start
 
+    def own(sim: SimConfig) -> SimConfig:
+        return SimConfig(name=sim.name.removeprefix(PREFIX), max_episode_steps=sim.max_episode_steps)
+
+    if config.tasks:  # a task's unset reference is its own, always
+        tasks = [task if task.reference else dataclasses.replace(task, reference=own(task.sim))
+                 for task in config.tasks]
+        return config if tasks == config.tasks else dataclasses.replace(config, tasks=tasks)
     default = RunConfig.__dataclass_fields__["reference"].default_factory()
     if config.reference != default or can_start(default.name, config.sim.name):
         return config
-    own = config.sim.name.removeprefix(PREFIX)
-    console(f"reference sim: {own}, the training sim's own (the default reference {default.name} cannot "
-            f"measure {config.sim.name}; reference.name= to choose another)")
-    return dataclasses.replace(config, reference=SimConfig(name=own, max_episode_steps=config.sim.max_episode_steps))
+    console(f"reference sim: {own(config.sim).name}, the training sim's own (the default reference {default.name} "
+            f"cannot measure {config.sim.name}; reference.name= to choose another)")
+    return dataclasses.replace(config, reference=own(config.sim))
 
 
 
@@ -510,14 +557,23 @@ def start_ray(config: RunConfig, console=print, stop: Stop | None = None) -> clu
     return cluster.reserve(demands, config.ray.reserve_timeout_s, stopped=lambda: stop.requested)
 
 
-def training_fidelity(config: RunConfig, probes: int = 8, horizon: int = 50) -> dict[str, Any]:
-    """The training sim's fidelity against the reference, measured on the reference's probe set."""
+def training_fidelity(config: RunConfig, probes: int = 8, horizon: int = 50, console=print) -> dict[str, Any]:
+    """The training sim's fidelity against the reference, measured on the reference's probe set.
+    A multi-task run's is the mean over its tasks, each task's under ``tasks`` (by training sim)."""
     from world_model.fidelity import fidelity
 
-    kwargs = {k: v for k, v in config.sim.make_kwargs().items() if k not in ("max_episode_steps", "camera", "image_size")}
-    result = fidelity(config.sim.name, config.reference.name, probes=probes, horizon=horizon, seed=config.seed, **kwargs)
-    return {"fidelity": result.fidelity, "mean_error": result.score.mean_error,
-            "diverges_at": result.score.diverges_at, "probes": probes, "horizon": horizon}
+    measured = {}
+    for task in config.task_list():
+        sim, reference = task.sim, task.reference
+        kwargs = {k: v for k, v in sim.make_kwargs().items() if k not in ("max_episode_steps", "camera", "image_size")}
+        result = fidelity(sim.name, reference.name, probes=probes, horizon=horizon, seed=config.seed, **kwargs)
+        measured[sim.name] = {"fidelity": result.fidelity, "mean_error": result.score.mean_error,
+                              "diverges_at": result.score.diverges_at, "probes": probes, "horizon": horizon}
+        console(f"training sim {sim.name} (fidelity knob {sim.fidelity}) measures fidelity "
+                f"{result.fidelity:.3f} against the reference {reference.name}")
+    if not config.tasks:
+        return measured[config.sim.name]
+    return {"fidelity": float(np.mean([m["fidelity"] for m in measured.values()])), "tasks": measured}
 
 
 def _starting_point(run_dir: Path, config: RunConfig, console):

@@ -44,8 +44,9 @@ from flywheel.learners import LearnerPool, peak_rss_mb
 from flywheel.prior import PriorSpec
 from flywheel.logger import CycleLogger
 from flywheel.refit import Refit
-from flywheel.rollout import RolloutSpec, collect, episode_lengths_and_returns, episode_stats, standard_errors
-from flywheel.rows import SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
+from flywheel.rollout import (RolloutSpec, collect, env_kwargs, episode_lengths_and_returns, episode_stats,
+                              standard_errors, task_plan)
+from flywheel.rows import EPISODE, SIM, SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
 from flywheel.store import QuarantinedEpisode, RolloutStore
 from policies.agent import Agent
 
@@ -88,8 +89,10 @@ class Flywheel:
         # Under the run directory, or its URI for a remote run (``flywheel.storage``), query string included.
         location = storage.join(config.run_dir or run_dir, storage.STORE)
         store = RolloutStore(location)
-        worker = WorkerSpec(config.sim.name, config.sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
-                            location, dataclasses.asdict(config.grade), fault=fault)
+        worker = WorkerSpec(tuple((t.sim.name, env_kwargs(t.sim, config.camera, agent.cfg.image_size))
+                                  for t in config.task_list()),
+                            config.envs_per_worker, agent.cfg.to_dict(), location, dataclasses.asdict(config.grade),
+                            fault=fault)
         rollouts = RolloutWorkers(config.num_rollout_workers, worker, ray_options(config.rollout_resources),
                                   placement=lambda i: placement.options("num_rollout_workers", i))
         try:
@@ -148,11 +151,16 @@ class Cycle:
             if self.manifest is None:
                 weights = ray.put({k: v.detach().cpu() for k, v in fw.agent.model.state_dict().items()})
                 spec = dataclasses.replace(fw.rollout_spec, cycle=self.index, weight_version=self.index)
-                seed = fw.config.seed * 7919 + self.index * 101  # + the worker's index
+                if fw.config.tasks:
+                    tasks = fw.config.tasks
+                    spec = dataclasses.replace(spec, episode_sims=tuple(task_plan(
+                        [t.sim.name for t in tasks], [t.weight for t in tasks], spec.episodes,
+                        rollout_seed(fw.config.seed, self.index, 0))))
                 world_model = None if fw.world_model is None else ray.put(fw.world_model)
                 with progress_bar(f"cycle {self.index} rollouts", spec.episodes) as advance:
-                    results, retries = fw.rollouts.collect(weights, spec, lambda worker: seed + worker, advance,
-                                                           world_model)
+                    results, retries = fw.rollouts.collect(
+                        weights, spec, lambda worker: rollout_seed(fw.config.seed, self.index, worker), advance,
+                        world_model)
                 self.sim_steps_outside_rows = sum(r["sim_steps_outside_rows"] for r in results)
                 dropped = [d for r in results for d in r["dropped"]]
                 if not any(r["shard"] for r in results):
@@ -179,7 +187,9 @@ class Cycle:
             env_steps = int(own[STEPS].sum()) if own.n else 0
             steps, batch_size = learner.steps_for(env_steps), learner.batch_size
             cycles = fw.store.window(self.index, fw.config.replay_cycles)
-            self.sample, report = fw.store.sample(cycles, steps * batch_size, seed=(fw.config.seed, self.index))
+            weights = {t.sim.name: t.weight for t in fw.config.tasks} or None  # a multi-task run's draw by task
+            self.sample, report = fw.store.sample(cycles, steps * batch_size, seed=(fw.config.seed, self.index),
+                                                  weights=weights)
             self.learned = fw.learners.train(fw.agent.model.state_dict(), self.index, self.sample, steps, batch_size)
             fw.agent.model.load_state_dict(self.learned.state_dict)
         # The realized update-to-data ratio, and samples per env step (SAC's is its batch, 256).
@@ -188,6 +198,9 @@ class Cycle:
         self.replay = {"cycles": cycles, "chunks": report.rows, "sampled_chunks": self.sample.rows.n,
                        "shards_read": report.shards_read, "corrupt_shards": report.corrupt_shards,
                        "driver_peak_rss_mb": round(peak_rss_mb(), 1)}
+        if weights:  # what each task's share of the draws came to
+            names, counts = np.unique(self.sample.rows[SIM][self.sample.order].astype(str), return_counts=True)
+            self.replay["drawn_by_task"] = {str(name): int(count) for name, count in zip(names, counts)}
         # What the learners trained on, each draw counted: how many cycles behind its weights were.
         self.policy_lag = float(self.index - np.mean(self.sample.rows[WEIGHT_VERSION][self.sample.order]))
 
@@ -244,24 +257,74 @@ class Cycle:
             "sim_steps": sim_steps, "sim_steps_total": fw.logger.sim_steps_total + sim_steps,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()}
                        | {"cycle": round(time.perf_counter() - self.began, 3)},
-        }
+        } | ({"tasks": self.tasks_record(rows)} if fw.config.tasks else {})
+
+    def tasks_record(self, rows: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+        """A multi-task cycle's ``tasks``, by training sim: its weight, reference, measured fidelity,
+        capability ± its standard error, and its share of the cycle's rollouts."""
+        fw, out = self.flywheel, {}
+        for task in fw.config.tasks:
+            name, evaluation = task.sim.name, self.evaluation["tasks"][task.sim.name]
+            own = rows[SIM] == name
+            out[name] = {"weight": task.weight, "reference": task.reference.name,
+                         "fidelity": fw.fidelity["tasks"][name]["fidelity"],
+                         "capability": evaluation["capability"], "capability_stderr": evaluation["capability_stderr"],
+                         "episodes": int(len(np.unique(rows[EPISODE][own]))), "env_steps": int(rows[STEPS][own].sum())}
+        return out
+
+
+def rollout_seed(seed: int, cycle: int, worker: int) -> int:
+    """The ``RolloutSpec.seed`` of ``worker``'s share of ``cycle`` in a run seeded ``seed``: its
+    episode ``index`` resets with ``flywheel.rollout.reset_seed(rollout_seed(...), index)``."""
+    return seed * 7919 + cycle * 101 + worker
 
 
 def evaluation_spec(config: RunConfig) -> RolloutSpec:
     """How evaluation collects: the eval seeds and planning, never choose=sim (no sim at test time)."""
     return RolloutSpec(episodes=config.eval.episodes, seed=config.eval.seed, planning=config.eval.planning,
-                       n_candidates=config.eval.n_candidates or config.n_candidates, flow_steps=config.flow_steps)
+                       n_candidates=config.eval.n_candidates or config.n_candidates, flow_steps=config.flow_steps,
+                       camera=config.camera)
 
 
 def evaluate(agent: Agent, config: RunConfig, spec: RolloutSpec | None = None,
-             weights_from: str = "") -> dict[str, float]:
+             weights_from: str = "") -> dict[str, Any]:
     """Capability in the reference sim (never the training sim), on fixed seeds, with its
     standard error over the episodes (``capability_stderr``). Quarantined episodes (a NaN or
     inf) are left out and counted (``quarantined_episodes``); if every one was,
-    ``EveryEpisodeQuarantined``, naming ``weights_from`` if the model made the NaN."""
+    ``EveryEpisodeQuarantined``, naming ``weights_from`` if the model made the NaN.
+
+    A multi-task run evaluates every task in its own reference (``eval.episodes`` each):
+    ``tasks`` holds each task's result by training sim; the top level is their mean
+    (``mean_of_tasks``), so that what reads one capability reads the average."""
     spec = spec or evaluation_spec(config)
-    ref = config.reference
-    envs = [sims.make(ref.name, **ref.make_kwargs()) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
+    if not config.tasks:
+        return evaluate_in(config.reference, agent, config, spec, weights_from)
+    return mean_of_tasks({task.sim.name: evaluate_in(task.reference, agent, config, spec, weights_from)
+                          for task in config.tasks})
+
+
+# Counted over every task's episodes; every other number of a multi-task evaluation is the tasks' mean.
+SUMMED = ("episodes", "quarantined_episodes", "env_steps", "sim_steps")
+
+
+def mean_of_tasks(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One evaluation of several tasks: each number the tasks' mean (counts summed), the mean
+    capability's standard error sqrt(sum of the squared ones) / tasks, and ``tasks``."""
+    first = next(iter(results.values()))
+    out: dict[str, Any] = {}
+    for key in first:
+        values = [r[key] for r in results.values()]
+        out[key] = int(sum(values)) if key in SUMMED else float(np.mean(values))
+    errors = np.array([r["capability_stderr"] for r in results.values()])
+    out["capability_stderr"] = float(np.sqrt(np.sum(errors ** 2)) / len(errors))
+    out["tasks"] = results
+    return out
+
+
+def evaluate_in(ref, agent: Agent, config: RunConfig, spec: RolloutSpec, weights_from: str = "") -> dict[str, float]:
+    """``evaluate``'s capability in one reference sim (a ``SimConfig``)."""
+    envs = [sims.make(ref.name, **env_kwargs(ref, config.camera, agent.cfg.image_size))
+            for _ in range(min(config.eval.episodes, config.envs_per_worker))]
     dropped: list[QuarantinedEpisode] = []
     with one_torch_thread():
         rows = collect(agent, envs, spec, quarantine=dropped)

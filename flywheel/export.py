@@ -26,7 +26,7 @@ embodiment's ``proprio_dim`` / ``action_dim``):
   text), ``run_episode``, ``cycle``, ``worker``, ``weight_version``, ``episode_success``,
   ``episode_return``.
 
-Frames are not exported: the store holds no camera frames yet.
+Frames are not exported yet: a ``camera=true`` run's store holds them (``flywheel.rows.FRAME_COLUMNS``).
 
 What is read: the store's committed cycles through ``RolloutStore.read`` (verified shards only);
 quarantined episodes are never in a read, and the export counts them (``ExportReport``) together

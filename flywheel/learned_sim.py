@@ -28,13 +28,17 @@ from world_model.learned_env import PREFIX
 
 def with_world_models(config: RunConfig, console=print) -> RunConfig:
     """``config`` with the checkpoint of every learned sim in it set, fitted first where there is none."""
-    changes = {}
-    for field in ("sim", "reference"):
-        sim = getattr(config, field)
-        if sim.name.startswith(PREFIX):
-            path = world_model(field, sim, config.world_model, console)
-            changes[field] = dataclasses.replace(sim, checkpoint=str(path))
-    return dataclasses.replace(config, **changes)
+    def fitted(field: str, sim: SimConfig) -> SimConfig:
+        if not sim.name.startswith(PREFIX):
+            return sim
+        return dataclasses.replace(sim, checkpoint=str(world_model(field, sim, config.world_model, console)))
+
+    if config.tasks:  # the first task's are ``sim`` and ``reference``: RunConfig keeps them so
+        tasks = [dataclasses.replace(task, sim=fitted(f"tasks[{i}].sim", task.sim),
+                                     reference=fitted(f"tasks[{i}].reference", task.reference))
+                 for i, task in enumerate(config.tasks)]
+        return dataclasses.replace(config, tasks=tasks, sim=tasks[0].sim, reference=tasks[0].reference)
+    return dataclasses.replace(config, sim=fitted("sim", config.sim), reference=fitted("reference", config.reference))
 
 
 def world_model(field: str, sim: SimConfig, recipe: LearnedSimConfig, console=print) -> Path:

@@ -12,7 +12,8 @@ A cycle's record (``flywheel.cycle.Cycle.commit``) is logged once, after its che
                    ``refitted``: its world model after the cycle's refit), rollout/ (episodic
                    return and length, their histograms, env and sim steps, env steps per
                    second of the rollout phase), grade/, learner/ (the cycle's means), time/
-                   (wall seconds per phase), and the cycle's imagined-vs-realized figure;
+                   (wall seconds per phase), and the cycle's imagined-vs-realized figure (and
+                   in a camera run its frames: ``rollout/frames``);
                    per learner step (step: total learner steps): every series the learner
                    pool returns (``learner/loss_*_step``, ``learner/grad_norm``, ``learner/lr``)
     console        "cycle C: capability 0.250 ± 0.077, grade weight ..., N env steps (M sim steps), S s"
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from flywheel.rows import IMAGINED, STEPS
+from flywheel.rows import FRAME, IMAGINED, STEPS
 from sims.files import write_bytes_atomic, write_json_atomic
 
 CYCLES = "cycles.jsonl"
@@ -65,6 +66,18 @@ def capability_text(record: Mapping[str, Any]) -> str:
     """"0.250 ± 0.077": capability and its standard error (records before it was kept: the value)."""
     stderr = record.get("capability_stderr")
     return f"{record['capability']:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
+
+
+def task_capabilities(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A multi-task record's capability ± standard error by task (training sim); {} for one task."""
+    return {name: {"capability": task["capability"], "capability_stderr": task.get("capability_stderr")}
+            for name, task in (record.get("tasks") or {}).items()}
+
+
+def tasks_text(record: Mapping[str, Any]) -> str:
+    """" (mujoco/reacher-twin 0.250 ± 0.077, ...)" for a multi-task record; "" for one task."""
+    by_task = task_capabilities(record)
+    return f" ({', '.join(f'{name} {capability_text(c)}' for name, c in by_task.items())})" if by_task else ""
 
 
 class CycleLogger:
@@ -128,7 +141,7 @@ class CycleLogger:
         self._capability_figure()
         refit = record.get("world_model")
         refitted = "" if refit is None else f", world model fidelity {record['fidelity']:.3f} -> {refit['fidelity']:.3f}"
-        self.console(f"cycle {record['cycle']}: capability {capability_text(record)}, grade weight "
+        self.console(f"cycle {record['cycle']}: capability {capability_text(record)}{tasks_text(record)}, grade weight "
                      f"{record['grades']['weight']:.3f}, {record['env_steps']} env steps "
                      f"({record['sim_steps']:,} sim steps){refitted}, {time.perf_counter() - began:.1f} s")
 
@@ -139,12 +152,14 @@ class CycleLogger:
         self.start = {"cycle": -1, "weight_version": 0, "capability": evaluation["capability"],
                       "capability_stderr": evaluation["capability_stderr"], "eval": evaluation,
                       "env_steps_total": 0, "sim_steps_total": 0, "seconds": {"eval": round(seconds, 3)}}
+        if "tasks" in evaluation:
+            self.start["tasks"] = task_capabilities(evaluation)
         write_json_atomic(self.run_dir / START, self.start)
-        self.writer.add_scalar("eval/capability", self.start["capability"], 0)
-        self.writer.add_scalar("eval/capability_stderr", self.start["capability_stderr"], 0)
+        self._capability_scalars(self.start, 0)
         self.writer.flush()
         self._capability_figure()
-        self.console(f"start: capability {capability_text(self.start)} (the starting weights, before cycle 0, "
+        self.console(f"start: capability {capability_text(self.start)}{tasks_text(self.start)} (the starting "
+                     f"weights, before cycle 0, "
                      f"{evaluation['episodes']} evaluation episodes), {seconds:.1f} s")
 
     def close(self) -> None:
@@ -154,14 +169,14 @@ class CycleLogger:
         from flywheel.report import capability_curve  # matplotlib: not for `flywheel status`
 
         records = ([self.start] if self.start else []) + self.records
-        ylabel = f"capability in {self.config['reference']['name']}"
+        tasks = self.config.get("tasks") or []
+        ylabel = (f"mean capability over {len(tasks)} tasks, each in its reference" if tasks
+                  else f"capability in {self.config['reference']['name']}")
         write_bytes_atomic(self.run_dir / CAPABILITY_FIGURE, capability_curve(records, ylabel))
 
     def _scalars(self, record: dict[str, Any]) -> None:
         step, add = record["env_steps_total"], self.writer.add_scalar
-        add("eval/capability", record["capability"], step)
-        if record.get("capability_stderr") is not None:
-            add("eval/capability_stderr", record["capability_stderr"], step)
+        self._capability_scalars(record, step)
         add("eval/mean_return", record["eval"]["mean_return"], step)
         add("fidelity/measured", record["fidelity"], step)
         if "world_model" in record:
@@ -178,6 +193,18 @@ class CycleLogger:
         for key, value in record["seconds"].items():
             add(f"time/{key}", value, step)
         self.writer.flush()
+
+    def _capability_scalars(self, record: Mapping[str, Any], step: int) -> None:
+        """eval/capability (a multi-task run's mean) ± its standard error, and each task's under
+        eval/<training sim>/."""
+        add = self.writer.add_scalar
+        add("eval/capability", record["capability"], step)
+        if record.get("capability_stderr") is not None:
+            add("eval/capability_stderr", record["capability_stderr"], step)
+        for name, task in task_capabilities(record).items():
+            add(f"eval/{name}/capability", task["capability"], step)
+            if task["capability_stderr"] is not None:
+                add(f"eval/{name}/capability_stderr", task["capability_stderr"], step)
 
     def _steps(self, record: dict[str, Any]) -> None:
         """What the cycle spent: env steps, every sim step, and the rollout phase's throughput."""
@@ -213,10 +240,14 @@ class CycleLogger:
         self.writer.flush()
 
     def _imagination(self, record: dict[str, Any], rows: Mapping[str, np.ndarray]) -> None:
-        """Imagined against realized proprio of a few of this cycle's chunks (planning rollouts only)."""
-        if IMAGINED not in rows or not len(rows[STEPS]):
+        """Imagined against realized proprio of a few of this cycle's chunks (planning rollouts
+        only), and in a camera run their frames, realized and (where imagined) imagined."""
+        if not len(rows[STEPS]):
             return
-        from flywheel.report import imagination_figure
+        from flywheel.report import frames_figure, imagination_figure
 
-        self.writer.add_figure("rollout/imagined_vs_realized", imagination_figure(rows), record["env_steps_total"])
+        if IMAGINED in rows:
+            self.writer.add_figure("rollout/imagined_vs_realized", imagination_figure(rows), record["env_steps_total"])
+        if FRAME in rows:
+            self.writer.add_figure("rollout/frames", frames_figure(rows), record["env_steps_total"])
         self.writer.flush()

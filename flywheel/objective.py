@@ -6,7 +6,10 @@ For a batch of chunks (rows of ``flywheel.rollout.collect``):
 
 - ``L_video``: flow matching of the *realized* future of every chunk, successes and
   failures alike ("this plan led to this outcome"), given the observation: the agent's
-  imagination learns what really happens.
+  imagination learns what really happens. In a camera run the observation holds the chunk's
+  first frame, and where the model imagines frames (``future_frames``) the future holds the
+  frames the engine rendered after each step, so the video expert learns realized frames too
+  (proprio and frames are two parts of the future, averaged as ``L_video`` below says).
 - ``L_action``: advantage-weighted flow matching of the executed action chunk, given the
   observation and a future (``ObjectiveConfig.act_on``): the realized one (the action
   expert learns inverse dynamics: which actions lead there), or the one the rollout
@@ -73,13 +76,14 @@ import numpy as np
 import torch
 
 from configs.learning import ObjectiveConfig
-from flywheel.rows import (ACTIONS, EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, IMAGINED, PROPRIO, PROPRIO_DIM,
-                           REALIZED, RETURN, SIM, STEPS, SUCCESS, TASK, WEIGHT)
+from flywheel.rows import (ACTIONS, EPISODE_RETURN, EPISODE_SUCCESS, FRAME, GRADE_PROGRESS, IMAGINED, IMAGINED_FRAMES,
+                           PROPRIO, PROPRIO_DIM, REALIZED, REALIZED_FRAMES, RETURN, SIM, STEPS, SUCCESS, TASK, WEIGHT)
 from flywheel.td import critic_advantage, critic_share
 from policies import flow
 from policies.agent import Agent, Observed
 from policies.data import Data
 from policies.model import Item
+from policies.tokenizers import to_unit_frames
 from sims import Embodiment, make
 from world_model.learned_env import PREFIX as LEARNED_PREFIX
 
@@ -135,19 +139,8 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     """
     n = len(rows[PROPRIO_DIM])
     _check_batch(agent, config, n, noise_seed, rank, world_size)
-    embs = [embodiment_of(str(s)) for s in rows[SIM]]
-    observed = agent.observe([{"proprio": p[..., :d], "task": str(t)}
-                              for p, d, t in zip(rows[PROPRIO], rows[PROPRIO_DIM], rows[TASK])], embs)
-    dev, cfg = agent.device, agent.cfg
-    ran = torch.as_tensor(np.arange(cfg.chunk)[None, :] < rows[STEPS][:, None], device=dev)[..., None]  # (B, T, 1)
-    future = Data({"proprio": torch.as_tensor(rows[REALIZED], device=dev)},
-                  {"proprio": observed.proprio_mask & ran})
-    actions = Data({"action": torch.as_tensor(rows[ACTIONS], device=dev)}, {"action": observed.action_mask & ran})
-    plan = None
-    if config.act_on == "imagined":
-        if IMAGINED not in rows:
-            raise ValueError("act_on=imagined needs rows that planned (an 'imagined' column); these did not plan")
-        plan = Data({"proprio": torch.as_tensor(rows[IMAGINED], device=dev)}, {"proprio": observed.proprio_mask})
+    observed, future, actions, plan = _chunk_data(agent, rows, config)
+    dev = agent.device
     signal = (critic_advantage(agent, observed, actions.values["action"]) if config.advantage == "critic"
               else advantage_signal(rows, config))
     weights = torch.as_tensor(advantage_weights(signal, config), dtype=torch.float32, device=dev)
@@ -178,6 +171,39 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
         total = total + config.critic_coef * (losses["q"] + losses["value"])
     losses["total"] = total
     return losses
+
+
+def _chunk_data(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveConfig
+                ) -> tuple[Observed, Data, Data, Data | None]:
+    """The rows as the model reads them: the observation (with its frame in a camera run), the
+    realized future (with its frames where the model imagines frames), the executed actions,
+    and with ``act_on=imagined`` the future the rollout imagined (else None); steps a chunk
+    did not run are masked out of the future and the actions."""
+    embs = [embodiment_of(str(s)) for s in rows[SIM]]
+    frames = FRAME in rows
+    observed = agent.observe([{"proprio": p[..., :d], "task": str(t), **({"image": rows[FRAME][i]} if frames else {})}
+                              for i, (p, d, t) in enumerate(zip(rows[PROPRIO], rows[PROPRIO_DIM], rows[TASK]))], embs)
+    dev, cfg = agent.device, agent.cfg
+    ran = torch.as_tensor(np.arange(cfg.chunk)[None, :] < rows[STEPS][:, None], device=dev)[..., None]  # (B, T, 1)
+    future = Data({"proprio": torch.as_tensor(rows[REALIZED], device=dev)}, {"proprio": observed.proprio_mask & ran})
+    imagines_frames = frames and cfg.future_frames
+    if imagines_frames:  # the video expert learns the frames that came, step by step
+        future = Data({**future.values, "frames": _unit(rows[REALIZED_FRAMES], cfg.image_size, dev)},
+                      {**future.masks, "frames": ran[..., None, None]})
+    actions = Data({"action": torch.as_tensor(rows[ACTIONS], device=dev)}, {"action": observed.action_mask & ran})
+    plan = None
+    if config.act_on == "imagined":
+        if IMAGINED not in rows:
+            raise ValueError("act_on=imagined needs rows that planned (an 'imagined' column); these did not plan")
+        plan = Data({"proprio": torch.as_tensor(rows[IMAGINED], device=dev)}, {"proprio": observed.proprio_mask})
+        if imagines_frames:  # the plan as the action expert reads it at inference: frames and all
+            plan = Data({**plan.values, "frames": _unit(rows[IMAGINED_FRAMES], cfg.image_size, dev)}, plan.masks)
+    return observed, future, actions, plan
+
+
+def _unit(frames: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """Stored uint8 frames (..., S, S, 3) in the model's [-1, 1]."""
+    return to_unit_frames(torch.as_tensor(frames, device=device), size)
 
 
 def _check_batch(agent: Agent, config: ObjectiveConfig, n: int, noise_seed, rank: int, world_size: int) -> None:

@@ -8,7 +8,8 @@ pretrain``) is used; when there is none, the small starter ``runs/pretrain/small
 used, and pretrained first if it does not exist yet, so the README's main job works on a
 fresh clone. A named checkpoint that is missing is pretrained first too when a starter preset
 (``starter_presets``) writes it: the fidelity sweep's cartpole runs name
-``runs/pretrain/small-cartpole/checkpoint`` (``configs/pretrain/small_cartpole.yaml``).
+``runs/pretrain/small-cartpole/checkpoint`` (``configs/pretrain/small_cartpole.yaml``), the
+multi-task experiment's ``runs/pretrain/small-multitask/checkpoint`` (``small_multitask.yaml``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from policies.config import model_config
 DEFAULT = Path("runs") / "pretrain" / "default" / "checkpoint"
 SMALL_PRESET = Path(CONFIG_DIR) / "pretrain" / "small.yaml"
 CARTPOLE_PRESET = Path(CONFIG_DIR) / "pretrain" / "small_cartpole.yaml"
+MULTITASK_PRESET = Path(CONFIG_DIR) / "pretrain" / "small_multitask.yaml"
 SCRATCH = "scratch"
 
 
@@ -40,6 +42,8 @@ def starting_agent(config: RunConfig, run_dir: Path, console=print) -> tuple[Age
         console(f"starting from scratch: freshly initialised '{config.agent.size}' weights (pretrained=scratch)")
         return Agent(model_config(config.agent.size, **overrides), device=config.agent.device), \
             f"pretrained={SCRATCH} (seed {config.seed})"
+    if not config.pretrained and path != DEFAULT:
+        console(f"no checkpoint at {DEFAULT}; using the small pretrained one")
     console(f"starting from the pretrained checkpoint {path}")
     try:
         agent = Agent.from_checkpoint(path, device=config.agent.device)
@@ -78,7 +82,7 @@ def starter(config: RunConfig, console=print) -> Path | None:
 def starter_presets() -> tuple[Path, ...]:
     """The pretraining presets a run pretrains itself when their checkpoint is missing: small ones,
     a few minutes each on 2 cores (a bigger one, such as the default, is ``flywheel pretrain``'s)."""
-    return SMALL_PRESET, CARTPOLE_PRESET
+    return SMALL_PRESET, CARTPOLE_PRESET, MULTITASK_PRESET
 
 
 def preset_config(preset: Path):
@@ -114,8 +118,6 @@ def preset_checkpoint(preset: Path, console=print) -> Path:
     config = preset_config(preset)
     path = checkpoint_of(config)
     if (path / "config.json").is_file():
-        if preset == SMALL_PRESET:
-            console(f"no checkpoint at {DEFAULT}; using the small pretrained one")
         return path
     console(f"no pretrained checkpoint at {DEFAULT if preset == SMALL_PRESET else path} (`flywheel pretrain` makes "
             f"it): pretraining a small one first into {path.parent} (`flywheel pretrain pretrain={preset.stem}`, "

@@ -51,7 +51,7 @@ class PriorSpec:
     coef: float
     stages: tuple[str, ...]  # pretraining stages whose objectives the learners add
     video_uncond: float      # the recipe's share of video batches imagined without the chunk's actions
-    frames: bool             # keep the data's frames: only when the run's sim renders them too
+    frames: bool             # keep the data's frames: only in a camera run (``RunConfig.camera``)
 
 
 def recipe(checkpoint: str | Path):
@@ -68,7 +68,7 @@ def resolve(checkpoint: str | Path | None, coef: float, train_experts, camera: b
     """The run's prior, its data generated now if the cache is gone; None, said in one line,
     when there is none to read: ``coef`` is 0, the run starts from scratch, the starter has no
     recipe beside it (weights made elsewhere), or the recipe trained none of ``train_experts``.
-    The prior's frames are kept only when the run's sim renders (``camera``): the prior
+    The prior's frames are kept only in a camera run (``camera``): the prior
     should teach the observation the agent acts on in the flywheel."""
     if not coef:
         return None

@@ -105,7 +105,7 @@ class Refit:
         path = version_dir(self.run_dir, cycle + 1)
         wm.save_checkpoint(refitted, path)
         measured = training_fidelity(dataclasses.replace(self.config, sim=dataclasses.replace(
-            self.config.sim, checkpoint=str(path))))
+            self.config.sim, checkpoint=str(path))), console=lambda *_: None)
         return refitted, {"version": cycle + 1, "checkpoint": str(path.relative_to(self.run_dir)),
                           "fidelity": measured["fidelity"], "fidelity_detail": measured,
                           "flywheel_transitions": len(flywheel), "recipe_transitions": len(self.recipe_data()),

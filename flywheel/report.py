@@ -3,7 +3,8 @@
     runs = [load_run(d) for d in run_dirs]
     check_comparable(runs)
     write_report(runs, out_dir)   # capability_vs_cycle.png, compounding_vs_fidelity.png,
-                                  # relative_capability.png, imagined_vs_realized.png, report.md
+                                  # relative_capability.png, imagined_vs_realized.png,
+                                  # imagined_vs_realized_frames.png (camera runs), report.md
 
 The **compounding rate** of a run is the least-squares slope of its capability (measured in
 the reference sim after each cycle's learning, ``cycles.jsonl``) against the cycle index, in
@@ -45,7 +46,8 @@ import numpy as np
 
 from flywheel import sweep_stats
 from flywheel.logger import START, read_start
-from flywheel.rows import CHUNK, CYCLE, EPISODE, IMAGINED, PROPRIO_DIM, REALIZED, SIM, STEPS, ChunkRows, episode_index
+from flywheel.rows import (CHUNK, CYCLE, EPISODE, FRAME, IMAGINED, IMAGINED_FRAMES, PROPRIO_DIM, REALIZED,
+                           REALIZED_FRAMES, SIM, STEPS, ChunkRows, episode_index)
 from sims.files import write_bytes_atomic
 
 # Below these, a correlation across runs says little: stated in the paragraph, not hidden.
@@ -427,10 +429,7 @@ def imagination_figure(rows: Mapping[str, np.ndarray], chunks: int = 3, dims: in
         [(f"{by} {value}, ", np.flatnonzero(rows[by] == value)) for value in np.unique(rows[by])]
     fig, axes = plt.subplots(len(groups), chunks, figsize=(3.2 * chunks, 2.6 * len(groups)), squeeze=False)
     for row_axes, (label, members) in zip(axes, groups):
-        # Chunks cut short by the episode's end show little: prefer full ones.
-        candidates = members[rows[STEPS][members] >= 2]
-        candidates = candidates if len(candidates) else members
-        for ax, i in zip(row_axes, candidates[np.linspace(0, len(candidates) - 1, chunks).astype(int)]):
+        for ax, i in zip(row_axes, shown_chunks(rows, members, chunks)):
             n = int(rows[STEPS][i])
             for d in range(min(dims, int(rows[PROPRIO_DIM][i]))):
                 (line,) = ax.plot(rows[REALIZED][i, :n, d], label=f"dim {d} realized")
@@ -441,6 +440,43 @@ def imagination_figure(rows: Mapping[str, np.ndarray], chunks: int = 3, dims: in
     axes[0][0].legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def shown_chunks(rows: Mapping[str, np.ndarray], members: np.ndarray, chunks: int) -> np.ndarray:
+    """``chunks`` of ``members`` spread over them, full ones preferred: a chunk cut short by the
+    episode's end shows little."""
+    candidates = members[rows[STEPS][members] >= 2]
+    candidates = candidates if len(candidates) else members
+    return candidates[np.linspace(0, len(candidates) - 1, chunks).astype(int)]
+
+
+def frames_figure(rows: Mapping[str, np.ndarray], chunks: int = 2, *, title: str | None = None):
+    """The frames of a few chunks of a camera run: per chunk, a row of the frames the engine
+    rendered (the chunk's first frame, then one after each step it ran) and, where the agent
+    imagined frames, a row of the imagined ones beneath, step under step. Returns the figure."""
+    plt = _pyplot()
+    imagined = IMAGINED_FRAMES in rows
+    shown = shown_chunks(rows, np.arange(len(rows[STEPS])), chunks)
+    width = rows[REALIZED_FRAMES].shape[1] + 1
+    lines = len(shown) * (2 if imagined else 1)
+    fig, axes = plt.subplots(lines, width, figsize=(0.9 * width, 1.0 * lines + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, i in enumerate(shown):
+        n, top = int(rows[STEPS][i]), axes[k * (2 if imagined else 1)]
+        top[0].imshow(rows[FRAME][i])
+        top[0].set_title(f"{rows[SIM][i]}\nepisode {int(episode_index(rows[EPISODE][i]))} chunk "
+                         f"{int(rows[CHUNK][i])}: start", fontsize=4)
+        for t in range(n):
+            top[t + 1].imshow(rows[REALIZED_FRAMES][i, t])
+            top[t + 1].set_title(f"realized {t + 1}", fontsize=5)
+            if imagined:
+                axes[k * 2 + 1][t + 1].imshow(rows[IMAGINED_FRAMES][i, t])
+                axes[k * 2 + 1][t + 1].set_title(f"imagined {t + 1}", fontsize=5)
+    if title:
+        fig.suptitle(title, fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -558,6 +594,41 @@ def markdown(runs: list[Run], imagination_note: str, see_also: Sequence[str] = (
     return "\n".join(lines)
 
 
+FRAMES_FIGURE = "imagined_vs_realized_frames.png"
+
+
+def _imagination_figures(runs: list[Run], out: Path, written: dict[str, Path]) -> str:
+    """``imagined_vs_realized.png`` (proprio) and, for a camera run, ``FRAMES_FIGURE`` of the
+    first run whose store imagined, into ``out`` and ``written``; the report's paragraph on them."""
+    figure, frames = out / "imagined_vs_realized.png", out / FRAMES_FIGURE
+    reasons = []
+    for run in runs:
+        rows, why = imagination_rows(run)
+        if rows is None:
+            reasons.append(why)
+            continue
+        title = f"Imagined (dashed) vs realized (solid) proprio in {run.label}"
+        write_bytes_atomic(figure, _png(imagination_figure(rows, by=CYCLE, title=title)))
+        written[figure.name] = figure
+        early, late = int(rows[CYCLE].min()), int(rows[CYCLE].max())
+        note = (f"![imagined vs realized]({figure.name})\n\nImagined against realized proprio (the first two "
+                f"dimensions) for a few chunks of `{run.path}` in the training sim, cycle {early}"
+                + (f" (early) and cycle {late} (late)." if late != early else " (its only stored cycle)."))
+        frames.unlink(missing_ok=True)
+        if FRAME in rows:
+            last = rows.take(rows[CYCLE] == late)
+            write_bytes_atomic(frames, _png(frames_figure(last, title=f"Frames of cycle {late} in {run.label}")))
+            written[frames.name] = frames
+            note += (f"\n\n![frames]({frames.name})\n\nThe camera's frames of two chunks of cycle {late}: the "
+                     "first frame and the one after each step"
+                     + (", and beneath them the frames the agent imagined." if IMAGINED_FRAMES in rows else
+                        " (the agent imagines no frames: its future_frames is off)."))
+        return note
+    for stale in (figure, frames):  # a figure left by an earlier report would describe other runs
+        stale.unlink(missing_ok=True)
+    return "No imagined-vs-realized figure: " + "; ".join(reasons) + "."
+
+
 def write_report(runs: list[Run], out_dir: str | Path, see_also: Sequence[str] = ()) -> dict[str, Path]:
     """Write the figures and report.md into ``out_dir``; returns what was written, by name.
 
@@ -578,23 +649,7 @@ def write_report(runs: list[Run], out_dir: str | Path, see_also: Sequence[str] =
                        ("relative_capability.png", relative)):
         write_bytes_atomic(out / name, data)
         written[name] = out / name
-    figure = out / "imagined_vs_realized.png"
-    reasons = []
-    for run in runs:
-        rows, why = imagination_rows(run)
-        if rows is not None:
-            title = f"Imagined (dashed) vs realized (solid) proprio in {run.label}"
-            write_bytes_atomic(figure, _png(imagination_figure(rows, by=CYCLE, title=title)))
-            written[figure.name] = figure
-            early, late = int(rows[CYCLE].min()), int(rows[CYCLE].max())
-            note = (f"![imagined vs realized]({figure.name})\n\nImagined against realized proprio (the first two "
-                    f"dimensions) for a few chunks of `{run.path}` in the training sim, cycle {early}"
-                    + (f" (early) and cycle {late} (late)." if late != early else " (its only stored cycle)."))
-            break
-        reasons.append(why)
-    else:
-        figure.unlink(missing_ok=True)  # a figure left by an earlier report would describe other runs
-        note = "No imagined-vs-realized figure: " + "; ".join(reasons) + "."
+    note = _imagination_figures(runs, out, written)
     write_bytes_atomic(out / "report.md", markdown(runs, note, see_also, relative_caption).encode())
     written["report.md"] = out / "report.md"
     return written

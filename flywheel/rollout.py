@@ -17,6 +17,13 @@ ends: the reward from the chunk's start to the episode's end, the return head's 
 With ``choose="sim"`` every row also keeps every candidate the sim ran (``candidate_*``):
 labelled data for the critic (``flywheel.td``).
 
+Frames (``RolloutSpec.camera``): the agent perceives the camera frame of every chunk's start,
+and the row keeps it, the frame after each step the chunk ran and, where the model imagines
+frames, the ones it imagined (``flywheel.rows.FRAME_COLUMNS``). The envs render only there
+(``env.render()``, made by ``env_kwargs``), never in ``best_in_sim``'s look-ahead or the
+grader's replays: a camera observation in every engine step would render 18 frames per env
+step at the default 16 candidates.
+
 Quarantine: given a ``quarantine`` list, an episode in which a sim refuses a NaN or inf
 (``sims.NonFiniteError``: in an observation or a reward, in the model's action, or in the
 future it imagined, which the grader would choke on) is dropped, rows and all (never trained
@@ -33,7 +40,7 @@ missed; the column sums to every step ``collect`` caused.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +51,14 @@ import torch
 from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_NEXT_PROPRIO, CANDIDATE_REWARDS,
                            CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, ENGINE_REALIZED, ENGINE_REWARDS,
                            ENGINE_START, EPISODE, EPISODE_RETURN,
-                           EPISODE_SUCCESS, IMAGINED, PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, RETURN, REWARD, REWARDS,
-                           SIM, SIM_STEPS, STEPS, SUCCESS, TASK, TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows,
-                           episode_id, grade_columns, next_proprio)
-from flywheel.store import QuarantinedEpisode
+                           EPISODE_SUCCESS, FRAME, IMAGINED, IMAGINED_FRAMES, PLANNED, PROPRIO, PROPRIO_DIM,
+                           REALIZED, REALIZED_FRAMES, RETURN, REWARD, REWARDS, SIM, SIM_STEPS, STEPS, SUCCESS, TASK,
+                           TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows, episode_id, grade_columns, next_proprio,
+                           to_pixels)
+from flywheel.store import QuarantinedEpisode, shares
 from policies.agent import Agent
 from policies.critic import td_target
+from configs.schema import SimConfig
 from sims import NonFiniteError, SimEnv, SimState, engine_steps_taken
 from sims.embodiment import Embodiment
 from world_model.learned_env import LearnedSimEnv
@@ -77,6 +86,10 @@ class RolloutSpec:
     flow_steps: int | None = None
     choose: str = "model"  # which candidate runs: the model's best score, or the best in the sim
     discount: float = 0.99  # per step; with a critic, choose=sim ranks by chunk reward + discounted V at its end
+    camera: bool = False  # perceive and record frames (module docstring); the envs must render (``env_kwargs``)
+    # A multi-task run's: the sim each episode runs in (one per episode; ``task_plan``), so that
+    # an env runs only its own sim's episodes. None: every env runs any episode (one task).
+    episode_sims: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.choose not in CHOOSERS:
@@ -90,6 +103,27 @@ class RolloutSpec:
             raise ValueError(f"n_candidates must be >= 1 when planning, got {self.n_candidates}")
         if not 0 < self.discount <= 1:
             raise ValueError(f"learner.discount must be in (0, 1], got {self.discount}")
+        if self.episode_sims is not None and len(self.episode_sims) != self.episodes:
+            raise ValueError(f"episode_sims names {len(self.episode_sims)} episodes' sims for {self.episodes} episodes")
+
+
+def task_plan(sims: Sequence[str], weights: Sequence[float], episodes: int, seed) -> list[str]:
+    """The sim each of a multi-task cycle's ``episodes`` runs in: each task's share of them by
+    weight (``flywheel.store.shares``), in an order shuffled by ``seed`` so that every rollout worker's share
+    mixes the tasks."""
+    counts = shares(weights, episodes)
+    plan = [sim for sim, count in zip(sims, counts) for _ in range(count)]
+    order = np.random.default_rng(seed).permutation(len(plan))
+    return [plan[i] for i in order]
+
+
+def env_kwargs(sim: SimConfig, camera: bool, image_size: int) -> dict[str, Any]:
+    """``sims.make``'s keywords for a rollout env of ``sim``: with ``camera``, one that renders
+    ``image_size`` frames when ``collect`` asks (``render_mode``), not a camera observation in every
+    step; ``sim.image_size``, where set, must be that size (``flywheel.controller.check_camera``)."""
+    kwargs = {**sim.make_kwargs(), "camera": False}
+    kwargs.pop("image_size", None)
+    return {**kwargs, "render_mode": "rgb_array", "image_size": image_size} if camera else kwargs
 
 
 def reset_seed(seed: int, index: int) -> int:
@@ -105,10 +139,10 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
     cfg = agent.cfg
     out: dict[str, list] = defaultdict(list)
     generator = torch.Generator(device=agent.device).manual_seed(spec.seed)
-    episodes = _Episodes(envs, spec, cfg.history, quarantine)
+    episodes = _Episodes(envs, spec, cfg.history, quarantine, cfg.image_size)
     active, start, drop = episodes.active, episodes.start, episodes.drop
 
-    for i in range(min(len(envs), spec.episodes)):
+    for i in range(len(envs)):
         start(i)
     while active:
         order = sorted(active)
@@ -124,6 +158,8 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
         # Batch-wide arrays, filled per env below; each row keeps a view of its slot.
         inputs = np.zeros((len(order), cfg.history, cfg.proprio_pad), np.float32)
         realized_pad = np.zeros((len(order), cfg.chunk, cfg.proprio_pad), np.float32)
+        frames_pad = np.zeros((len(order), cfg.chunk, cfg.image_size, cfg.image_size, 3), np.uint8) \
+            if spec.camera else [None] * len(order)
         for slot, env_actions in enumerate(_env_actions(chosen, embodiments)):
             i = order[slot]
             env, episode, emb = envs[i], active[i], embodiments[slot]
@@ -131,7 +167,8 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
             steps_before = engine_steps_taken()
             try:
                 row, done = _chunk(spec, env, episode, inputs[slot], chosen[slot], env_actions,
-                                   None if imagined is None else imagined[slot], realized_pad[slot], grade_chunk)
+                                   None if imagined is None else {k: v[slot] for k, v in imagined.items()},
+                                   (realized_pad[slot], frames_pad[slot]), grade_chunk)
             except NonFiniteError as error:
                 drop(i, error)
                 continue
@@ -149,24 +186,44 @@ def collect(agent: Agent, envs: Sequence[SimEnv], spec: RolloutSpec,
     return ChunkRows.of({k: np.asarray(v, dtype=object if k in (SIM, TASK) else None) for k, v in out.items()})
 
 
+def frame_of(env: SimEnv, size: int) -> np.ndarray:
+    """The env's camera frame now (uint8, size x size x 3), as the agent perceives it."""
+    frame = env.render()
+    if frame is None or np.shape(frame) != (size, size, 3):
+        got = "no frame (it was made without render_mode='rgb_array': flywheel.rollout.env_kwargs)" if frame is None \
+            else f"{np.shape(frame)} frames"
+        raise ValueError(f"{env.name}: the camera run's agent takes {size}x{size} frames, the env renders {got}")
+    return np.array(frame, dtype=np.uint8)  # a copy: a renderer may reuse its buffer
+
+
 class _Episodes:
     """Which env runs which of ``spec``'s episodes (``active``: env index -> the episode's
     state), started in order; a quarantined one is recorded (or, without ``quarantine``, its
     error raised) and its env starts the next."""
 
     def __init__(self, envs: Sequence[SimEnv], spec: RolloutSpec, history: int,
-                 quarantine: list[QuarantinedEpisode] | None) -> None:
+                 quarantine: list[QuarantinedEpisode] | None, image_size: int) -> None:
         self.envs, self.spec, self.history, self.quarantine = envs, spec, history, quarantine
-        self.started = 0
+        self.image_size = image_size
+        # The episodes not started yet, in order: per sim when the spec assigns them (``episode_sims``).
+        self.waiting: dict[str | None, deque[int]] = defaultdict(deque)
+        for index in range(spec.episodes):
+            self.waiting[None if spec.episode_sims is None else spec.episode_sims[index]].append(index)
+        unserved = set(self.waiting) - {None} - {env.name for env in envs}
+        if unserved:
+            raise ValueError(f"episodes in {', '.join(sorted(unserved))}, but no env of that sim to run them")
         self.active: dict[int, dict[str, Any]] = {}
 
     def start(self, i: int) -> None:
-        """Env ``i`` starts the next episode, if any is left."""
+        """Env ``i`` starts the next episode (of its sim, when the spec assigns them), if any is left."""
         spec = self.spec
-        while self.started < spec.episodes:
-            index, self.started = self.started, self.started + 1
+        waiting = self.waiting[None if spec.episode_sims is None else self.envs[i].name]
+        while waiting:
+            index = waiting.popleft()
             try:
                 obs, info = self.envs[i].reset(seed=reset_seed(spec.seed, index))
+                if spec.camera:
+                    obs = {**obs, "image": frame_of(self.envs[i], self.image_size)}
             except NonFiniteError as error:
                 self._quarantined(episode_id(spec.cycle, spec.worker, index), error)
                 continue
@@ -198,9 +255,10 @@ class _NonFiniteIn(Exception):
 
 def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], histories: Sequence[np.ndarray],
             embodiments: Sequence[Embodiment], spec: RolloutSpec, generator: torch.Generator
-            ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, np.ndarray]] | None, np.ndarray]:
+            ) -> tuple[np.ndarray, dict[str, np.ndarray] | None, list[dict[str, np.ndarray]] | None, np.ndarray]:
     """Perceive every env in one batch, then plan (or act on the observation alone): the chosen
-    chunks (B, T, action_pad; model units), the imagined proprio (None when not planning),
+    chunks (B, T, action_pad; model units), the imagined future (None when not planning:
+    ``proprio`` (B, T, proprio_pad), and ``frames`` (B, T, S, S, 3) where the model imagines them),
     with ``choose=sim`` each env's candidate columns (else None), and the sim steps each
     env's choice cost (B,; the candidates' look-ahead, else 0)."""
     context = agent.perceive([{**obs, "proprio": h} for obs, h in zip(observations, histories)], embodiments)
@@ -211,13 +269,12 @@ def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], 
             choice, ran, lookahead = _sim_choice(agent, envs, plan.candidates.cpu().numpy(), histories,
                                                  spec.discount)
             plan = plan.choose(choice)
-        chosen, imagined = plan.actions, plan.imagined.values["proprio"]
+        chosen, imagined = plan.actions, {k: v.detach().cpu().numpy().astype(np.float32, copy=False)
+                                          for k, v in plan.imagined.values.items()}
     else:
         chosen = agent.act(context, None, steps=spec.flow_steps, generator=generator).actions.values["action"]
         imagined = None
-    chosen = chosen.detach().cpu().numpy().astype(np.float32, copy=False)
-    imagined = None if imagined is None else imagined.detach().cpu().numpy().astype(np.float32, copy=False)
-    return chosen, imagined, ran, lookahead
+    return chosen.detach().cpu().numpy().astype(np.float32, copy=False), imagined, ran, lookahead
 
 
 def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, histories: Sequence[np.ndarray],
@@ -266,26 +323,34 @@ def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, history: np.nd
 
 
 def _chunk(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.ndarray, actions: np.ndarray,
-           env_actions: np.ndarray, imagined: np.ndarray | None, realized_pad: np.ndarray,
-           grade_chunk: GradeChunk | None) -> tuple[dict[str, Any], bool]:
+           env_actions: np.ndarray, imagined: dict[str, np.ndarray] | None,
+           realized_pad: tuple[np.ndarray, np.ndarray | None], grade_chunk: GradeChunk | None
+           ) -> tuple[dict[str, Any], bool]:
     """Execute (and grade) one env's chunk: its row, less ``sim_steps`` and the candidate
-    columns, and whether the episode ended. Raises ``NonFiniteError`` for a NaN or inf met on
+    columns, and whether the episode ended. ``realized_pad``: the row's zeroed realized proprio
+    and (camera runs) frames, filled here. Raises ``NonFiniteError`` for a NaN or inf met on
     the way, the model's imagined future included (the grader would refuse it)."""
-    emb, chunk = env.embodiment, len(realized_pad)
-    if imagined is not None and not np.all(np.isfinite(imagined)):
-        raise NonFiniteError(env.name, "imagined proprio (the model's)", env.step_count, imagined)
+    (realized_pad, frames_pad), emb, chunk = realized_pad, env.embodiment, len(realized_pad[0])
+    own = None if imagined is None else imagined["proprio"]
+    if own is not None and not np.all(np.isfinite(own)):
+        raise NonFiniteError(env.name, "imagined proprio (the model's)", env.step_count, own)
     start_state: SimState | None = env.get_state() if grade_chunk is not None else None
-    realized, rewards, terminated, done = _run_chunk(env, env_actions, episode, len(proprio))
+    frame = episode["obs"].get("image")
+    realized, rewards, terminated, done = _run_chunk(env, env_actions, episode, len(proprio), frames_pad)
     n = len(realized)
     realized_pad[:n, : emb.proprio_dim] = realized
     row = _row(spec, env, episode, proprio, actions, realized_pad, n, rewards)
     row.update({REWARDS: _padded(rewards, chunk), TERMINATED: terminated})
     if isinstance(env, LearnedSimEnv):
         row.update(_engine_columns(env, n, chunk, realized_pad.shape[1]))
-    if imagined is not None:
-        row[IMAGINED] = imagined
+    if own is not None:
+        row[IMAGINED] = own
+    if spec.camera:
+        row.update({FRAME: frame, REALIZED_FRAMES: frames_pad})
+        if imagined is not None and "frames" in imagined:
+            row[IMAGINED_FRAMES] = to_pixels(imagined["frames"])
     if grade_chunk is not None:
-        own = None if imagined is None else imagined[:n, : emb.proprio_dim]
+        own = None if own is None else own[:n, : emb.proprio_dim]
         row.update(grade_columns(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
                                              np.asarray(rewards), episode["success"] if env.defines_success else None)))
     return row, done
@@ -309,14 +374,18 @@ def _padded(rewards: Sequence[float], chunk: int) -> np.ndarray:
     return out
 
 
-def _run_chunk(env: SimEnv, env_actions: np.ndarray, episode: dict[str, Any],
-               history: int) -> tuple[list[np.ndarray], list[float], bool, bool]:
+def _run_chunk(env: SimEnv, env_actions: np.ndarray, episode: dict[str, Any], history: int,
+               frames: np.ndarray | None) -> tuple[list[np.ndarray], list[float], bool, bool]:
     """Execute one chunk open-loop (until the episode ends inside it); the episode's latest
-    observation, proprio history and success follow. Returns (realized proprio, rewards,
-    terminated, done): a time limit ends the episode without terminating it."""
+    observation, proprio history and success follow. With ``frames`` (chunk, S, S, 3), the frame
+    after each step is rendered into it and the latest is the observation's. Returns (realized
+    proprio, rewards, terminated, done): a time limit ends the episode without terminating it."""
     realized, rewards, terminated, done = [], [], False, False
-    for action in env_actions:
+    for t, action in enumerate(env_actions):
         obs, reward, terminated, truncated, info = env.step(action)
+        if frames is not None:
+            frames[t] = frame_of(env, frames.shape[1])
+            obs = {**obs, "image": frames[t]}
         realized.append(obs["proprio"])
         rewards.append(reward)
         episode["success"] |= bool(info.get("success", False))

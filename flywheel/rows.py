@@ -12,7 +12,7 @@ to the model's shared sizes so chunks of different embodiments stack:
 |---|---|---|---|
 | episode | int64 | () | episode id, unique in a run (``episode_id``) |
 | cycle, worker, weight_version | int64 | () | who collected it, with which weights |
-| sim, task | str | () | the training sim's name and the task text |
+| sim, task | str | () | the training sim's name (a multi-task run's task: ``RunConfig.tasks`` are told apart by it) and the task text |
 | chunk | int64 | () | the chunk's index in its episode |
 | proprio_dim, action_dim | int64 | () | the embodiment's real sizes (the rest is padding) |
 | proprio | float32 | (history, proprio_pad) | the model's input: the last ``history`` proprio steps |
@@ -28,12 +28,19 @@ to the model's shared sizes so chunks of different embodiments stack:
 | planned | bool | () | the chunk came from a plan |
 | return | float64 | () | reward from the chunk's start to the episode's end |
 | episode_success, episode_return | bool, float64 | () | how the chunk's episode ended |
+| frame | uint8 | (image_size, image_size, 3) | the camera frame the chunk was perceived from (camera runs only) |
+| realized_frames | uint8 | (chunk, image_size, image_size, 3) | the frame after each step the chunk ran (zeros after ``steps``; camera runs only) |
+| imagined_frames | uint8 | (chunk, image_size, image_size, 3) | the frames the plan imagined (camera runs of a model that imagines frames) |
 | candidate_* | see ``CANDIDATE_COLUMNS`` | (candidates, ...) | every candidate the training sim ran
   (``choose=sim`` only): its actions, step rewards, steps, termination and end proprio history |
 | weight, grade_* | see ``GRADE_COLUMNS`` | () | the grader's answers (graded rollouts only) |
 | engine_* | see ``ENGINE_COLUMNS`` | | a learned training sim's correcting engine over the chunk (learned sims only):
   its proprio at the chunk's start and after each step, and its step rewards, whatever the learned sim
   showed; the transitions a world-model refit trains on (``flywheel.refit``) |
+
+Frames are uint8 at the model's ``image_size`` (the size it was pretrained on): 768 bytes a
+16 x 16 frame, compressed in the shard by Parquet (``flywheel.store``). Imagined frames, generated
+in [-1, 1], are stored as ``to_pixels`` rounds them.
 
 An optional grade answer that does not apply reads 0 and its ``grade_*_applies`` flag is
 false (Parquet holds no "not applicable" but NaN, which the store quarantines): read it only
@@ -79,6 +86,9 @@ CANDIDATE_REWARDS = "candidate_rewards"
 CANDIDATE_STEPS = "candidate_steps"
 CANDIDATE_TERMINATED = "candidate_terminated"
 CANDIDATE_NEXT_PROPRIO = "candidate_next_proprio"
+FRAME = "frame"
+REALIZED_FRAMES = "realized_frames"
+IMAGINED_FRAMES = "imagined_frames"
 ENGINE_START = "engine_start"
 ENGINE_REALIZED = "engine_realized"
 ENGINE_REWARDS = "engine_rewards"
@@ -101,11 +111,11 @@ GRADE_OBEYS_PHYSICS = "grade_obeys_physics"
 @dataclass(frozen=True)
 class Column:
     """One column: its name, numpy dtype (``object`` for text) and per-row shape, named by
-    the model's sizes (``history``, ``chunk``, ``proprio_pad``, ``action_pad``)."""
+    the model's sizes (``history``, ``chunk``, ``proprio_pad``, ``action_pad``, ``image_size``)."""
 
     name: str
     dtype: str
-    shape: tuple[str, ...] = ()
+    shape: tuple[str | int, ...] = ()  # a size by name, or a fixed one (a frame's 3 channels)
 
 
 # In the order ``collect`` has always written them (the stored Parquet column order).
@@ -128,6 +138,11 @@ CANDIDATE_COLUMNS = (
     Column(CANDIDATE_TERMINATED, "bool", ("candidates",)),
     Column(CANDIDATE_NEXT_PROPRIO, "float32", ("candidates", "history", "proprio_pad")),
 )
+# What a camera run records: the frame each chunk was perceived from and the frames it realized
+# (the video expert's targets where the model imagines frames), and the frames it imagined.
+FRAME_COLUMNS = (Column(FRAME, "uint8", ("image_size", "image_size", 3)),
+                 Column(REALIZED_FRAMES, "uint8", ("chunk", "image_size", "image_size", 3)))
+IMAGINED_FRAMES_COLUMN = Column(IMAGINED_FRAMES, "uint8", ("chunk", "image_size", "image_size", 3))
 # A learned training sim's engine (``world_model.learned_env``: it steps a shadow engine with the
 # same actions): the realized physics behind the learned rows, zeros after ``steps``.
 ENGINE_COLUMNS = (
@@ -153,16 +168,24 @@ GUARDS = {
 }
 
 
-def columns_of(imagined: bool, graded: bool, candidates: bool = False, engine: bool = False) -> tuple[Column, ...]:
+def columns_of(imagined: bool, graded: bool, candidates: bool = False, frames: bool = False,
+               imagined_frames: bool = False, engine: bool = False) -> tuple[Column, ...]:
     """Every column of a batch of rows, in stored order: the core, then what planning, the
     sim's candidates and grading add, then the episode's outcome (filled in when it ends),
-    then a learned sim's engine."""
+    then what the camera adds, then a learned sim's engine."""
     return (CORE_COLUMNS + ((IMAGINED_COLUMN,) if imagined else ()) + (CANDIDATE_COLUMNS if candidates else ())
             + (GRADE_COLUMNS if graded else ()) + OUTCOME_COLUMNS + TRANSITION_COLUMNS
+            + (FRAME_COLUMNS if frames else ()) + ((IMAGINED_FRAMES_COLUMN,) if imagined_frames else ())
             + (ENGINE_COLUMNS if engine else ()))
 
 
-COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True, candidates=True, engine=True)}
+COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True, candidates=True, frames=True,
+                                         imagined_frames=True, engine=True)}
+
+
+def to_pixels(frames: np.ndarray) -> np.ndarray:
+    """Frames in the model's [-1, 1] (its generated ones) as uint8 pixels, the observed frames' units."""
+    return np.clip(np.rint((np.asarray(frames, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def next_proprio(proprio: np.ndarray, realized: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -177,7 +200,7 @@ def next_proprio(proprio: np.ndarray, realized: np.ndarray, steps: np.ndarray) -
 
 
 _ARROW_TYPES = {"int64": pa.int64(), "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_(),
-                "object": pa.string()}
+                "uint8": pa.uint8(), "object": pa.string()}
 
 
 def arrow_schema(rows: Mapping[str, np.ndarray]) -> pa.Schema:
@@ -234,7 +257,7 @@ class ChunkRows(Mapping[str, np.ndarray]):
         and of one length; the error names the column at fault."""
         names = list(columns)
         expected = [c.name for c in columns_of(IMAGINED in columns, WEIGHT in columns, CANDIDATE_ACTIONS in columns,
-                                               ENGINE_START in columns)]
+                                               FRAME in columns, IMAGINED_FRAMES in columns, ENGINE_START in columns)]
         if set(names) != set(expected):
             missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
             raise ValueError(f"chunk rows: missing columns {missing}, unknown columns {extra}")
@@ -248,7 +271,7 @@ class ChunkRows(Mapping[str, np.ndarray]):
                     raise ValueError(f"chunk rows: column {name!r} is {values.dtype}, expected {column.dtype}")
                 values = values.astype(column.dtype)
             if values.ndim != 1 + len(column.shape):
-                want = f"(rows, {', '.join(column.shape)})" if column.shape else "(rows,)"
+                want = f"(rows, {', '.join(map(str, column.shape))})" if column.shape else "(rows,)"
                 raise ValueError(f"chunk rows: column {name!r} has shape {values.shape}, expected {want}")
             n = len(values) if n is None else n
             if len(values) != n:
@@ -281,6 +304,10 @@ class ChunkRows(Mapping[str, np.ndarray]):
     @property
     def candidates(self) -> bool:
         return CANDIDATE_ACTIONS in self._columns
+
+    @property
+    def frames(self) -> bool:
+        return FRAME in self._columns
 
     @property
     def engine(self) -> bool:

@@ -52,7 +52,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +60,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flywheel import storage
-from flywheel.rows import EPISODE, ChunkRows, arrow_schema
+from flywheel.rows import EPISODE, SIM, ChunkRows, arrow_schema
 from sims.files import json_bytes, sha256_bytes
 
 log = logging.getLogger(__name__)
 
 _LEGACY_SHAPE_KEY = b"flywheel.shapes"  # where shards written before nested lists kept array shapes
+# Zstandard, not pyarrow's default snappy: in one cycle of the small starter (benchmarks/bench_camera.py)
+# shards were 13% smaller with the camera off and 20% with it on, where zstd kept the frames (864 raw bytes
+# per env step) in 35 bytes per env step against snappy's 105 (README, "Frames in the loop").
+COMPRESSION = "zstd"
 MANIFEST = "_manifest.json"  # a reader of the cycle directory as a dataset skips it
 LEGACY_MANIFEST = "manifest.json"
 
@@ -76,6 +80,12 @@ class ShardInfo:
     rows: int
     episodes: int
     sha256: str
+    # A multi-task run's: rows per training sim, the shard's rows grouped by sim in this order,
+    # so that the replay draws each task's share from the manifests alone (``sample``).
+    sims: dict[str, int] | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "sims" or v is not None}
 
 
 @dataclass(frozen=True)
@@ -112,8 +122,8 @@ class Manifest:
     def to_json(self) -> dict:
         return {"cycle": self.cycle, "rows": self.rows, "episodes": self.episodes,
                 "quarantined_episodes": self.quarantined_episodes,
-                "shards": [asdict(s) for s in self.shards],
-                "quarantine": asdict(self.quarantine) if self.quarantine else None, "meta": self.meta,
+                "shards": [s.to_json() for s in self.shards],
+                "quarantine": self.quarantine.to_json() if self.quarantine else None, "meta": self.meta,
                 "dropped": [asdict(d) for d in self.dropped]}
 
     @classmethod
@@ -177,6 +187,42 @@ def shuffled_passes(population: int, n: int, rng: np.random.Generator) -> np.nda
     return np.concatenate([rng.permutation(population) for _ in range(-(-n // population))])[:n]
 
 
+def shares(weights: Iterable[float], n: int) -> list[int]:
+    """``n`` split in proportion to ``weights`` (largest remainder, ties to the earlier entry):
+    the counts sum to ``n`` exactly."""
+    w = np.asarray(list(weights), np.float64)
+    exact = n * w / w.sum()
+    counts = np.floor(exact).astype(np.int64)
+    for i in np.argsort(-(exact - counts), kind="stable")[: n - int(counts.sum())]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def _draw(shards: list[ShardInfo], n: int, rng: np.random.Generator,
+          weights: Mapping[str, float] | None) -> np.ndarray:
+    """``sample``'s ``n`` row ids over ``shards`` (numbered in order): uniform, or by sim weight."""
+    if weights is None:
+        return shuffled_passes(sum(s.rows for s in shards), n, rng)
+    ids_of: dict[str, list[np.ndarray]] = {}
+    offset = 0
+    for shard in shards:
+        if shard.sims is None:
+            raise ValueError(f"{shard.path}: its manifest entry does not say which rows are which sim's, so the "
+                             "replay cannot draw them by task weight")
+        for sim, rows in shard.sims.items():
+            ids_of.setdefault(sim, []).append(np.arange(offset, offset + rows))
+            offset += rows
+    drawn = [sim for sim, weight in weights.items() if weight > 0 and sim in ids_of]
+    if not drawn:
+        raise ValueError(f"no rows to draw from: none of {', '.join(weights)} has rows with a positive weight")
+    parts = []
+    for sim, count in zip(drawn, shares([weights[sim] for sim in drawn], n)):
+        pool = np.concatenate(ids_of[sim])
+        parts.append(pool[shuffled_passes(len(pool), count, rng)] if count else pool[:0])
+    ids = np.concatenate(parts)
+    return ids[rng.permutation(len(ids))]
+
+
 class RolloutStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.files = storage.files(root)
@@ -184,15 +230,21 @@ class RolloutStore:
 
     # ------------------------------------------------------------------ writing
 
-    def write_shard(self, cycle: int, worker: int,
-                    rows: Mapping[str, np.ndarray]) -> tuple[ShardInfo | None, ChunkRows]:
+    def write_shard(self, cycle: int, worker: int, rows: Mapping[str, np.ndarray],
+                    by_sim: bool = False) -> tuple[ShardInfo | None, ChunkRows]:
         """Write one worker's chunks of a cycle (validated: ``ChunkRows.of``); returns the clean
-        shard (None if every episode was quarantined) and the quarantined rows (possibly none)."""
+        shard (None if every episode was quarantined) and the quarantined rows (possibly none).
+        ``by_sim`` (a multi-task run): the rows grouped by sim, their counts in ``ShardInfo.sims``."""
         clean, bad = split_quarantine(ChunkRows.of(rows))
-        info = None
-        if clean.n:
-            info = self._write(f"{_cycle_dir(cycle)}/worker-{worker:02d}.parquet", clean)
-        return info, bad
+        if not clean.n:
+            return None, bad
+        sims = None
+        if by_sim:
+            clean = clean.take(np.argsort(clean[SIM].astype(str), kind="stable"))
+            names, counts = np.unique(clean[SIM].astype(str), return_counts=True)
+            sims = {str(name): int(count) for name, count in zip(names, counts)}
+        info = self._write(f"{_cycle_dir(cycle)}/worker-{worker:02d}.parquet", clean)
+        return replace(info, sims=sims), bad
 
     def commit_cycle(self, cycle: int, shards: Iterable[ShardInfo | None],
                      quarantined: Iterable[Mapping[str, np.ndarray]] = (), meta: dict | None = None,
@@ -210,7 +262,7 @@ class RolloutStore:
 
     def _write(self, relative: str, rows: ChunkRows) -> ShardInfo:
         buffer = pa.BufferOutputStream()
-        pq.write_table(to_table(rows), buffer)
+        pq.write_table(to_table(rows), buffer, compression=COMPRESSION)
         data = buffer.getvalue().to_pybytes()
         self.files.write(relative, data)
         return ShardInfo(relative, rows.n, len(np.unique(rows[EPISODE])), sha256_bytes(data))
@@ -285,9 +337,13 @@ class RolloutStore:
         report.rows = rows.n
         return rows, report
 
-    def sample(self, cycles: Iterable[int], n: int, seed) -> tuple[Sample, ReadReport]:
+    def sample(self, cycles: Iterable[int], n: int, seed,
+               weights: Mapping[str, float] | None = None) -> tuple[Sample, ReadReport]:
         """``n`` rows drawn uniformly (``shuffled_passes`` seeded by ``seed``) over every row of
-        ``cycles``, reading only the shards that hold drawn rows (module docstring).
+        ``cycles``, reading only the shards that hold drawn rows (module docstring). With
+        ``weights`` (a multi-task run's, by training sim) each sim's share of the ``n`` draws
+        is its weight's (``shares``, over the sims the rows hold), drawn as shuffled passes over
+        its rows; the draws are then shuffled together.
 
         A drawn shard that is missing or fails its checksum is reported and left out, and the
         draw starts again from ``seed`` over the rest: the result is the draw over the rows a
@@ -297,7 +353,7 @@ class RolloutStore:
         shards = self._shards(cycles, report)
         while True:
             population = sum(s.rows for s in shards)
-            ids = shuffled_passes(population, n, np.random.default_rng(seed))
+            ids = _draw(shards, n, np.random.default_rng(seed), weights)
             unique, order = np.unique(ids, return_inverse=True)
             parts, bad = self._take(shards, unique, report)
             if bad is None:

@@ -122,7 +122,7 @@ def status(run_dir: Path, as_json: bool, store: str | None = None, name: str | N
         latest_checkpoint_sound(run_dir)
         return 0
     if output.plain():
-        output.print_columns(CYCLE_COLUMNS, cycle_cells(records, start))
+        output.print_columns(cycle_columns(task_names(records, start)), cycle_cells(records, start))
     else:
         print_cycles(records, title=f"flywheel status {name}", start=start)
     # On stderr: what is wrong is for the person running it, and stdout stays the table.
@@ -170,6 +170,21 @@ CYCLE_COLUMNS = ("cycle", "capability", "fidelity", "grade weight", "imagination
                  "total env steps", "sim steps", "total sim steps", "weights", "wall s")
 
 
+def task_names(records: list[dict], start: dict | None = None) -> list[str]:
+    """A multi-task run's tasks (training sims), in the order its records name them; [] for one task."""
+    from flywheel.logger import task_capabilities
+
+    names: dict[str, None] = {}
+    for record in ([start] if start else []) + records:
+        names.update(dict.fromkeys(task_capabilities(record)))
+    return list(names)
+
+
+def cycle_columns(tasks: list[str]) -> tuple[str, ...]:
+    """The table's columns: a multi-task run's capability is the tasks' mean, each task's beside it."""
+    return CYCLE_COLUMNS[:2] + tuple(f"capability {name}" for name in tasks) + CYCLE_COLUMNS[2:]
+
+
 def cycle_summary(record: dict) -> dict:
     """A cycle's fields as the table shows them, unformatted (``flywheel status --json``)."""
     return {"cycle": record["cycle"], "capability": record["capability"],
@@ -179,25 +194,38 @@ def cycle_summary(record: dict) -> dict:
             "env_steps": record["env_steps"], "env_steps_total": record["env_steps_total"],
             "sim_steps": record["sim_steps"], "sim_steps_total": record["sim_steps_total"],
             "rollout_weight_versions": record["rollout"]["weight_versions"],
-            "weight_version": record["weight_version"], "seconds": record["seconds"]["cycle"]}
+            "weight_version": record["weight_version"], "seconds": record["seconds"]["cycle"]} | _by_task(record)
 
 
 def start_summary(start: dict) -> dict:
     return {"capability": start["capability"], "capability_stderr": start.get("capability_stderr"),
-            "weight_version": start["weight_version"], "seconds": start["seconds"]["eval"]}
+            "weight_version": start["weight_version"], "seconds": start["seconds"]["eval"]} | _by_task(start)
+
+
+def _by_task(record: dict) -> dict:
+    from flywheel.logger import task_capabilities
+
+    by_task = task_capabilities(record)
+    return {"capability_by_task": by_task} if by_task else {}
 
 
 def cycle_cells(records: list[dict], start: dict | None = None) -> list[list[str]]:
     """The table's rows as text; ``start`` (the starting weights' evaluation) first."""
-    from flywheel.logger import capability_text
+    from flywheel.logger import capability_text, task_capabilities
+
+    tasks = task_names(records, start)
+
+    def by_task(record: dict) -> list[str]:
+        own = task_capabilities(record)
+        return [capability_text(own[name]) if name in own else "" for name in tasks]
 
     rows = []
     if start is not None:
-        rows.append(["start", capability_text(start), *[""] * 7, f"{start['weight_version']}",
+        rows.append(["start", capability_text(start), *by_task(start), *[""] * 7, f"{start['weight_version']}",
                      f"{start['seconds']['eval']:.1f}"])
     for r in records:
         fidelity = r.get("fidelity")
-        rows.append([str(r["cycle"]), capability_text(r), "" if fidelity is None else f"{fidelity:.3f}",
+        rows.append([str(r["cycle"]), capability_text(r), *by_task(r), "" if fidelity is None else f"{fidelity:.3f}",
                      f"{r['grades']['weight']:.3f}", f"{r['grades'].get('imagination_error', float('nan')):.3f}",
                      f"{r['env_steps']:,}", f"{r['env_steps_total']:,}", f"{r['sim_steps']:,}",
                      f"{r['sim_steps_total']:,}",
@@ -208,7 +236,7 @@ def cycle_cells(records: list[dict], start: dict | None = None) -> list[list[str
 def print_cycles(records: list[dict], title: str, start: dict | None = None) -> None:
     """The cycle table; ``start`` (the starting weights' evaluation) is its first row: capability, weights, seconds."""
     table = Table(title=title)
-    for column in CYCLE_COLUMNS:
+    for column in cycle_columns(task_names(records, start)):
         table.add_column(column, justify="right")
     for row in cycle_cells(records, start):
         table.add_row(*row)

@@ -137,3 +137,18 @@ def test_the_smoke_sweep_has_the_control_and_the_learned_sim():
     assert ("mujoco/reacher-twin", 1.0) in sims
     assert "learned/mujoco/reacher-twin" in {name for name, _ in sims}
     assert next(iter(jobs.values())).pretrained == "scratch"
+
+
+def test_the_multitask_experiment_trains_two_bodies_from_a_starter_pretrained_on_both():
+    from flywheel import pretrained
+    from flywheel.controller import with_own_reference
+    from policies.pretrain.run import check
+
+    preset = pretrained.preset_config(pretrained.MULTITASK_PRESET)
+    check(preset)  # pretraining's own input checks pass
+    config = with_own_reference(to_dataclass(compose_run(["experiment=multitask"]), RunConfig), console=lambda *a: None)
+    validate(config)
+    assert [t.sim.name for t in config.tasks] == ["mujoco/reacher-twin", "mujoco/cartpole-swingup-twin"]
+    assert [t.reference.name for t in config.tasks] == [t.sim.name for t in config.tasks]  # each its own engine
+    assert Path(config.pretrained) == pretrained.checkpoint_of(preset)  # so a missing one is pretrained first
+    assert set(preset.data.sims) == {t.sim.name for t in config.tasks}  # its prior data holds both tasks

@@ -27,7 +27,7 @@ def test_evaluation_on_a_rollout_actor_equals_the_drivers(tmp_path):
     start_ray(config).release()  # the actors below start outside the run's reservation
     torch.manual_seed(0)
     agent = Agent("tiny")
-    spec = WorkerSpec(sim.name, sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(), str(tmp_path / "store"))
+    spec = WorkerSpec(((sim.name, sim.make_kwargs()),), config.envs_per_worker, agent.cfg.to_dict(), str(tmp_path / "store"))
     workers = RolloutWorkers(1, spec, {"num_cpus": 0.5})
     try:
         weights = ray.put({k: v.detach().cpu() for k, v in agent.model.state_dict().items()})
@@ -65,7 +65,7 @@ def test_an_evaluation_on_the_actor_is_not_counted_in_its_next_collect(tmp_path)
     rollout = RolloutSpec(episodes=2, seed=5, n_candidates=2, choose="sim")
     spent = {}
     for evaluated in (False, True):
-        spec = WorkerSpec(sim.name, sim.make_kwargs(), config.envs_per_worker, agent.cfg.to_dict(),
+        spec = WorkerSpec(((sim.name, sim.make_kwargs()),), config.envs_per_worker, agent.cfg.to_dict(),
                           str(tmp_path / f"store-{evaluated}"))
         workers = RolloutWorkers(1, spec, {"num_cpus": 0.5})
         try:

@@ -55,8 +55,8 @@ RTOL, ATOL = 1e-4, 1e-6
 # Learner metrics that are pure functions of the data and seeds; "seconds"/"wall_seconds" are timings.
 LEARNER_KEYS = ("loss_future", "loss_action", "loss_return", "loss_total", "loss_total_first",
                 "loss_total_last", "steps", "samples", "rows")
-# advantage="task" is left out: it crashes on store rows today (KeyError 'progress': the store
-# calls that column grade_progress), a known bug the row-schema refactor fixes; add it then.
+# The golden pins the two advantages it was recorded with; "task" is checked on rows from
+# collect in test_rollout_and_objective.py (it reads the grader's progress column).
 ADVANTAGES = ("grade", "outcome")
 # The safetensors files of a checkpoint: the model's weights, and the optimizer state plus the
 # torch RNG state. The JSON files (model/config.json, trainer.json) are left out: trainer.json

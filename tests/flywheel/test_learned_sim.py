@@ -61,8 +61,10 @@ def test_a_world_model_of_another_sim_is_a_config_error(tmp_path):
 def test_an_engine_sim_config_is_unchanged(tmp_path):
     base = config(SimConfig(name=REF, fidelity=0.5), tmp_path)
     assert with_world_models(base, console=lambda _: None) == base
+    # Unset, these are left to sims.make's defaults (image_size: the sim's own, 64).
     assert dataclasses.asdict(base.sim).keys() - base.sim.make_kwargs().keys() == {"name", "checkpoint",
-                                                                                     "correct_every", "params"}
+                                                                                     "correct_every", "params",
+                                                                                     "image_size"}
 
 
 def test_learners_see_a_learned_sims_body_as_its_engines():

@@ -289,3 +289,28 @@ def test_retries_exhausted_raise_learner_failure_naming_the_cycle(pool, rows, we
     with pytest.raises(LearnerFailure, match=r"cycle 7: .*rank 1 died") as info:
         pool.train(weights, 0, rows, STEPS, BATCH, cycle=7, inject_fault=FaultInjection(rank=1, step=0, attempts=9))
     assert info.value.cycle == 7 and len(info.value.causes) == 1
+
+
+def test_two_learners_make_the_same_update_as_one_on_two_bodies(pool, weights):
+    """A multi-task run's batches mix embodiments (proprio 8 and 5, actions 2 and 1): their
+    padding is masked per row, in each learner's share as in the whole batch. Last in the file:
+    it gives the module's pool a fresh optimizer."""
+    from flywheel.rollout import task_plan
+
+    names = ["mujoco/reacher-twin", "mujoco/cartpole-swingup-twin"]
+    spec = RolloutSpec(episodes=4, seed=3, planning=False, episode_sims=tuple(task_plan(names, [1, 1], 4, seed=0)))
+    rows = collect(Agent("tiny").eval(), [sims.make(n, max_episode_steps=20) for n in names], spec,
+                   ChunkGrader(probes=2, horizon=10))
+    rows = ChunkRows.of({**rows, WEIGHT: np.linspace(0.0, 1.0, rows.n)})
+    assert set(rows["proprio_dim"]) == {8, 5}
+    learner = Learner(0, _pool(1).spec)
+    try:
+        learner.connect(*learner.rendezvous())
+        one = TrainResult(**learner.train(weights, 0, rows, STEPS, BATCH))
+    finally:
+        learner.close()
+    pool.load_optimizer(None)
+    two = pool.train(weights, 0, rows, STEPS, BATCH)
+    assert _max_diff(one.state_dict, weights) > 100 * EQUIVALENCE_ATOL
+    assert _max_diff(two.state_dict, one.state_dict) < EQUIVALENCE_ATOL
+    assert np.isclose(two.metrics["loss_total"], one.metrics["loss_total"], rtol=1e-5)

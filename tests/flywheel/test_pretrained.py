@@ -40,6 +40,10 @@ def test_without_any_checkpoint_a_small_one_is_pretrained_first_then_reused(quic
     lines.clear()
     again, _ = pretrained.starting_agent(RunConfig(), quick_small_preset, console=lines.append)
     assert not any("pretraining" in line for line in lines)  # reused, not trained again
+    assert sum("using the small pretrained one" in line for line in lines) == 1
+    lines.clear()
+    pretrained.starter(RunConfig(), console=lines.append)  # as the prior data resolves it: said once is enough
+    assert lines == []
     assert all(a.equal(b) for a, b in zip(agent.model.state_dict().values(), again.model.state_dict().values()))
 
 

@@ -212,3 +212,28 @@ def test_equal_rates_are_judged_against_their_standard_errors_and_the_number_of_
     spread = np.array([0.0, 0.01, 0.02, 0.03])
     assert report.equal_rates_p(spread, np.full(4, 0.001)) < 1e-6  # ten standard errors apart
     assert report.equal_rates_p(spread, np.full(4, 0.02)) > 0.5  # well inside one
+
+
+def test_a_camera_runs_report_shows_its_frames_and_a_later_report_without_frames_drops_them(tmp_path, make_rows):
+    from flywheel.rows import FRAME, IMAGINED_FRAMES, REALIZED_FRAMES
+
+    rng = np.random.default_rng(0)
+    camera = make_run(tmp_path, "camera", 1.0, 0.05)
+    store = RolloutStore(camera / "store")
+    for cycle in (0, 3):
+        frames = {FRAME: rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8),
+                  REALIZED_FRAMES: rng.integers(0, 256, (6, 8, 16, 16, 3), dtype=np.uint8),
+                  IMAGINED_FRAMES: rng.integers(0, 256, (6, 8, 16, 16, 3), dtype=np.uint8)}
+        rows = make_rows(episodes=2, chunks_per_episode=3, seed=cycle, first_episode=10 * cycle,
+                         cycle=np.full(6, cycle), steps=np.full(6, 5), proprio_dim=np.full(6, 3), **frames)
+        store.commit_cycle(cycle, [store.write_shard(cycle, 0, rows)[0]])
+    written = report.write_report([report.load_run(camera)], tmp_path / "out")
+    figure = tmp_path / "out" / report.FRAMES_FIGURE
+    assert figure.read_bytes().startswith(PNG) and report.FRAMES_FIGURE in written
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert f"![frames]({report.FRAMES_FIGURE})" in md and "frames the agent imagined" in md
+    # The same output directory, a run without a camera: no figure of another run's frames is left.
+    plain = make_run(tmp_path, "plain", 1.0, 0.05)
+    write_store(plain, make_rows)
+    report.write_report([report.load_run(plain)], tmp_path / "out")
+    assert not figure.exists() and report.FRAMES_FIGURE not in (tmp_path / "out" / "report.md").read_text()

@@ -8,7 +8,7 @@ import sims
 import world_model as wm
 from configs.learning import ROW_ADVANTAGES, ObjectiveConfig
 from flywheel.objective import advantage_signal, advantage_weights, batch_loss
-from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats, standard_errors
+from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats, standard_errors, task_plan
 from flywheel.rows import EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, SUCCESS, WEIGHT, ChunkRows
 from policies.agent import Agent
 
@@ -139,6 +139,31 @@ def test_each_env_of_a_mixed_batch_ran_the_actions_its_rows_record(agent, planni
                 obs, *_ = env.step(action)
                 np.testing.assert_array_equal(rows["realized"][r][t, : emb.proprio_dim],
                                               emb.pad_proprio(obs["proprio"])[: emb.proprio_dim])
+
+
+def test_a_task_plan_splits_the_episodes_by_weight_in_a_seeded_order():
+    plan = task_plan([SIM, "mujoco/cartpole-swingup-twin"], [1.0, 0.5], 16, seed=3)
+    # 16 * 2/3 = 10.67 and 5.33: the larger remainder takes the 16th episode
+    assert len(plan) == 16 and plan.count(SIM) == 11 and plan.count("mujoco/cartpole-swingup-twin") == 5
+    assert plan == task_plan([SIM, "mujoco/cartpole-swingup-twin"], [1.0, 0.5], 16, seed=3)
+    assert plan != task_plan([SIM, "mujoco/cartpole-swingup-twin"], [1.0, 0.5], 16, seed=4)
+    assert task_plan([SIM, "mujoco/cartpole-swingup-twin"], [1.0, 0.0], 4, seed=0) == [SIM] * 4
+
+
+def test_a_multitask_spec_runs_each_episode_in_its_sim_and_perceives_every_body_in_one_batch(agent, monkeypatch):
+    names = [SIM, "mujoco/cartpole-swingup-twin"]
+    plan = task_plan(names, [1.0, 1.0], 6, seed=1)
+    envs = [sims.make(name, max_episode_steps=12) for name in names for _ in range(2)]
+    batches, perceive = [], agent.perceive
+    monkeypatch.setattr(agent, "perceive", lambda obs, bodies: batches.append(len(set(bodies))) or perceive(obs, bodies))
+    spec = RolloutSpec(episodes=6, seed=2, n_candidates=2, episode_sims=tuple(plan))
+    rows = collect(agent, envs, spec)
+    episodes, first = np.unique(rows["episode"], return_index=True)
+    assert [str(rows["sim"][i]) for i in first] == plan  # episode i ran in plan[i]
+    assert max(batches) == 2  # both bodies in one forward
+    # A spec that names a sim none of the envs runs is refused, naming it.
+    with pytest.raises(ValueError, match="pybullet/cartpole-balance"):
+        collect(agent, envs[:1], RolloutSpec(episodes=1, episode_sims=("pybullet/cartpole-balance",)))
 
 
 def test_best_in_sim_keeps_the_candidate_the_sim_rewards_most_and_restores_the_env():
@@ -317,3 +342,81 @@ def test_training_on_a_batch_lowers_its_loss(rows):
         total.backward()
         opt.step()
     assert loss().item() < 0.9 * before
+
+
+# ---------------------------------------------------------------------- frames (RolloutSpec.camera)
+
+
+@pytest.fixture(scope="module")
+def camera_envs(agent):
+    from configs.schema import SimConfig
+    from flywheel.rollout import env_kwargs
+
+    sim = SimConfig(name=SIM, max_episode_steps=12)
+    envs = [sims.make(SIM, **env_kwargs(sim, True, agent.cfg.image_size)) for _ in range(2)]
+    yield envs
+    for env in envs:
+        env.close()
+
+
+@pytest.fixture(scope="module")
+def camera_rows(agent, camera_envs):
+    return collect(agent, camera_envs, RolloutSpec(episodes=3, seed=2, n_candidates=2, choose="sim", camera=True))
+
+
+def test_a_camera_rollout_perceives_the_frame_each_chunk_starts_from(camera_rows, camera_envs, agent, rows):
+    from flywheel.rollout import reset_seed
+    from flywheel.rows import CHUNK, EPISODE, FRAME, REALIZED_FRAMES, STEPS
+
+    assert camera_rows.frames and not rows.frames  # no camera, no frame columns
+    env = camera_envs[0]
+    for episode in np.unique(camera_rows[EPISODE]):
+        mine = np.flatnonzero(camera_rows[EPISODE] == episode)
+        mine = mine[np.argsort(camera_rows[CHUNK][mine])]
+        env.reset(seed=reset_seed(2, int(episode)))
+        assert np.array_equal(camera_rows[FRAME][mine[0]], env.render())  # the reset's frame
+        for prev, cur in zip(mine, mine[1:]):  # then the last frame the previous chunk realized
+            last = camera_rows[REALIZED_FRAMES][prev, camera_rows[STEPS][prev] - 1]
+            assert np.array_equal(camera_rows[FRAME][cur], last)
+
+
+def test_a_camera_rollout_renders_only_the_frames_it_records(agent, camera_envs, monkeypatch):
+    """Not in choose=sim's look-ahead over the candidates, nor in the grader's replays."""
+    renders = []
+    for env in camera_envs:
+        original = env.render
+        monkeypatch.setattr(env, "render", lambda original=original: renders.append(1) or original())
+    spec = RolloutSpec(episodes=2, seed=4, n_candidates=3, choose="sim", camera=True)
+    out = collect(agent, camera_envs, spec, wm.ChunkGrader(probes=2, horizon=10))
+    assert len(renders) == out["steps"].sum() + 2  # a frame after each executed step, one per reset
+    assert out["sim_steps"].sum() > 3 * out["steps"].sum()  # while the engine ran far more steps
+
+
+def test_frames_reach_the_loss_where_the_model_reads_or_imagines_them(agent, camera_rows):
+    from flywheel.rows import FRAME, IMAGINED_FRAMES, REALIZED_FRAMES, STEPS
+    from policies.config import SIZES, ModelConfig
+
+    def loss(data, cfg=GRADE_REALIZED, model=agent):
+        return batch_loss(model, data, cfg, torch.Generator().manual_seed(0))
+
+    def changed(column, where=slice(None)):
+        out = {k: v.copy() for k, v in camera_rows.items()}
+        out[column][where] = 255 - out[column][where]
+        return out
+
+    base = loss(camera_rows)
+    # The observed frame is in the prefix every term reads.
+    assert all(not torch.equal(base[k], loss(changed(FRAME))[k]) for k in ("future", "action"))
+    # Realized frames are the video expert's targets, at the steps that ran only (and, with
+    # act_on=realized, part of the future the actions read).
+    unran = np.arange(agent.cfg.chunk)[None, :] >= camera_rows[STEPS][:, None]
+    assert unran.any() and all(torch.equal(base[k], loss(changed(REALIZED_FRAMES, unran))[k]) for k in base)
+    imagined = ObjectiveConfig(advantage="grade", act_on="imagined")
+    a, b = loss(camera_rows, imagined), loss(changed(REALIZED_FRAMES), imagined)
+    assert not torch.equal(a["future"], b["future"]) and torch.equal(a["action"], b["action"])
+    # The imagined frames are the plan the actions read with act_on=imagined, never a target.
+    b = loss(changed(IMAGINED_FRAMES), imagined)
+    assert torch.equal(a["future"], b["future"]) and not torch.equal(a["action"], b["action"])
+    # A model that imagines no frames learns none: its future is proprio only.
+    blind = Agent(ModelConfig(**{**SIZES["tiny"].to_dict(), "future_frames": False})).eval()
+    assert torch.equal(loss(camera_rows, model=blind)["future"], loss(changed(REALIZED_FRAMES), model=blind)["future"])

@@ -105,3 +105,37 @@ def test_the_arrow_schema_is_what_the_store_writes(rows, tmp_path):
     assert (proprio.list_size, proprio.value_type.list_size) == rows["proprio"].shape[1:]
     assert proprio.value_type.value_type == "float"
     assert written.field("sim").type == "string" and written.field("success").type == "bool"
+
+
+def test_frame_columns_round_trip_through_the_store_bit_for_bit(tmp_path):
+    """A camera rollout's frames (uint8, their shapes) come back from a shard exactly."""
+    from configs.schema import SimConfig
+    from flywheel.rollout import env_kwargs
+    from flywheel.rows import FRAME, IMAGINED_FRAMES, REALIZED_FRAMES
+
+    torch.manual_seed(0)
+    agent, sim = Agent("tiny").eval(), SimConfig(name="mujoco/reacher-twin", max_episode_steps=12)
+    envs = [sims.make(sim.name, **env_kwargs(sim, True, agent.cfg.image_size)) for _ in range(2)]
+    rows = collect(agent, envs, RolloutSpec(episodes=2, n_candidates=2, camera=True))
+    for env in envs:
+        env.close()
+    assert rows.frames and list(rows)[-3:] == [FRAME, REALIZED_FRAMES, IMAGINED_FRAMES]
+    assert list(rows) == [c.name for c in columns_of(imagined=True, graded=False, frames=True, imagined_frames=True)]
+    store = RolloutStore(tmp_path)
+    shard, _ = store.write_shard(0, 0, rows)
+    store.commit_cycle(0, [shard])
+    back, _ = store.read([0])
+    for name in (FRAME, REALIZED_FRAMES, IMAGINED_FRAMES):
+        assert back[name].dtype == np.uint8 and back[name].shape == rows[name].shape, name
+        assert back[name].tobytes() == rows[name].tobytes(), name
+    with pytest.raises(ValueError, match="'frame' is float32, expected uint8"):
+        ChunkRows.of({**rows, FRAME: rows[FRAME].astype(np.float32)})
+
+
+def test_to_pixels_inverts_the_models_frame_units():
+    from flywheel.rows import to_pixels
+    from policies.tokenizers import to_unit_frames
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    assert np.array_equal(to_pixels(to_unit_frames(torch.as_tensor(pixels), 4).numpy()), pixels)
+    assert to_pixels(np.array([-3.0, -1.0, 0.0, 1.0, 2.0])).tolist() == [0, 0, 128, 255, 255]

@@ -383,3 +383,103 @@ def test_a_resumed_run_with_the_critic_matches_an_uninterrupted_one(tmp_path):
     interrupted = run(critic_config(tmp_path / "resumed", 1), console=lambda *a: None)
     run(dataclasses.replace(critic_config(tmp_path / "resumed", 2), resume=str(interrupted)), console=lambda *a: None)
     assert manifests(straight) == manifests(interrupted)
+
+
+# ---------------------------------------------------------------------- frames in the loop (camera=true)
+
+
+def test_a_camera_run_keeps_every_chunks_frames_and_they_are_the_engines(tmp_path, capsys):
+    """The real entry point with camera=true: the frames read back from the shards are those a
+    fresh env renders, reset with the same seed and stepped with the recorded actions."""
+    import pyarrow.parquet as pq
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import sims
+    from configs.schema import SimConfig
+    from flywheel.cycle import rollout_seed
+    from flywheel.rollout import env_kwargs, reset_seed
+    from flywheel.rows import (ACTIONS, CHUNK, EPISODE, FRAME, IMAGINED_FRAMES, REALIZED_FRAMES, STEPS, WORKER,
+                               episode_index)
+    from flywheel.store import MANIFEST
+    from policies.config import SIZES
+
+    run_dir = tmp_path / "run"
+    assert main(["run", f"run_dir={run_dir}", "camera=true", "choose=sim", *TINY]) == 0
+    rows, report = RolloutStore(run_dir / "store").read([0])
+    assert not report.corrupt_shards
+    size, chunk = SIZES["tiny"].image_size, SIZES["tiny"].chunk
+    assert rows[FRAME].shape == (rows.n, size, size, 3) and rows[FRAME].dtype == np.uint8
+    for column in (REALIZED_FRAMES, IMAGINED_FRAMES):  # the tiny model imagines frames (future_frames)
+        assert rows[column].shape == (rows.n, chunk, size, size, 3) and rows[column].dtype == np.uint8
+    unran = np.arange(chunk)[None, :] >= rows[STEPS][:, None]
+    assert not rows[REALIZED_FRAMES][unran].any() and rows[REALIZED_FRAMES][~unran].any()
+    # Each episode's frames, against a fresh env rendering its seed and the actions its rows record.
+    sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
+    env = sims.make(sim.name, **env_kwargs(sim, True, size))
+    for episode in np.unique(rows[EPISODE])[:2]:
+        mine = np.flatnonzero(rows[EPISODE] == episode)
+        mine = mine[np.argsort(rows[CHUNK][mine])]
+        env.reset(seed=reset_seed(rollout_seed(0, 0, int(rows[WORKER][mine[0]])), int(episode_index(episode))))
+        for i in mine:
+            assert np.array_equal(env.render(), rows[FRAME][i])
+            for t, action in enumerate(env.embodiment.to_env_action(env.embodiment.unpad_action(rows[ACTIONS][i]))
+                                       [: rows[STEPS][i]]):
+                env.step(action)
+                assert np.array_equal(env.render(), rows[REALIZED_FRAMES][i, t])
+    env.close()
+    # Plain Parquet: zstd-compressed, each frame a nested fixed-size list that keeps its shape.
+    shard = next(p for p in (run_dir / "store" / "cycle-000000").glob("worker-*.parquet"))
+    parquet = pq.ParquetFile(shard)
+    assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+    kind, sizes = parquet.schema_arrow.field(FRAME).type, []
+    while hasattr(kind, "list_size"):
+        sizes.append(kind.list_size)
+        kind = kind.value_type
+    assert sizes == [size, size, 3] and str(kind) == "uint8"
+    cell = parquet.read().column(FRAME).to_pandas()[0]
+    assert np.stack([np.stack(r) for r in cell]).shape == (size, size, 3)
+    assert (run_dir / "store" / "cycle-000000" / MANIFEST).is_file()
+    # TensorBoard shows the frames beside the imagined-vs-realized proprio.
+    images = EventAccumulator(str(run_dir / "tb")).Reload().Tags()["images"]
+    assert {"rollout/frames", "rollout/imagined_vs_realized"} <= set(images)
+
+
+def test_a_resumed_camera_run_matches_an_uninterrupted_one(tmp_path):
+    """Frames change nothing about resuming: the same shards (frames included, by their
+    checksums in the manifests), the same numbers, the same weights."""
+    import torch
+
+    from flywheel import checkpoint as run_checkpoint
+
+    straight = run(tiny_config(tmp_path / "straight", cycles=2, camera=True), console=lambda *a: None)
+    interrupted = run(tiny_config(tmp_path / "resumed", cycles=1, camera=True), console=lambda *a: None)
+    assert main(["run", f"resume={interrupted}", "cycles=2"]) == 0
+    assert manifests(straight) == manifests(interrupted)
+    assert [r["learner"]["loss_total"] for r in read_cycles(straight)] == \
+        [r["learner"]["loss_total"] for r in read_cycles(interrupted)]
+    weights = [run_checkpoint.load(run_checkpoint.latest(d))[0].state_dict() for d in (straight, interrupted)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_camera_frames_the_agent_cannot_take_fail_before_ray_naming_the_field(tmp_path, capsys, monkeypatch):
+    import flywheel.controller as controller
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(controller, "start_ray", no_ray)
+    assert main(["run", f"run_dir={tmp_path / 'a'}", "camera=true", "sim.image_size=32", *TINY]) == 2
+    assert "sim.image_size=32: the agent takes 16x16 frames" in capsys.readouterr().err
+    assert main(["run", f"run_dir={tmp_path / 'b'}", "camera=true", "reference.image_size=64", *TINY]) == 2
+    assert "reference.image_size=64: the agent takes 16x16 frames" in capsys.readouterr().err
+    # The camera is one knob for both sims: a sim's own is refused, pointing at it.
+    assert main(["run", f"run_dir={tmp_path / 'c'}", "sim.camera=true", *TINY]) == 2
+    assert "sim.camera=true: a run's frames are one knob" in capsys.readouterr().err
+    # The agent's own size is taken; without the camera the size is never read.
+    config = tiny_config(tmp_path / "d", camera=True, sim=SimConfig(name="mujoco/reacher-twin", max_episode_steps=16,
+                                                                     image_size=16))
+    from policies.agent import Agent
+
+    controller.check_camera(Agent("tiny"), config)
+    controller.check_camera(Agent("tiny"), tiny_config(tmp_path / "e", sim=SimConfig(name="mujoco/reacher-twin",
+                                                                                    image_size=32)))

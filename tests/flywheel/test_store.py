@@ -236,3 +236,50 @@ def test_a_store_written_with_the_old_manifest_name_still_reads(tmp_path, chunks
     assert store.manifest_path(0) == old and store.committed_cycles() == [0]
     got, report = store.read([0])
     assert report.rows == shard.rows and not report.corrupt_shards
+
+
+def test_a_multitask_shard_groups_its_rows_by_sim_and_the_manifest_counts_them(tmp_path, chunks):
+    from flywheel.rows import SIM
+
+    rows = chunks(episodes=4)
+    rows[SIM] = np.repeat(np.array(["b/two", "a/one", "b/two", "a/one"], dtype=object), 4)
+    store = RolloutStore(tmp_path)
+    shard, _ = store.write_shard(0, 0, rows, by_sim=True)
+    store.commit_cycle(0, [shard])
+    assert shard.sims == {"a/one": 8, "b/two": 8}
+    back, _ = store.read([0])
+    assert list(back[SIM]) == ["a/one"] * 8 + ["b/two"] * 8
+    assert store.manifest(0).shards[0].sims == {"a/one": 8, "b/two": 8}
+    # a one-task shard's manifest entry stays as it was: no sims key
+    plain, _ = store.write_shard(1, 0, chunks())
+    assert "sims" not in plain.to_json()
+
+
+def test_a_sample_draws_each_task_by_its_weight(tmp_path, chunks):
+    from flywheel.rows import SIM
+
+    store = RolloutStore(tmp_path)
+    for c in range(2):
+        shards = []
+        for w in range(2):  # task a/one has 3 times task b/two's rows
+            rows = chunks(episodes=4, seed=10 * c + w, first_episode=100 * c + 10 * w)
+            rows[SIM] = np.repeat(np.array(["a/one", "a/one", "a/one", "b/two"], dtype=object), 4)
+            shards.append(store.write_shard(c, w, rows, by_sim=True)[0])
+        store.commit_cycle(c, shards)
+    whole, _ = store.read([0, 1])
+    for weights, n, expected in (({"a/one": 1.0, "b/two": 1.0}, 40, 20), ({"a/one": 1.0, "b/two": 3.0}, 40, 30),
+                                 ({"a/one": 1.0, "b/two": 0.0}, 40, 0)):
+        sample, report = store.sample([0, 1], n, seed=(0, 1), weights=weights)
+        drawn = sample.drawn()
+        assert len(drawn[SIM]) == n and list(drawn[SIM]).count("b/two") == expected, weights
+        assert report.rows == whole.n
+    # Within a task, shuffled passes: b/two's 16 rows drawn 30 times, each once or twice.
+    sample, _ = store.sample([0, 1], 40, seed=(0, 1), weights={"a/one": 1.0, "b/two": 3.0})
+    drawn = sample.drawn()
+    b = drawn[SIM] == "b/two"
+    _, times = np.unique(drawn["reward"][b], return_counts=True)  # random per row: an id
+    assert len(times) == 16 and set(times) == {1, 2}
+    again, _ = store.sample([0, 1], 40, seed=(0, 1), weights={"a/one": 1.0, "b/two": 3.0})
+    _same_rows(again.drawn(), drawn)
+    # The tasks' draws are shuffled together, so every batch mixes them.
+    assert np.count_nonzero(b[1:] != b[:-1]) > 4
