@@ -90,6 +90,9 @@ class RolloutSpec:
     # A multi-task run's: the sim each episode runs in (one per episode; ``task_plan``), so that
     # an env runs only its own sim's episodes. None: every env runs any episode (one task).
     episode_sims: tuple[str, ...] | None = None
+    # A learned training sim's rows also keep its engine's steps (``flywheel.rows.ENGINE_COLUMNS``),
+    # which ``world_model.refit`` trains on; a refit run has one training sim, every env learned.
+    engine: bool = False
 
     def __post_init__(self) -> None:
         if self.choose not in CHOOSERS:
@@ -341,7 +344,7 @@ def _chunk(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.
     realized_pad[:n, : emb.proprio_dim] = realized
     row = _row(spec, env, episode, proprio, actions, realized_pad, n, rewards)
     row.update({REWARDS: _padded(rewards, chunk), TERMINATED: terminated})
-    if isinstance(env, LearnedSimEnv):
+    if spec.engine:
         row.update(_engine_columns(env, n, chunk, realized_pad.shape[1]))
     if own is not None:
         row[IMAGINED] = own

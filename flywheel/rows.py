@@ -34,7 +34,7 @@ to the model's shared sizes so chunks of different embodiments stack:
 | candidate_* | see ``CANDIDATE_COLUMNS`` | (candidates, ...) | every candidate the training sim ran
   (``choose=sim`` only): its actions, step rewards, steps, termination and end proprio history |
 | weight, grade_* | see ``GRADE_COLUMNS`` | () | the grader's answers (graded rollouts only) |
-| engine_* | see ``ENGINE_COLUMNS`` | | a learned training sim's correcting engine over the chunk (learned sims only):
+| engine_* | see ``ENGINE_COLUMNS`` | | a learned training sim's correcting engine over the chunk (refit runs only):
   its proprio at the chunk's start and after each step, and its step rewards, whatever the learned sim
   showed; the transitions a world-model refit trains on (``flywheel.refit``) |
 

@@ -14,7 +14,7 @@ import torch
 import sims
 import world_model as wm
 from configs.errors import ConfigError
-from configs.run_schema import LearnedSimConfig, RunConfig
+from configs.run_schema import LearnedSimConfig, RunConfig, TaskConfig
 from configs.schema import SimConfig
 from flywheel.cli import main
 from flywheel.controller import run, training_fidelity, validate
@@ -49,7 +49,7 @@ def learned_rows(checkpoint: Path, correct_every: str, episodes=2, seed=0):
                     max_episode_steps=40)
     envs = [sims.make(sim.name, **sim.make_kwargs()) for _ in range(2)]
     torch.manual_seed(0)
-    rows = collect(Agent("tiny"), envs, RolloutSpec(episodes=episodes, seed=seed, planning=False))
+    rows = collect(Agent("tiny"), envs, RolloutSpec(episodes=episodes, seed=seed, planning=False, engine=True))
     return sim, rows, envs[0].embodiment
 
 
@@ -94,12 +94,19 @@ def test_a_refit_on_flywheel_rows_does_not_lower_fidelity_on_the_probe_set(poor_
 
 
 @pytest.mark.parametrize("world_model,sim,field", [
-    (dict(refit=True), SimConfig(name=REF), "world_model.refit"),
-    (dict(refit_steps=0), SimConfig(name=f"learned/{REF}", correct_every="8"), "world_model.refit_steps"),
+    (dict(refit=True), SimConfig(name=REF), r"world_model[.]refit=true .* is an engine"),
+    (dict(refit_steps=0), SimConfig(name=f"learned/{REF}", correct_every="8"), r"world_model[.]refit_steps"),
 ])
 def test_a_refit_asked_of_an_engine_names_the_field_before_ray_starts(tmp_path, world_model, sim, field):
-    with pytest.raises(ConfigError, match=field.replace(".", "[.]")):
+    with pytest.raises(ConfigError, match=field):
         validate(RunConfig(sim=sim, reference=SimConfig(name=REF), world_model=recipe(tmp_path, **world_model)))
+
+
+def test_a_refit_of_a_multi_task_run_names_the_field_before_ray_starts(tmp_path):
+    tasks = [TaskConfig(SimConfig(name=f"learned/{REF}", correct_every="8"), SimConfig(name=REF)),
+             TaskConfig(SimConfig(name="mujoco/cartpole-swingup-twin"))]
+    with pytest.raises(ConfigError, match="world_model[.]refit=true.*multi-task"):
+        validate(RunConfig(tasks=tasks, world_model=recipe(tmp_path, refit=True)))
 
 
 @pytest.mark.xdist_group("ray")
