@@ -62,7 +62,7 @@ class Flywheel:
     rollouts: RolloutWorkers
     learners: LearnerPool
     logger: CycleLogger
-    fidelity: dict[str, Any]  # the training sim's, measured once (``controller.training_fidelity``)
+    fidelity: dict[str, Any]  # the training sim's (``controller.training_fidelity``), again after each refit
     rollout_spec: RolloutSpec  # the run's (``controller.validate``); each cycle fills in its own
     eval_spec: RolloutSpec
     weights_from: str  # the checkpoint the agent's weights were loaded from or last saved to
