@@ -147,9 +147,20 @@ class LearnedSimConfig(WorldModelRecipe):
     unset; when there is no checkpoint there yet, the run fits one first with this recipe (what
     ``flywheel world-model fit`` does; about 10 s for the reacher at the defaults), and later runs
     reuse it.
+
+    ``refit``: after each cycle's rollouts, the training sim's world model is fine-tuned on the
+    engine's transitions behind them (``flywheel.refit``), written into the run directory, and
+    practised in by the next cycle; its fidelity is measured again and recorded per cycle.
     """
 
     root: str = WORLD_MODEL_ROOT
+    refit: bool = False  # learned training sims only
+    refit_steps: int = 200  # optimizer steps per refit, at the recipe's batch, lr and horizon
+
+    def __post_init__(self) -> None:
+        steps = self.refit_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"world_model.refit_steps must be an int >= 1, got {steps!r}")
 
 
 IF_EXISTS = ("error", "resume")

@@ -82,6 +82,12 @@ class RolloutWorker:
         self.weight_version = version
         return version
 
+    def use_world_model(self, simulator) -> None:
+        """The learned training sim steps with ``simulator`` (a ``world_model.LearnedSimulator``
+        refitted by the driver, ``flywheel.refit``) from the next collect on."""
+        for env in self.envs:
+            env.use(simulator)
+
     def evaluate(self, state_dict: dict[str, torch.Tensor], config, spec: RolloutSpec,
                  weights_from: str = "") -> dict[str, float]:
         """``flywheel.cycle.evaluate`` of these weights (a ``RunConfig``, an eval spec), here
@@ -126,14 +132,18 @@ class RolloutWorkers:
         return RolloutWorker.options(**self.options, **self.placement(index)).remote(index, self.spec)
 
     def collect(self, weights, rollout: RolloutSpec, seeds: Callable[[int], int],
-                progress: Callable[[int], None] = lambda n: None) -> tuple[list[dict[str, Any]], int]:
+                progress: Callable[[int], None] = lambda n: None,
+                world_model=None) -> tuple[list[dict[str, Any]], int]:
         """Every worker collects its share of ``rollout.episodes`` with ``weights`` (a Ray object
-        ref, version ``rollout.cycle``); a worker that dies is replaced and its share collected
-        again. Returns each worker's result and the number of replacements."""
+        ref, version ``rollout.cycle``), and in a learned sim stepped by ``world_model`` when
+        given (a Ray object ref of a refitted simulator); a worker that dies is replaced and its
+        share collected again. Returns each worker's result and the number of replacements."""
         shares = np.array_split(np.arange(rollout.episodes), len(self.actors))
 
         def start(i: int):
             self.actors[i].load_weights.remote(weights, rollout.cycle)
+            if world_model is not None:  # a replacement actor gets it too: it starts from the spec's
+                self.actors[i].use_world_model.remote(world_model)
             own = None if rollout.episode_sims is None else tuple(rollout.episode_sims[j] for j in shares[i])
             return self.actors[i].collect.remote(replace(rollout, episodes=len(shares[i]), worker=i, seed=seeds(i),
                                                          episode_sims=own))

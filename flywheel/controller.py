@@ -102,7 +102,7 @@ def validate(config: RunConfig) -> RolloutSpec:
     try:  # its messages start with the field
         spec = RolloutSpec(episodes=config.episodes_per_cycle, seed=config.seed, planning=config.planning,
                            n_candidates=config.n_candidates, flow_steps=config.flow_steps, choose=config.choose,
-                           discount=config.learner.discount, camera=config.camera)
+                           discount=config.learner.discount, camera=config.camera, engine=config.world_model.refit)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     for field, sim in task_sims(config):
@@ -111,6 +111,7 @@ def validate(config: RunConfig) -> RolloutSpec:
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{field}.name / {field}: {exc}") from exc
         check_learned(field, sim)
+    check_refit(config)
     check_reference(config)
     check_embedded_ray(config)
     try:
@@ -181,6 +182,19 @@ def check_learned(field: str, sim) -> None:
         parse_correct_every(sim.correct_every)
     except ValueError as exc:
         raise ConfigError(f"{field}.correct_every: {exc}") from exc
+
+
+def check_refit(config: RunConfig) -> None:
+    """``world_model.refit`` refits the training sim's world model: the sim must be a learned one."""
+    from world_model.learned_env import PREFIX
+
+    if config.world_model.refit and config.tasks:
+        raise ConfigError("world_model.refit=true refits one learned training sim; a multi-task run (tasks=) is not "
+                          "refitted: unset tasks or set world_model.refit=false")
+    if config.world_model.refit and not config.sim.name.startswith(PREFIX):
+        raise ConfigError(f"world_model.refit=true refits a learned training sim's world model, and sim.name="
+                          f"{config.sim.name} is an engine; use sim.name={PREFIX}{config.sim.name} (with "
+                          "sim.correct_every) or world_model.refit=false")
 
 
 def check_critic(agent: Agent, config: RunConfig) -> None:
@@ -271,7 +285,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     check_embodiment(agent, config)
     check_critic(agent, config)
     prior = prior_of(config, console)
-    measured = training_fidelity(config, console=console)
+    world_model, measured = practised_in(config, run_dir, start_cycle, console)
     logger = CycleLogger(run_dir, json_config(config), start_cycle, console,
                          checkpointed=lambda cycle: run_checkpoint.record(run_dir, cycle))
     stop, finished = Stop(), False
@@ -283,7 +297,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                     placement.release()
                 raise RunStopped(run_dir, stop.signum, config.run_dir)
             flywheel = Flywheel.start(config, run_dir, agent, optimizer_state, rollout_spec, measured, logger, fault,
-                                      prior, weights_from, placement)
+                                      prior, weights_from, placement, world_model)
         except BaseException:
             logger.close()
             raise
@@ -301,6 +315,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
                 cycle.learn()
                 if stop.requested:
                     break
+                cycle.refit()
                 cycle.evaluate()
                 cycle.commit()
                 upload()
@@ -312,6 +327,20 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     if not finished:
         raise RunStopped(run_dir, stop.signum, config.run_dir)
     return run_dir
+
+
+def practised_in(config: RunConfig, run_dir: Path, start_cycle: int,
+                 console=print) -> tuple[str | None, dict[str, Any]]:
+    """The world model cycle ``start_cycle`` practises in when the run refits one (the latest
+    refit's, which the last checkpoint records, else the sim's own; None without a refit), and
+    the training sim's fidelity measured with it."""
+    if not config.world_model.refit:
+        return None, training_fidelity(config, console=console)
+    from flywheel.refit import in_use
+
+    world_model = in_use(config, run_dir, run_checkpoint.record(run_dir, start_cycle - 1) if start_cycle else None)
+    sim = dataclasses.replace(config.sim, checkpoint=world_model)
+    return world_model, training_fidelity(dataclasses.replace(config, sim=sim), console=console)
 
 
 def prior_of(config: RunConfig, console=print):

@@ -12,6 +12,9 @@ phase:
                resume collects it again.
     learn      the learner pool trains on rows sampled from the replay (every cycle so far, or the
                last ``replay_cycles``), ``learner.utd`` steps per env step; the agent takes the new weights.
+    refit      with ``world_model.refit``, the learned training sim's world model is fine-tuned on
+               the engine's transitions behind the cycle's rows (``flywheel.refit``); the next
+               cycle's rollouts step with it.
     evaluate   capability in the reference sim (never the training sim), on fixed seeds, on the
                first rollout actor (the driver runs no episode).
     commit     the checkpoint, then the cycle's record (``flywheel.logger``): a cycle is
@@ -40,6 +43,7 @@ from flywheel.cluster import Placement, ray_options
 from flywheel.learners import LearnerPool, peak_rss_mb
 from flywheel.prior import PriorSpec
 from flywheel.logger import CycleLogger
+from flywheel.refit import Refit
 from flywheel.rollout import (RolloutSpec, collect, env_kwargs, episode_lengths_and_returns, episode_stats,
                               standard_errors, task_plan)
 from flywheel.rows import EPISODE, SIM, SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
@@ -58,20 +62,30 @@ class Flywheel:
     rollouts: RolloutWorkers
     learners: LearnerPool
     logger: CycleLogger
-    fidelity: dict[str, Any]  # the training sim's, measured once (``controller.training_fidelity``)
+    fidelity: dict[str, Any]  # the training sim's (``controller.training_fidelity``), again after each refit
     rollout_spec: RolloutSpec  # the run's (``controller.validate``); each cycle fills in its own
     eval_spec: RolloutSpec
     weights_from: str  # the checkpoint the agent's weights were loaded from or last saved to
     placement: Placement  # the bundles the actors run in
+    refitter: Refit | None = None  # ``world_model.refit`` runs only
+    world_model: Any = None  # the ``LearnedSimulator`` the next collect steps with (refit runs only)
 
     @classmethod
     def start(cls, config: RunConfig, run_dir: Path, agent: Agent, optimizer_state, rollout_spec: RolloutSpec,
               fidelity: dict[str, Any], logger: CycleLogger, fault: dict[str, int] | None = None,
-              prior: PriorSpec | None = None, weights_from: str = "", placement: Placement | None = None) -> "Flywheel":
+              prior: PriorSpec | None = None, weights_from: str = "", placement: Placement | None = None,
+              world_model: str | None = None) -> "Flywheel":
         """Start the rollout actors and the learner pool (Ray must be up), into ``placement``'s
         bundles when given (``flywheel.cluster.reserve``); ``close`` gives the placement back.
-        ``prior``: the starter's data the learners also train on (``flywheel.prior``)."""
+        ``prior``: the starter's data the learners also train on (``flywheel.prior``).
+        ``world_model``: with ``world_model.refit``, the checkpoint the next cycle practises in."""
         placement = placement or Placement()
+        refitter, simulator = None, None
+        if world_model is not None:  # loaded (and verified) before any actor starts
+            from world_model import load_checkpoint
+
+            refitter = Refit(config, run_dir)
+            simulator = load_checkpoint(world_model, reference=refitter.reference)
         # Under the run directory, or its URI for a remote run (``flywheel.storage``), query string included.
         location = storage.join(config.run_dir or run_dir, storage.STORE)
         store = RolloutStore(location)
@@ -91,7 +105,7 @@ class Flywheel:
         if optimizer_state is not None:
             learners.load_optimizer(optimizer_state)
         return cls(config, run_dir, agent, store, rollouts, learners, logger, fidelity, rollout_spec,
-                   evaluation_spec(config), weights_from, placement)
+                   evaluation_spec(config), weights_from, placement, refitter, simulator)
 
     def evaluate(self) -> dict[str, float]:
         """``evaluate`` of the agent's current weights, on a rollout actor (``RolloutWorkers.evaluate``)."""
@@ -117,6 +131,8 @@ class Cycle:
         self.flywheel, self.index = flywheel, index
         self.began = time.perf_counter()
         self.seconds: dict[str, float] = {}
+        self.fidelity = flywheel.fidelity  # of the training sim this cycle practises in
+        self.world_model: dict[str, Any] | None = None  # the refit's part of the record
         # The rollout actors' sim steps that no committed row holds (their grader's start-up,
         # quarantined chunks); 0 for a cycle committed before a stop, whose actors are gone.
         self.sim_steps_outside_rows = 0
@@ -140,9 +156,11 @@ class Cycle:
                     spec = dataclasses.replace(spec, episode_sims=tuple(task_plan(
                         [t.sim.name for t in tasks], [t.weight for t in tasks], spec.episodes,
                         rollout_seed(fw.config.seed, self.index, 0))))
+                world_model = None if fw.world_model is None else ray.put(fw.world_model)
                 with progress_bar(f"cycle {self.index} rollouts", spec.episodes) as advance:
                     results, retries = fw.rollouts.collect(
-                        weights, spec, lambda worker: rollout_seed(fw.config.seed, self.index, worker), advance)
+                        weights, spec, lambda worker: rollout_seed(fw.config.seed, self.index, worker), advance,
+                        world_model)
                 self.sim_steps_outside_rows = sum(r["sim_steps_outside_rows"] for r in results)
                 dropped = [d for r in results for d in r["dropped"]]
                 if not any(r["shard"] for r in results):
@@ -186,6 +204,17 @@ class Cycle:
         # What the learners trained on, each draw counted: how many cycles behind its weights were.
         self.policy_lag = float(self.index - np.mean(self.sample.rows[WEIGHT_VERSION][self.sample.order]))
 
+    def refit(self) -> None:
+        """With ``world_model.refit``: the training sim's world model fine-tuned on this cycle's
+        rows, for the next cycle (``flywheel.refit``); its fidelity is the next cycle's."""
+        fw = self.flywheel
+        if fw.refitter is None:
+            return
+        with self._timed("world_model"):
+            rows, _ = fw.store.read([self.index])
+            fw.world_model, self.world_model = fw.refitter(fw.world_model, rows, self.index)
+            fw.fidelity = self.world_model["fidelity_detail"]
+
     def evaluate(self) -> None:
         with self._timed("eval"):
             self.evaluation = self.flywheel.evaluate()
@@ -212,7 +241,7 @@ class Cycle:
             "cycle": self.index, "weight_version": self.index + 1,
             "capability": self.evaluation["capability"],
             "capability_stderr": self.evaluation["capability_stderr"], "eval": self.evaluation,
-            "fidelity": fw.fidelity["fidelity"], "fidelity_detail": fw.fidelity,
+            "fidelity": self.fidelity["fidelity"], "fidelity_detail": self.fidelity,
             "grades": grade_summary(rows),
             "rollout": {"episodes": manifest.episodes, "chunks": manifest.rows,
                         "quarantined_episodes": manifest.quarantined_episodes,
@@ -221,6 +250,7 @@ class Cycle:
                         "episode_return": float(returns.mean()), "episode_length": float(lengths.mean()),
                         "sim_steps_outside_rows": self.sim_steps_outside_rows,
                         "weight_versions": sorted({int(v) for v in rows[WEIGHT_VERSION]})},
+            **({"world_model": self.world_model} if self.world_model is not None else {}),
             "learner": self.learned.metrics,
             "policy_lag": self.policy_lag, "replay": self.replay,
             "env_steps": env_steps, "env_steps_total": fw.logger.env_steps_total + env_steps,

@@ -20,7 +20,7 @@ from typing import Any
 
 from configs.errors import ConfigError
 from configs.run_schema import LearnedSimConfig, RunConfig
-from configs.schema import SimConfig, WorldModelFitConfig, world_model_dir
+from configs.schema import SimConfig, WorldModelFitConfig, WorldModelRecipe, world_model_dir
 from sims.files import write_json_atomic
 from world_model.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_checkpoint
 from world_model.learned_env import PREFIX
@@ -61,7 +61,7 @@ def world_model(field: str, sim: SimConfig, recipe: LearnedSimConfig, console=pr
 
 def fit(engine: str, path: Path, recipe: LearnedSimConfig) -> dict:
     """``flywheel world-model fit sim.name=<engine> out=<path>`` with the recipe's settings."""
-    recipe_fields = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(LearnedSimConfig) if f.name != "root"}
+    recipe_fields = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(WorldModelRecipe)}
     return fit_world_model(WorldModelFitConfig(sim=SimConfig(name=engine), out=str(path), **recipe_fields))
 
 

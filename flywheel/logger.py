@@ -8,7 +8,8 @@ A cycle's record (``flywheel.cycle.Cycle.commit``) is logged once, after its che
     capability.png capability (± 1 standard error) against cycle, total env steps and total sim
                    steps, the start included; redrawn atomically after every cycle
     tb/            per cycle (step: total env steps): eval/ (capability and its standard
-                   error), fidelity/, rollout/ (episodic
+                   error), fidelity/ (``measured``: the training sim the cycle practised in;
+                   ``refitted``: its world model after the cycle's refit), rollout/ (episodic
                    return and length, their histograms, env and sim steps, env steps per
                    second of the rollout phase), grade/, learner/ (the cycle's means), time/
                    (wall seconds per phase), and the cycle's imagined-vs-realized figure (and
@@ -16,6 +17,7 @@ A cycle's record (``flywheel.cycle.Cycle.commit``) is logged once, after its che
                    per learner step (step: total learner steps): every series the learner
                    pool returns (``learner/loss_*_step``, ``learner/grad_norm``, ``learner/lr``)
     console        "cycle C: capability 0.250 ± 0.077, grade weight ..., N env steps (M sim steps), S s"
+                   (with a refit: "..., world model fidelity 0.412 -> 0.455")
 
 Env steps are the steps executed in the training sim; sim steps are every engine step spent
 (the executed ones, ``best_in_sim``'s look-ahead, grading): ``flywheel.rows.SIM_STEPS``.
@@ -137,9 +139,11 @@ class CycleLogger:
         self._learner_steps(series or {}, learner_steps)
         self._imagination(record, rows)
         self._capability_figure()
+        refit = record.get("world_model")
+        refitted = "" if refit is None else f", world model fidelity {record['fidelity']:.3f} -> {refit['fidelity']:.3f}"
         self.console(f"cycle {record['cycle']}: capability {capability_text(record)}{tasks_text(record)}, grade weight "
                      f"{record['grades']['weight']:.3f}, {record['env_steps']} env steps "
-                     f"({record['sim_steps']:,} sim steps), {time.perf_counter() - began:.1f} s")
+                     f"({record['sim_steps']:,} sim steps){refitted}, {time.perf_counter() - began:.1f} s")
 
     def log_start(self, evaluation: dict[str, Any], seconds: float) -> None:
         """The starting weights' evaluation (``flywheel.cycle.evaluate``): ``start.json``, the
@@ -175,6 +179,8 @@ class CycleLogger:
         self._capability_scalars(record, step)
         add("eval/mean_return", record["eval"]["mean_return"], step)
         add("fidelity/measured", record["fidelity"], step)
+        if "world_model" in record:
+            add("fidelity/refitted", record["world_model"]["fidelity"], step)
         add("rollout/success_rate", record["rollout"]["success_rate"], step)
         add("rollout/quarantined_episodes", record["rollout"]["quarantined_episodes"], step)
         self._steps(record)

@@ -49,7 +49,8 @@ import numpy as np
 import torch
 
 from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_NEXT_PROPRIO, CANDIDATE_REWARDS,
-                           CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, EPISODE, EPISODE_RETURN,
+                           CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, ENGINE_REALIZED, ENGINE_REWARDS,
+                           ENGINE_START, EPISODE, EPISODE_RETURN,
                            EPISODE_SUCCESS, FRAME, IMAGINED, IMAGINED_FRAMES, PLANNED, PROPRIO, PROPRIO_DIM,
                            REALIZED, REALIZED_FRAMES, RETURN, REWARD, REWARDS, SIM, SIM_STEPS, STEPS, SUCCESS, TASK,
                            TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows, episode_id, grade_columns, next_proprio,
@@ -60,6 +61,7 @@ from policies.critic import td_target
 from configs.schema import SimConfig
 from sims import NonFiniteError, SimEnv, SimState, engine_steps_taken
 from sims.embodiment import Embodiment
+from world_model.learned_env import LearnedSimEnv
 
 # How a plan's candidate is chosen: by the agent's own score (return head), or by running
 # every candidate in the training sim from the current state and keeping the best reward.
@@ -88,6 +90,9 @@ class RolloutSpec:
     # A multi-task run's: the sim each episode runs in (one per episode; ``task_plan``), so that
     # an env runs only its own sim's episodes. None: every env runs any episode (one task).
     episode_sims: tuple[str, ...] | None = None
+    # A learned training sim's rows also keep its engine's steps (``flywheel.rows.ENGINE_COLUMNS``),
+    # which ``world_model.refit`` trains on; a refit run has one training sim, every env learned.
+    engine: bool = False
 
     def __post_init__(self) -> None:
         if self.choose not in CHOOSERS:
@@ -339,6 +344,8 @@ def _chunk(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.
     realized_pad[:n, : emb.proprio_dim] = realized
     row = _row(spec, env, episode, proprio, actions, realized_pad, n, rewards)
     row.update({REWARDS: _padded(rewards, chunk), TERMINATED: terminated})
+    if spec.engine:
+        row.update(_engine_columns(env, n, chunk, realized_pad.shape[1]))
     if own is not None:
         row[IMAGINED] = own
     if spec.camera:
@@ -350,6 +357,18 @@ def _chunk(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.
         row.update(grade_columns(grade_chunk(env, start_state, own, np.asarray(realized), env_actions[:n],
                                              np.asarray(rewards), episode["success"] if env.defines_success else None)))
     return row, done
+
+
+def _engine_columns(env: LearnedSimEnv, steps: int, chunk: int, proprio_pad: int) -> dict[str, np.ndarray]:
+    """``flywheel.rows.ENGINE_COLUMNS`` of the chunk just run in a learned sim: its engine's
+    corrections of the chunk's ``steps`` steps (the last it recorded; the look-ahead's came before)."""
+    ran = env.corrections.latest(steps)
+    dim = env.embodiment.proprio_dim
+    start = np.zeros(proprio_pad, np.float32)
+    start[:dim] = ran[0][0]
+    realized = np.zeros((chunk, proprio_pad), np.float32)
+    realized[:steps, :dim] = [r[2] for r in ran]
+    return {ENGINE_START: start, ENGINE_REALIZED: realized, ENGINE_REWARDS: _padded([r[3] for r in ran], chunk)}
 
 
 def _padded(rewards: Sequence[float], chunk: int) -> np.ndarray:

@@ -34,6 +34,9 @@ to the model's shared sizes so chunks of different embodiments stack:
 | candidate_* | see ``CANDIDATE_COLUMNS`` | (candidates, ...) | every candidate the training sim ran
   (``choose=sim`` only): its actions, step rewards, steps, termination and end proprio history |
 | weight, grade_* | see ``GRADE_COLUMNS`` | () | the grader's answers (graded rollouts only) |
+| engine_* | see ``ENGINE_COLUMNS`` | | a learned training sim's correcting engine over the chunk (refit runs only):
+  its proprio at the chunk's start and after each step, and its step rewards, whatever the learned sim
+  showed; the transitions a world-model refit trains on (``flywheel.refit``) |
 
 Frames are uint8 at the model's ``image_size`` (the size it was pretrained on): 768 bytes a
 16 x 16 frame, compressed in the shard by Parquet (``flywheel.store``). Imagined frames, generated
@@ -86,6 +89,9 @@ CANDIDATE_NEXT_PROPRIO = "candidate_next_proprio"
 FRAME = "frame"
 REALIZED_FRAMES = "realized_frames"
 IMAGINED_FRAMES = "imagined_frames"
+ENGINE_START = "engine_start"
+ENGINE_REALIZED = "engine_realized"
+ENGINE_REWARDS = "engine_rewards"
 
 WEIGHT = "weight"
 GRADE_REWARD = "grade_reward"
@@ -137,6 +143,12 @@ CANDIDATE_COLUMNS = (
 FRAME_COLUMNS = (Column(FRAME, "uint8", ("image_size", "image_size", 3)),
                  Column(REALIZED_FRAMES, "uint8", ("chunk", "image_size", "image_size", 3)))
 IMAGINED_FRAMES_COLUMN = Column(IMAGINED_FRAMES, "uint8", ("chunk", "image_size", "image_size", 3))
+# A learned training sim's engine (``world_model.learned_env``: it steps a shadow engine with the
+# same actions): the realized physics behind the learned rows, zeros after ``steps``.
+ENGINE_COLUMNS = (
+    Column(ENGINE_START, "float32", ("proprio_pad",)), Column(ENGINE_REALIZED, "float32", ("chunk", "proprio_pad")),
+    Column(ENGINE_REWARDS, "float64", ("chunk",)),
+)
 GRADE_COLUMNS = (
     Column(WEIGHT, "float64"), Column(GRADE_REWARD, "float64"), Column(GRADE_PROGRESS, "float64"),
     Column(GRADE_SUCCESS_APPLIES, "bool"), Column(GRADE_SUCCESS, "bool"),
@@ -157,17 +169,18 @@ GUARDS = {
 
 
 def columns_of(imagined: bool, graded: bool, candidates: bool = False, frames: bool = False,
-               imagined_frames: bool = False) -> tuple[Column, ...]:
+               imagined_frames: bool = False, engine: bool = False) -> tuple[Column, ...]:
     """Every column of a batch of rows, in stored order: the core, then what planning, the
     sim's candidates and grading add, then the episode's outcome (filled in when it ends),
-    then what the camera adds."""
+    then what the camera adds, then a learned sim's engine."""
     return (CORE_COLUMNS + ((IMAGINED_COLUMN,) if imagined else ()) + (CANDIDATE_COLUMNS if candidates else ())
             + (GRADE_COLUMNS if graded else ()) + OUTCOME_COLUMNS + TRANSITION_COLUMNS
-            + (FRAME_COLUMNS if frames else ()) + ((IMAGINED_FRAMES_COLUMN,) if imagined_frames else ()))
+            + (FRAME_COLUMNS if frames else ()) + ((IMAGINED_FRAMES_COLUMN,) if imagined_frames else ())
+            + (ENGINE_COLUMNS if engine else ()))
 
 
 COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True, candidates=True, frames=True,
-                                         imagined_frames=True)}
+                                         imagined_frames=True, engine=True)}
 
 
 def to_pixels(frames: np.ndarray) -> np.ndarray:
@@ -244,7 +257,7 @@ class ChunkRows(Mapping[str, np.ndarray]):
         and of one length; the error names the column at fault."""
         names = list(columns)
         expected = [c.name for c in columns_of(IMAGINED in columns, WEIGHT in columns, CANDIDATE_ACTIONS in columns,
-                                               FRAME in columns, IMAGINED_FRAMES in columns)]
+                                               FRAME in columns, IMAGINED_FRAMES in columns, ENGINE_START in columns)]
         if set(names) != set(expected):
             missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
             raise ValueError(f"chunk rows: missing columns {missing}, unknown columns {extra}")
@@ -295,6 +308,10 @@ class ChunkRows(Mapping[str, np.ndarray]):
     @property
     def frames(self) -> bool:
         return FRAME in self._columns
+
+    @property
+    def engine(self) -> bool:
+        return ENGINE_START in self._columns
 
     def take(self, index: np.ndarray | slice) -> "ChunkRows":
         """The rows at ``index`` (an index array, a boolean mask or a slice)."""

@@ -5,7 +5,7 @@ modality order, the output is one segment generated after them (next-token predi
 text, flow matching for everything else). A checkpoint supports a route when it has a
 tokenizer (hence an expert) for every modality the route touches.
 
-    generate(model, inputs={"frame": ..., "proprio": ...}, output="action")  # a policy without text
+    generate(model, inputs={"text": ..., "frame": ..., "proprio": ...}, output="action")  # the policy
     route_loss(model, inputs=..., output="future", target=...)               # train any route
 """
 
@@ -28,17 +28,21 @@ class Route:
     inputs: tuple[str, ...]
     output: str
     description: str
+    stage: str  # the pretraining stage whose objective trains it (``policies.pretrain.objectives.OBJECTIVES``)
+    metric: str  # the key of the pretraining report's metrics that evaluates it (``metrics.json``)
 
 
+# Only routes pretraining trains and its report evaluates are listed. Captioning (frame -> text)
+# and text-free inverse dynamics were listed without either; they are gone (docs/policies.md,
+# "Routes", says why).
 ROUTES: tuple[Route, ...] = (
-    Route("policy", ("text", "frame", "proprio"), "action", "task + observation -> action chunk"),
-    Route("world_model", ("text", "frame", "proprio", "action"), "future",
-          "observation + actions -> imagined future"),
+    Route("policy", ("text", "frame", "proprio"), "action", "task + observation -> action chunk",
+          "action", "action_mse"),
+    Route("world_model", ("text", "frame", "proprio", "command"), "future",
+          "observation + commanded actions -> imagined future", "video", "imagination_error"),
     Route("imagine_act", ("text", "frame", "proprio", "future"), "action",
-          "observation + imagined future -> actions (the agent's Act step)"),
-    Route("inverse_dynamics", ("frame", "proprio", "future"), "action", "observation + future -> action"),
-    Route("captioning", ("frame",), "text", "frame -> text describing the state"),
-    Route("frame_generation", ("text", "proprio"), "image", "text / proprio -> frame"),
+          "observation + imagined future -> actions (the agent's Act step)", "action", "action_mse_given_future"),
+    Route("frame_generation", ("text", "proprio"), "image", "caption + proprio -> frame", "image", "frame_mse"),
 )
 
 
@@ -66,7 +70,8 @@ def route_table(cfg: ModelConfig) -> list[dict]:
             if e not in experts:
                 experts.append(e)
         rows.append({"route": r.name, "inputs": list(r.inputs), "output": r.output, "experts": experts,
-                     "supported": not missing, "missing": missing, "description": r.description})
+                     "supported": not missing, "missing": missing, "description": r.description,
+                     "trained": r.stage, "metric": r.metric})
     return rows
 
 

@@ -33,6 +33,7 @@ the learned observations), so ``learned/X`` at fidelity 0.8 is corrected by a pe
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from typing import Any
@@ -82,6 +83,10 @@ class CorrectionBuffer:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def latest(self, n: int) -> list[tuple]:
+        """The last ``n`` rows, oldest first: (proprio, action, next_proprio, reward, episode, learned, anchored)."""
+        return list(itertools.islice(reversed(self.rows), n))[::-1]
 
     def transitions(self) -> Transitions:
         if not self.rows:
@@ -168,6 +173,16 @@ class LearnedSimEnv(SimEnv):
         # The shadow's generator is reseeded at every reset and draws nothing between, so it
         # is not part of this env's state.
         return SimState(self.reference, int(arrays["engine.step"]), engine, self._shadow.np_random.bit_generator.state)
+
+    def use(self, simulator: LearnedSimulator) -> None:
+        """Step with ``simulator`` from now on (a refitted world model of the same reference and
+        sizes, ``flywheel.refit``); the current state is kept, every member starting from it."""
+        sizes = (simulator.reference, simulator.proprio_dim, simulator.action_dim)
+        if sizes != (self.reference, self.simulator.proprio_dim, self.simulator.action_dim):
+            raise CheckpointError(f"{self.name} cannot step with a simulator of {sizes[0]} (proprio {sizes[1]}, "
+                                  f"action {sizes[2]})")
+        self.simulator = simulator
+        self._members = np.tile(self._x, (simulator.ensemble, 1))
 
     def _engine_proprio(self) -> np.ndarray:
         # What the engine would observe here (float32 and noise-free, as the shadow's

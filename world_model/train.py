@@ -5,10 +5,15 @@ spread mean something) to predict the normalized proprio delta and reward. With
 ``horizon`` > 1 the loss also covers the member's own multi-step predictions along windows
 of consecutive steps (the member is unrolled on its predictions, as TD-MPC2 trains its
 latent dynamics), which is what keeps compounding error down.
+
+``fit(data, ..., init=simulator)`` fine-tunes instead: it starts from a copy of ``simulator``'s
+weights and keeps its normalization (the units its members step in), as the flywheel's refit
+does each cycle (``flywheel.refit``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -27,12 +32,14 @@ STD_FLOOR = 1e-6
 
 def fit(data: Transitions | Sequence[Transitions], model: WorldModelNetConfig | None = None,
         config: WorldModelTrainConfig | None = None,
-        *, action_low=None, action_high=None,
+        *, action_low=None, action_high=None, init: LearnedSimulator | None = None,
         progress: Callable[[int, float], None] | None = None) -> LearnedSimulator:
     """Fit a learned simulator of ``data``'s sim; ``progress(step, loss)`` is called every step.
 
     The action range defaults to the sim's embodiment (made once to read it); ``model`` and
     ``config`` default to the configs' defaults (what ``flywheel world-model fit`` uses).
+    ``init``: fine-tune a copy of this simulator (its size, action range and normalization;
+    ``model`` and the action range are then its own); it is left unchanged.
     """
     model = model if model is not None else WorldModelNetConfig()
     config = config if config is not None else WorldModelTrainConfig()
@@ -40,25 +47,32 @@ def fit(data: Transitions | Sequence[Transitions], model: WorldModelNetConfig | 
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _fit(data, model, config, action_low, action_high, progress)
+        return _fit(data, model, config, action_low, action_high, init, progress)
     finally:
         torch.set_num_threads(threads)
 
 
 def _fit(data: Transitions, model: WorldModelNetConfig, config: WorldModelTrainConfig, action_low, action_high,
-         progress: Callable[[int, float], None] | None) -> LearnedSimulator:
-    if action_low is None or action_high is None:
-        import sims
-
-        emb = sims.make(data.sim).embodiment
-        action_low, action_high = emb.action_low, emb.action_high
+         init: LearnedSimulator | None, progress: Callable[[int, float], None] | None) -> LearnedSimulator:
     torch.manual_seed(config.seed)
-    net = Ensemble(data.proprio_dim, data.action_dim, model, seed=config.seed)
     delta = data.next_proprio - data.proprio
-    for name, values in (("proprio", data.proprio), ("delta", delta), ("reward", data.reward[:, None])):
-        getattr(net, f"{name}_mean").copy_(torch.as_tensor(values.mean(axis=0)))
-        getattr(net, f"{name}_std").copy_(torch.as_tensor(np.maximum(values.std(axis=0), STD_FLOOR)))
-    simulator = LearnedSimulator(data.sim, net, np.asarray(action_low), np.asarray(action_high))
+    if init is not None:
+        if (init.reference, init.proprio_dim, init.action_dim) != (data.sim, data.proprio_dim, data.action_dim):
+            raise ValueError(f"cannot fine-tune the simulator of {init.reference} (proprio {init.proprio_dim}, action "
+                             f"{init.action_dim}) on transitions of {data.sim} ({data.proprio_dim}, {data.action_dim})")
+        net, model = copy.deepcopy(init.net), init.config
+        simulator = LearnedSimulator(init.reference, net, init.action_low, init.action_high)
+    else:
+        if action_low is None or action_high is None:
+            import sims
+
+            emb = sims.make(data.sim).embodiment
+            action_low, action_high = emb.action_low, emb.action_high
+        net = Ensemble(data.proprio_dim, data.action_dim, model, seed=config.seed)
+        for name, values in (("proprio", data.proprio), ("delta", delta), ("reward", data.reward[:, None])):
+            getattr(net, f"{name}_mean").copy_(torch.as_tensor(values.mean(axis=0)))
+            getattr(net, f"{name}_std").copy_(torch.as_tensor(np.maximum(values.std(axis=0), STD_FLOOR)))
+        simulator = LearnedSimulator(data.sim, net, np.asarray(action_low), np.asarray(action_high))
 
     horizon = config.horizon
     starts = data.windows(horizon)

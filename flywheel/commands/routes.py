@@ -70,12 +70,13 @@ def show(model_cfg, json_out: str | None, source: str, frozen: list[str] = ()) -
     console.print(f"model: {source}", soft_wrap=True)
     console.print(f"experts: {', '.join(model_cfg.experts)}" + (f"; frozen: {', '.join(frozen)}" if frozen else ""))
     table = Table(title="Routes through one model")
-    for column in ("route", "inputs", "output", "experts", "supported", "what"):
+    for column in ("route", "inputs", "output", "experts", "supported", "what", "trained by stage",
+                   "pretraining metric"):
         table.add_column(column)
     for r in rows:
         ok = "[green]yes[/green]" if r["supported"] else f"[red]no[/red] (needs {', '.join(r['missing'])})"
         table.add_row(r["route"], " + ".join(r["inputs"]), r["output"], ", ".join(r["experts"]), ok,
-                      r["description"])
+                      r["description"], r["trained"], r["metric"])
     console.print(table)
     if json_out:
         write_json_atomic(json_out, rows)

@@ -18,6 +18,8 @@ from policies.routes import ROUTES, generate, route, route_loss, route_table
 from sims.embodiment import Embodiment
 
 TINY = SIZES["tiny"]
+# With the command tokenizer pretraining adds for the video stage: the world-model route's input.
+CMD = replace(TINY, modalities=TINY.modalities + (("command", "video"),))
 B = 2
 
 
@@ -30,6 +32,7 @@ def _data(g):
         "frame": Data({"frame": torch.randint(0, 255, (B, 24, 24, 3), generator=g, dtype=torch.uint8)}),
         "proprio": Data({"proprio": torch.randn(B, 2, TINY.proprio_pad, generator=g)}, {"proprio": pmask}),
         "action": Data({"action": torch.rand(B, TINY.chunk, TINY.action_pad, generator=g) * 2 - 1}, {"action": amask}),
+        "command": Data({"action": torch.rand(B, TINY.chunk, TINY.action_pad, generator=g) * 2 - 1}, {"action": amask}),
         "future": Data({"proprio": torch.randn(B, TINY.chunk, TINY.proprio_pad, generator=g),
                         "frames": torch.rand(B, TINY.chunk, s, s, 3, generator=g) * 2 - 1}, {"proprio": pmask}),
         "image": Data({"image": torch.rand(B, s, s, 3, generator=g) * 2 - 1}),
@@ -39,14 +42,14 @@ def _data(g):
 @pytest.mark.parametrize("r", ROUTES, ids=lambda r: r.name)
 def test_every_route_generates_and_trains_through_the_same_weights(r):
     torch.manual_seed(0)
-    model = Model(TINY)
+    model = Model(CMD)
     data = _data(torch.Generator().manual_seed(0))
     inputs = {m: data[m] for m in r.inputs}
     target = encode_text(["a caption", "b"], TINY.text_max) if r.output == "text" else data[r.output]
     loss = route_loss(model, inputs, r.output, target)
     assert torch.isfinite(loss)
     loss.backward()
-    out_expert = TINY.expert_of(r.output)
+    out_expert = CMD.expert_of(r.output)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.expert_parameters(out_expert))
     out = generate(model, inputs, r.output, template=None if r.output == "text" else data[r.output],
                    steps=2, max_len=6)
@@ -64,7 +67,7 @@ def test_routes_from_a_raw_observation_through_the_agent():
     observed = agent.observe({"proprio": np.zeros(3, np.float32), "task": "lift",
                               "image": np.zeros((20, 20, 3), np.uint8)}, body)
     actions = observed.action_data(torch.zeros(1, TINY.chunk, TINY.action_pad))
-    future = agent.generate({**observed.inputs(), "action": actions}, "future",  # the world model route
+    future = agent.generate({**observed.inputs(), "action": actions}, "future",  # any inputs, any output
                             template=agent.future_template(observed))
     assert future.values["proprio"].shape == (1, TINY.chunk, TINY.proprio_pad)
     assert (future.values["proprio"][..., 3:] == 0).all()
@@ -73,7 +76,7 @@ def test_routes_from_a_raw_observation_through_the_agent():
     assert isinstance(caption[0], str)
 
 
-def test_captioning_learns_to_describe_frames():
+def test_a_text_output_learns_to_describe_frames():
     torch.manual_seed(0)
     cfg = replace(TINY, experts=("understand",))
     model = Model(cfg)
@@ -92,8 +95,8 @@ def test_captioning_learns_to_describe_frames():
 
 def test_route_table_follows_the_experts():
     rows = {r["route"]: r for r in route_table(replace(TINY, experts=("understand", "action")))}
-    assert rows["policy"]["supported"] and rows["captioning"]["supported"]
-    assert not rows["world_model"]["supported"] and rows["world_model"]["missing"] == ["future"]
+    assert rows["policy"]["supported"] and rows["policy"]["trained"] == "action"
+    assert not rows["world_model"]["supported"] and rows["world_model"]["missing"] == ["command", "future"]
     assert rows["policy"]["experts"] == ["understand", "action"]
     model = Model(replace(TINY, experts=("understand", "action")))
     with pytest.raises(ValueError, match="no 'future' tokenizer"):

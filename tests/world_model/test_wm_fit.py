@@ -85,3 +85,19 @@ def test_bad_data_is_rejected():
         wm.Transitions.concat([good, other])
     with pytest.raises(ValueError, match="ensemble needs at least 2"):
         wm.WorldModelNetConfig(ensemble=1)
+
+
+def test_fine_tuning_starts_from_the_given_simulator_and_leaves_it_unchanged(fitted):
+    simulator, held_out = fitted
+    before = {k: v.clone() for k, v in simulator.net.state_dict().items()}
+    tuned = wm.fit(held_out, config=wm.WorldModelTrainConfig(steps=20, horizon=1, seed=1), init=simulator)
+    after = simulator.net.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # the given one is untouched
+    # Its units (normalization) are the given simulator's, not held_out's: the members step in them.
+    for name in ("proprio_mean", "proprio_std", "delta_std", "reward_mean"):
+        np.testing.assert_array_equal(tuned.net.state_dict()[name], before[name])
+    assert not np.array_equal(tuned.net.state_dict()["skip"], before["skip"])  # and it was trained
+    scale = wm.spread(held_out.proprio)
+    assert wm.k_step_errors(tuned, held_out, 1, scale)["learned"] <= wm.k_step_errors(simulator, held_out, 1, scale)["learned"]
+    with pytest.raises(ValueError, match="cannot fine-tune the simulator of dmc/point_mass-easy"):
+        wm.fit(wm.collect("dmc/reacher-easy", 50, seed=0), init=simulator)

@@ -1,5 +1,6 @@
 """The tiny configuration end to end: interrupted, resumed, checkpoint loads, frozen experts
-are bit-identical across later stages, understanding beats chance; bad input fails early."""
+are bit-identical across later stages, understanding beats chance, every listed route is trained
+and reported; bad input fails early."""
 
 import json
 
@@ -103,6 +104,21 @@ def test_understanding_beats_chance_on_held_out_questions(tiny_run):
     summary = json.loads((tiny_run[0] / "metrics.json").read_text())
     for m in summary["metrics"]:
         assert m["understand_accuracy"] > m["understand_chance"] + 0.1, m
+
+
+def test_every_route_flywheel_routes_lists_is_trained_and_reported(tiny_run):
+    """A route is listed only if a pretraining stage trains it and the report measures it."""
+    from policies.routes import ROUTES, missing_modalities
+
+    run_dir = tiny_run[0]
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    by_stage = {m["stage"]: m for m in summary["metrics"]}
+    trained = checkpoint.read_config(run_dir / "checkpoint")
+    for route in ROUTES:
+        assert route.stage in by_stage and route.stage in by_stage[route.stage]["training"], route
+        assert route.metric in by_stage[route.stage], route  # measured as its stage ends
+        assert route.metric in by_stage[DECAY], route  # and at the end of the run
+        assert not missing_modalities(route, trained), route  # the pretrained model serves it
 
 
 def test_an_interrupted_run_resumes_from_its_last_completed_stage(tiny_run):
