@@ -67,14 +67,17 @@ def _pool(n: int, **kw) -> LearnerPool:
 
 @pytest.fixture(scope="module")
 def one_learner(ray_cluster, rows, weights):
+    return train_in_process(_pool(1), weights, rows)
+
+
+def train_in_process(pool: LearnerPool, weights, rows) -> TrainResult:
     """The pool's learner code with a world of one, run in this process (saves an actor start)."""
-    learner = Learner(0, _pool(1).spec)
+    learner = Learner(0, pool.spec)
     try:
         learner.connect(*learner.rendezvous())
-        out = learner.train(weights, 0, rows, STEPS, BATCH)
+        return TrainResult(**learner.train(weights, 0, rows, STEPS, BATCH))
     finally:
         learner.close()
-    return TrainResult(**out)
 
 
 @pytest.fixture(scope="module")
@@ -214,12 +217,7 @@ def test_two_learners_with_the_critic_on_make_the_same_update_as_one(ray_cluster
     def pool(n: int) -> LearnerPool:
         return LearnerPool(model, n, {"num_cpus": 0.01}, objective, lr=LR, train_experts=TRAIN, seed=5)
 
-    learner = Learner(0, pool(1).spec)
-    try:
-        learner.connect(*learner.rendezvous())
-        one = TrainResult(**learner.train(weights, 0, rows, STEPS, BATCH))
-    finally:
-        learner.close()
+    one = train_in_process(pool(1), weights, rows)
     with pool(2) as two_pool:
         two = two_pool.train(weights, 0, rows, STEPS, BATCH)
     heads = [k for k in weights if k.startswith(("heads.q.", "heads.value.", "heads.value_target."))]
@@ -303,12 +301,7 @@ def test_two_learners_make_the_same_update_as_one_on_two_bodies(pool, weights):
                    ChunkGrader(probes=2, horizon=10))
     rows = ChunkRows.of({**rows, WEIGHT: np.linspace(0.0, 1.0, rows.n)})
     assert set(rows["proprio_dim"]) == {8, 5}
-    learner = Learner(0, _pool(1).spec)
-    try:
-        learner.connect(*learner.rendezvous())
-        one = TrainResult(**learner.train(weights, 0, rows, STEPS, BATCH))
-    finally:
-        learner.close()
+    one = train_in_process(_pool(1), weights, rows)
     pool.load_optimizer(None)
     two = pool.train(weights, 0, rows, STEPS, BATCH)
     assert _max_diff(one.state_dict, weights) > 100 * EQUIVALENCE_ATOL
