@@ -37,7 +37,10 @@ such restarts ``LearnerFailure`` names the cycle and every cause. Errors that a 
 cannot fix (a ``ValueError`` from the data, say) raise ``LearnerFailure`` at once.
 
 Experts not in ``train_experts`` are frozen (``Model.freeze``): no gradient, not in the
-optimizer, returned bit for bit as given. Only plain data (dicts, tuples, numbers, arrays,
+optimizer, returned bit for bit as given. Within one ``train`` call a frozen text expert's
+keys and values of each task text are computed once (``Model.text_prefixes``): a training
+sequence is two thirds instruction, which made the step about 1.7x faster for the small
+starter on one core. Only plain data (dicts, tuples, numbers, arrays,
 the ``LearnerSpec`` dataclass, ``ChunkRows``) crosses into the actors, never OmegaConf objects.
 """
 
@@ -318,17 +321,20 @@ class Learner:
         names = (SERIES + (tuple(f"critic_{k}_step" for k in CRITIC_TERMS) if self.objective.critic else ())
                  + ((f"loss_{PRIOR}_step",) if self.prior is not None else ()))
         series: dict[str, list[float | None]] = {name: [] for name in names}
-        for step, idx in enumerate(sample.order.reshape(steps, batch_size)):
-            if fault is not None and rank == fault.rank and step == fault.step and attempt < fault.attempts:
-                os._exit(1)  # the test hook: this learner dies mid-train
-            parts, grad_norm = self._step(sample.rows.take(idx), (spec.seed, version, step))
-            _append_step(series, parts, grad_norm, self.optimizer.param_groups[0]["lr"])
-            if grad_norm is None:
-                skipped += 1
-                continue
-            sums += parts
-            last = parts[LOSS_TERMS.index("total")].item()
-            first = last if first is None else first
+        # The frozen experts' weights stay as loaded until the phase ends: the task texts' keys
+        # and values are computed once per instruction, not for every row of every step.
+        with self.agent.model.text_prefixes():
+            for step, idx in enumerate(sample.order.reshape(steps, batch_size)):
+                if fault is not None and rank == fault.rank and step == fault.step and attempt < fault.attempts:
+                    os._exit(1)  # the test hook: this learner dies mid-train
+                parts, grad_norm = self._step(sample.rows.take(idx), (spec.seed, version, step))
+                _append_step(series, parts, grad_norm, self.optimizer.param_groups[0]["lr"])
+                if grad_norm is None:
+                    skipped += 1
+                    continue
+                sums += parts
+                last = parts[LOSS_TERMS.index("total")].item()
+                first = last if first is None else first
         peak = self._peak_rss_mb()  # a collective: every rank, before rank 0 alone goes on
         if rank != 0:
             return None

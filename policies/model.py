@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,6 +50,16 @@ class ReturnHead(nn.Module):
         return self.mlp(hidden.mean(dim=1)).squeeze(-1)
 
 
+@dataclass
+class _TextPrefix:
+    """One text row's final hidden states (L, D), per-layer keys and values (H, L, Dh), layout."""
+
+    hidden: torch.Tensor
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    layout: Layout
+
+
 class Model(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -60,6 +71,7 @@ class Model(nn.Module):
             self.heads["return"] = ReturnHead(cfg)
         if cfg.critic_ensemble:
             self.heads.update(critic.build_heads(cfg))
+        self._text_prefixes: dict[bytes, _TextPrefix] | None = None  # see ``text_prefixes``
 
     @property
     def has_critic(self) -> bool:
@@ -167,6 +179,53 @@ class Model(nn.Module):
                              f"experts: {list(self.cfg.experts)})")
         return self.tokenizers[modality]
 
+    @contextlib.contextmanager
+    def text_prefixes(self):
+        """Inside, a run that starts with a clean text item after no cache reads that text's
+        hidden states, keys and values from a store kept per distinct text row, while the
+        text's expert is frozen (a trained one takes the ordinary path).
+
+        Text comes first and attends to nothing after it, and a frozen expert computes under
+        no_grad in eval mode: its text's keys and values are constants of the text row (to
+        rounding, the same whether the row runs alone or in a batch). A training sequence is mostly its task
+        text, one instruction repeated over every row of a task. The caller owns the scope: it
+        must not change the frozen weights inside it (a learner's phase: ``Learner.train``).
+        """
+        outer, self._text_prefixes = self._text_prefixes, {}
+        try:
+            yield
+        finally:
+            self._text_prefixes = outer
+
+    # Distinct texts kept in one scope; more are computed again (a bound, not a working set:
+    # a phase sees one instruction per task).
+    _TEXT_PREFIXES = 256
+
+    def _prefix_of(self, text: Data) -> tuple[torch.Tensor, KVCache]:
+        """The hidden states and the prefix cache of a batch of texts, from the store."""
+        ids = text.values["ids"]
+        rows, first, inverse = np.unique(ids.cpu().numpy(), axis=0, return_index=True, return_inverse=True)
+        keys = [row.tobytes() for row in rows]
+        store = self._text_prefixes
+        missing = [i for i, key in enumerate(keys) if key not in store]
+        if missing:
+            if len(store) + len(missing) > self._TEXT_PREFIXES:
+                store.clear()
+                missing = list(range(len(keys)))
+            pick = torch.as_tensor(first[missing], device=ids.device)
+            (hidden,), cache = self.run([Item("text", text.map(lambda t: t[pick]))], keep=True)
+            for j, i in enumerate(missing):
+                store[keys[i]] = _TextPrefix(hidden[j], [k[j] for k in cache.keys], [v[j] for v in cache.values],
+                                             cache.layout)
+        found = [store[key] for key in keys]
+        index = torch.as_tensor(inverse.reshape(-1), device=ids.device)
+        stack = lambda parts: torch.stack(parts)[index]  # noqa: E731
+        layers = range(self.cfg.n_layers)
+        cache = KVCache([stack([f.keys[i] for f in found]) for i in layers],
+                        [stack([f.values[i] for f in found]) for i in layers],
+                        found[0].layout, self.tokenizer("text").padding(text))
+        return stack([f.hidden for f in found]), cache
+
     def run(self, items: list[Item], cache: KVCache | None = None, keep: bool = False
             ) -> tuple[list[torch.Tensor], KVCache | None]:
         """Hidden states (B, n_i, D) of each item, laid out after ``cache``.
@@ -175,6 +234,11 @@ class Model(nn.Module):
         """
         if keep and any(it.noisy for it in items):
             raise ValueError("only clean segments may be cached: later segments never see noisy ones")
+        if (self._text_prefixes is not None and cache is None and len(items) > 1 and items[0].modality == "text"
+                and not items[0].noisy and self.cfg.expert_of("text") in self.frozen):
+            text, cache = self._prefix_of(items[0].data)
+            hidden, cache = self.run(items[1:], cache, keep)
+            return [text, *hidden], cache
         tokens, segments, pads = [], [], []
         any_pad = False
         for it in items:

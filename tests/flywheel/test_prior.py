@@ -13,7 +13,7 @@ from configs.run_schema import LearnerConfig
 from configs.schema import PretrainConfig, SimConfig, to_dataclass
 from flywheel import prior
 from flywheel.controller import run
-from flywheel.learners import PRIOR, _Objective
+from flywheel.learners import PRIOR, _Objective, make_optimizer
 from flywheel.logger import read_cycles
 from flywheel.objective import batch_loss
 from flywheel.rollout import RolloutSpec, collect
@@ -130,3 +130,28 @@ def test_a_cycle_with_prior_data_records_its_loss(starter, tmp_path):
     (record,) = read_cycles(tmp_path / "run")
     assert record["learner"]["loss_prior"] > 0
     assert record["learner"]["loss_total"] > record["learner"]["loss_prior"]
+
+
+def test_the_prior_loss_and_its_gradients_are_the_same_with_the_task_text_cached(starter):
+    spec = prior.resolve(starter, 1.0, TRAIN, camera=False)
+    data, model = prior.PriorData(spec), Agent.from_checkpoint(starter).model
+    make_optimizer(model, TRAIN)
+    model.train()
+    read = []
+    model.tokenizers["text"].register_forward_hook(lambda m, args, out: read.append(out.shape[0]))
+
+    def share():
+        read.clear()
+        model.zero_grad(set_to_none=True)
+        loss = data.share(model, (3, 0, 1), 6)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, sum(read)
+
+    plain_loss, plain_grads, plain_reads = share()
+    with model.text_prefixes():
+        loss, grads, reads = share()
+    assert (plain_reads, reads) == (12, 1)  # both stages' 6 examples, then the one instruction once
+    assert loss == pytest.approx(plain_loss, rel=1e-5)
+    assert sorted(grads) == sorted(plain_grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)

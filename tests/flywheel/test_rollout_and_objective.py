@@ -1,5 +1,8 @@
 """The rollout loop and the learners' objective, on a tiny agent in a real simulator."""
 
+import contextlib
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,10 +10,12 @@ import torch
 import sims
 import world_model as wm
 from configs.learning import ROW_ADVANTAGES, ObjectiveConfig
+from flywheel.learners import make_optimizer
 from flywheel.objective import advantage_signal, advantage_weights, batch_loss
 from flywheel.rollout import RolloutSpec, best_in_sim, collect, episode_stats, standard_errors, task_plan
-from flywheel.rows import EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, SUCCESS, WEIGHT, ChunkRows
+from flywheel.rows import EPISODE_RETURN, EPISODE_SUCCESS, GRADE_PROGRESS, SUCCESS, TASK, WEIGHT, ChunkRows
 from policies.agent import Agent
+from policies.config import SIZES
 
 SIM = "mujoco/reacher-twin"
 # The grader's weights on realized futures: what most tests below take apart.
@@ -420,3 +425,59 @@ def test_frames_reach_the_loss_where_the_model_reads_or_imagines_them(agent, cam
     # A model that imagines no frames learns none: its future is proprio only.
     blind = Agent(ModelConfig(**{**SIZES["tiny"].to_dict(), "future_frames": False})).eval()
     assert torch.equal(loss(camera_rows, model=blind)["future"], loss(changed(REALIZED_FRAMES), model=blind)["future"])
+
+
+# ---------------------------------------------------------------------- the task text's cache (Model.text_prefixes)
+
+
+@pytest.fixture(scope="module")
+def two_task_rows(agent):
+    """Planned rows of two tasks whose instructions differ in length (so the text is padded), shuffled."""
+    names = [SIM, "mujoco/cartpole-swingup-twin"]
+    envs = [sims.make(name, max_episode_steps=12) for name in names]
+    spec = RolloutSpec(episodes=4, seed=2, n_candidates=2, episode_sims=tuple(task_plan(names, [1.0, 1.0], 4, seed=1)))
+    rows = ChunkRows.of(collect(agent, envs, spec))
+    return rows.take(np.random.default_rng(0).permutation(rows.n))
+
+
+def _losses_and_gradients(learner, rows, cached, steps=2):
+    """Each step's batch_loss (per-row noise) and gradients, with the text cache's scope on or off,
+    and how many text rows the text tokenizer read."""
+    read = []
+    hook = learner.model.tokenizers["text"].register_forward_hook(lambda m, args, out: read.append(out.shape[0]))
+    out = []
+    try:
+        with learner.model.text_prefixes() if cached else contextlib.nullcontext():
+            for step in range(steps):
+                learner.model.zero_grad(set_to_none=True)
+                losses = batch_loss(learner, rows, ObjectiveConfig(), noise_seed=(0, step))
+                losses["total"].backward()
+                out.append(({k: v.item() for k, v in losses.items()},
+                            {n: p.grad.clone() for n, p in learner.model.named_parameters() if p.grad is not None}))
+    finally:
+        hook.remove()
+    return out, sum(read)
+
+
+@pytest.mark.parametrize("trained", [["video", "action"], ["understand", "video", "action"]])
+def test_the_task_text_cache_changes_no_loss_or_gradient_and_runs_each_instruction_once(two_task_rows, trained):
+    torch.manual_seed(2)
+    learner = Agent(replace(SIZES["tiny"], text_max=64))  # room for both instructions: the shorter is padded
+    make_optimizer(learner.model, trained)
+    learner.model.train()
+    plain, plain_reads = _losses_and_gradients(learner, two_task_rows, cached=False)
+    cached, cached_reads = _losses_and_gradients(learner, two_task_rows, cached=True)
+    n, tasks = two_task_rows.n, len(set(two_task_rows[TASK]))
+    assert tasks == 2 and plain_reads == 2 * n
+    lengths = {len(str(task).encode()) for task in two_task_rows[TASK]}
+    assert len(lengths) == 2 and max(lengths) + 2 <= learner.cfg.text_max
+    # Frozen: each instruction's text runs once for both steps; trained: every row, every step.
+    assert cached_reads == (2 * n if "understand" in trained else tasks)
+    for (losses, grads), (want_losses, want_grads) in zip(cached, plain):
+        assert losses == pytest.approx(want_losses, rel=1e-5, abs=1e-6)
+        assert sorted(grads) == sorted(want_grads)
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, want_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    # A trained text expert learns through the keys and values the rest reads (its last layer's FFN does not).
+    text_grads = [g for name, g in cached[0][1].items() if name.startswith("backbone.experts.understand.")]
+    assert any(g.abs().sum() > 0 for g in text_grads) == ("understand" in trained)
