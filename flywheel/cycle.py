@@ -46,7 +46,7 @@ from flywheel.logger import CycleLogger
 from flywheel.refit import Refit
 from flywheel.rollout import (RolloutSpec, collect, env_kwargs, episode_lengths_and_returns, episode_stats,
                               standard_errors, task_plan)
-from flywheel.rows import EPISODE, SIM, SIM_STEPS, STEPS, WEIGHT_VERSION, grade_summary
+from flywheel.rows import EPISODE, SIM, SIM_STEPS, STEPS, WEIGHT_VERSION, ChunkRows, grade_summary
 from flywheel.store import QuarantinedEpisode, RolloutStore
 from policies.agent import Agent
 
@@ -136,6 +136,13 @@ class Cycle:
         # The rollout actors' sim steps that no committed row holds (their grader's start-up,
         # quarantined chunks); 0 for a cycle committed before a stop, whose actors are gone.
         self.sim_steps_outside_rows = 0
+        self._rows: ChunkRows | None = None  # the cycle's own committed rows, read once (``rows``)
+
+    def rows(self) -> ChunkRows:
+        """The cycle's own committed rows, read and verified once for learning, the refit and the record."""
+        if self._rows is None:
+            self._rows, _ = self.flywheel.store.read([self.index])
+        return self._rows
 
     @contextmanager
     def _timed(self, phase: str):
@@ -183,7 +190,7 @@ class Cycle:
         """
         fw, learner = self.flywheel, self.flywheel.config.learner
         with self._timed("learn"):
-            own, _ = fw.store.read([self.index])
+            own = self.rows()
             env_steps = int(own[STEPS].sum()) if own.n else 0
             steps, batch_size = learner.steps_for(env_steps), learner.batch_size
             cycles = fw.store.window(self.index, fw.config.replay_cycles)
@@ -211,8 +218,7 @@ class Cycle:
         if fw.refitter is None:
             return
         with self._timed("world_model"):
-            rows, _ = fw.store.read([self.index])
-            fw.world_model, self.world_model = fw.refitter(fw.world_model, rows, self.index)
+            fw.world_model, self.world_model = fw.refitter(fw.world_model, self.rows(), self.index)
             fw.fidelity = self.world_model["fidelity_detail"]
 
     def evaluate(self) -> None:
@@ -221,8 +227,7 @@ class Cycle:
 
     def commit(self) -> dict[str, Any]:
         """The checkpoint, then the cycle's record in ``cycles.jsonl``, TensorBoard and the console."""
-        fw = self.flywheel
-        rows, _ = fw.store.read([self.index])
+        fw, rows = self.flywheel, self.rows()
         record = self.record(rows)
         saved = run_checkpoint.save(fw.run_dir, fw.agent.model, self.learned.optimizer_state,
                                     run_checkpoint.TrainerState(self.index, self.index + 1, record["replay"]["cycles"],
