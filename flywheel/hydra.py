@@ -27,13 +27,11 @@ def run_hydra(prog: str, config_name: str, task, overrides: list[str]) -> int:
     import configs.schema  # noqa: F401  (registers the typed schema Hydra validates against)
     from configs import CONFIG_DIR
 
-    result: dict[str, int] = {}
-
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
     def _entry(cfg) -> None:
-        # A multirun calls this once per job: the worst exit code of them all is the command's.
-        result["rc"] = max(result.get("rc", 0), report_user_errors(task, cfg) or 0)
+        record_exit_code(report_user_errors(task, cfg))
 
+    _EXIT_CODES.clear()
     saved = sys.argv
     # Hydra names the app after the file that defines the entry point (this one) in --help's
     # banner; a Hydra override, so it is not among the task's (``hydra.overrides.task``).
@@ -45,7 +43,16 @@ def run_hydra(prog: str, config_name: str, task, overrides: list[str]) -> int:
         return stopped.exit_code
     finally:
         sys.argv = saved
-    return result.get("rc", 0)
+    return max(_EXIT_CODES, default=0)
+
+
+# A multirun runs its jobs here one after another, or in child processes (``hydra_plugins.flywheel_launcher``):
+# either way each job's exit code lands here, and the worst of them is the command's.
+_EXIT_CODES: list[int] = []
+
+
+def record_exit_code(code: int | None) -> None:
+    _EXIT_CODES.append(code or 0)
 
 
 def report_user_errors(fn, *args) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 from configs.errors import ConfigError
 from configs.run_schema import LearnedSimConfig, RunConfig
 from configs.schema import SimConfig, WorldModelFitConfig, WorldModelRecipe, world_model_dir
-from sims.files import write_json_atomic
+from sims.files import exclusive, write_json_atomic
 from world_model.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_checkpoint
 from world_model.learned_env import PREFIX
 
@@ -44,14 +44,19 @@ def with_world_models(config: RunConfig, console=print) -> RunConfig:
 def world_model(field: str, sim: SimConfig, recipe: LearnedSimConfig, console=print) -> Path:
     engine = sim.name.removeprefix(PREFIX)
     path = Path(sim.checkpoint or world_model_dir(engine, recipe.root))
-    if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
-        console(f"{sim.name}: world model {path}")
-    else:
-        console(f"{sim.name}: no world model at {path}; fitting one of {engine} there first "
-                f"({recipe.collect.steps} transitions, {recipe.train.steps} steps; then reused)")
-        report = fit(engine, path, recipe)
-        console(f"fitted {path} in {report['seconds']:.0f} s; fidelity of the learned sim by correct_every: "
-                + ", ".join(f"{r['correct_every']} {r['fidelity']:.3f}" for r in report["fidelity"]))
+
+    def fitted() -> bool:
+        return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
+
+    if not fitted():
+        with exclusive(path):  # runs of a parallel sweep: one fits it, the others wait, then reuse it
+            if not fitted():
+                console(f"{sim.name}: no world model at {path}; fitting one of {engine} there first "
+                        f"({recipe.collect.steps} transitions, {recipe.train.steps} steps; then reused)")
+                report = fit(engine, path, recipe)
+                console(f"fitted {path} in {report['seconds']:.0f} s; fidelity of the learned sim by correct_every: "
+                        + ", ".join(f"{r['correct_every']} {r['fidelity']:.3f}" for r in report["fidelity"]))
+    console(f"{sim.name}: world model {path}")
     try:
         load_checkpoint(path, reference=engine)
     except CheckpointError as exc:

@@ -24,6 +24,7 @@ from configs.run_schema import RunConfig
 from policies.agent import Agent
 from policies.checkpoint import CheckpointError
 from policies.config import model_config
+from sims.files import exclusive
 
 DEFAULT = Path("runs") / "pretrain" / "default" / "checkpoint"
 SMALL_PRESET = Path(CONFIG_DIR) / "pretrain" / "small.yaml"
@@ -119,8 +120,11 @@ def preset_checkpoint(preset: Path, console=print) -> Path:
     path = checkpoint_of(config)
     if (path / "config.json").is_file():
         return path
-    console(f"no pretrained checkpoint at {DEFAULT if preset == SMALL_PRESET else path} (`flywheel pretrain` makes "
-            f"it): pretraining a small one first into {path.parent} (`flywheel pretrain pretrain={preset.stem}`, "
-            "a few minutes)")
-    pretrain(config, log=console)
+    with exclusive(path):  # runs of a parallel sweep: one pretrains, the others wait for it
+        if (path / "config.json").is_file():
+            return path
+        console(f"no pretrained checkpoint at {DEFAULT if preset == SMALL_PRESET else path} (`flywheel pretrain` "
+                f"makes it): pretraining a small one first into {path.parent} (`flywheel pretrain "
+                f"pretrain={preset.stem}`, a few minutes)")
+        pretrain(config, log=console)
     return path

@@ -11,6 +11,7 @@ of ours): ``sims.twins`` writes a figure, and every other package may import ``s
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -90,6 +91,23 @@ def json_bytes(payload: Any) -> bytes:
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     return write_bytes_atomic(path, json_bytes(payload))
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` + ``.lock`` (an advisory ``flock``, freed if the holder
+    dies), so that of several processes about to make the same artefact (runs of a parallel
+    sweep, each wanting the starter checkpoint) one makes it while the others wait, then find it."""
+    lock = Path(f"{path}.lock")
+    with naming(lock):
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock.open("a")
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager

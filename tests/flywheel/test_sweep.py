@@ -1,6 +1,7 @@
 """The fidelity sweep end to end: ``flywheel run experiment=fidelity_sweep_smoke`` runs every
-training sim (the control and the learned simulator) on two seeds on an embedded Ray, resuming a run an earlier sweep left after its
-first cycle, then writes the report of its sweep directory."""
+training sim (the control and the learned simulator) on two seeds, two runs at a time, each in its own process with
+its own embedded Ray, resuming a run an earlier sweep left after its first cycle, then writes the report of its sweep
+directory."""
 
 import json
 import math
@@ -44,14 +45,20 @@ def test_the_smoke_sweep_runs_every_training_sim_and_seed_resumes_and_reports(tm
     sweep = tmp_path / "sweep"
     # Stopped after its first cycle (as an interrupted sweep leaves it): the sweep below resumes it.
     assert main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={sweep}", "training_sim=knob-1.0",
-                 "seed=0", "cycles=1"]) == 0
+                 "seed=0", "cycles=1", "hydra.launcher.jobs=1"]) == 0  # in this process
     first = read_cycles(sweep / "knob-1.0-seed0")
     assert [r["cycle"] for r in first] == [0]
     capsys.readouterr()
+    # The sweep's own launcher: two runs at a time, each its own process.
     assert main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={sweep}"]) == 0
     out = capsys.readouterr().out
+    assert "4 runs, 2 at a time" in out and out.count("finished ") == 4
     assert f"every run of the sweep is done: flywheel report {sweep}" in out
     assert read_cycles(sweep / "knob-1.0-seed0")[0] == first[0]  # resumed, cycle 0 not run again
+    assert "cycle 1: capability" in (sweep / "logs" / "knob-1.0-seed0.log").read_text()
+    # One of the two learned runs fitted the world model they share; the other waited for it, then reused it.
+    fits = [(sweep / "logs" / f"learned-every-8-seed{s}.log").read_text().count("\nfitted ") for s in SEEDS]
+    assert sorted(fits) == [0, 1]
 
     for name, (_, reference) in SIMS.items():  # one complete run directory per training sim and seed
         for seed in SEEDS:
@@ -121,7 +128,7 @@ def test_a_run_stopped_by_a_signal_stops_the_sweep(tmp_path, monkeypatch, capsys
 
     seen = fake_runs(monkeypatch, stopped)
     rc = main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={tmp_path}", "training_sim=knob-1.0,knob-0.5",
-               "seed=0"])
+               "seed=0", "hydra.launcher.jobs=1"])  # one after another, in this process
     assert rc == code and [c.name for c in seen] == ["knob-1.0"]  # knob-0.5 never started
     assert "sweep stopped in" in capsys.readouterr().err
 
@@ -137,6 +144,6 @@ def test_a_sweep_exits_with_its_worst_runs_code(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("flywheel.commands.run.print_cycles", lambda *a, **k: None)
     seen = fake_runs(monkeypatch, outcome)
     rc = main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={tmp_path}", "training_sim=knob-1.0,knob-0.5",
-               "seed=0"])
+               "seed=0", "hydra.launcher.jobs=1"])  # one after another, in this process
     assert rc == 2 and [c.name for c in seen] == ["knob-1.0", "knob-0.5"]  # the failed run did not stop the next
     assert "num_learners must be >= 1" in capsys.readouterr().err

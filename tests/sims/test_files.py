@@ -130,3 +130,25 @@ def test_a_figure_is_written_as_a_png_with_the_files_mode_and_closed(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (path.stat().st_mode & 0o777) == 0o644
     assert not plt.fignum_exists(fig.number)
+
+
+def test_exclusive_makes_a_second_process_wait_until_the_first_is_done(tmp_path):
+    """Two runs of a parallel sweep about to make one starter checkpoint: the second waits for the
+    first's lock (and would then find the checkpoint) rather than make it at the same time."""
+    import subprocess
+    import sys
+    import time
+
+    from sims.files import exclusive
+
+    target, order = tmp_path / "checkpoint", tmp_path / "order.txt"
+    waiter = ("import sys; from sims.files import exclusive\n"
+              f"with exclusive({str(target)!r}):\n"
+              f"    open({str(order)!r}, 'a').write('second\\n')\n")
+    with exclusive(target):
+        proc = subprocess.Popen([sys.executable, "-c", waiter])
+        time.sleep(1.0)  # long enough for the child to start and block on the lock
+        assert proc.poll() is None and not order.exists()
+        order.write_text("first\n")
+    assert proc.wait(timeout=30) == 0
+    assert order.read_text() == "first\nsecond\n"
