@@ -232,14 +232,19 @@ def check_writable(uri: str, field: str = "run_dir") -> RemoteFiles:
     remote = RemoteFiles(uri, field)
     token = uuid.uuid4().hex.encode()
     relative = f"{PROBE}/{token.decode()}"
+    written = False
     try:
         remote.write(relative, token)
+        written = True
         back = remote.read(relative)
     except OSError as exc:
         raise ConfigError(f"{field}={uri}: cannot write there ({exc}); check the endpoint and that this machine's "
                           "credentials may write it") from exc
     finally:
-        remote.remove_tree(PROBE)
+        # A probe never written leaves nothing to delete (a failed write removes its own temp
+        # file), and on an unreachable endpoint the delete would wait out the retries again: 6 s.
+        if written:
+            remote.remove_tree(PROBE)
     if back != token:
         raise ConfigError(f"{field}={uri}: a probe written there reads back {'nothing' if back is None else 'other bytes'}")
     return remote

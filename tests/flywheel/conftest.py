@@ -86,3 +86,20 @@ def s3_server():
             yield lambda path: f"s3://flywheel/{path.strip('/')}?{query}"
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_two_cycle_run(tmp_path_factory):
+    """The run directory of the suite's tiny seeded run, two cycles of it: embedded Ray, 2 rollout
+    workers, ``choose=sim`` with planning (the defaults), a short reacher. Run once and only read:
+    the golden test fingerprints it, and the resume tests compare their resumed runs with it."""
+    from configs.run_schema import RayConfig, RunConfig
+    from configs.schema import SimConfig
+    from flywheel.controller import run
+
+    sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
+    config = RunConfig(run_dir=str(tmp_path_factory.mktemp("tiny") / "straight"), cycles=2, pretrained="scratch",
+                       num_rollout_workers=2, envs_per_worker=2, episodes_per_cycle=4, n_candidates=2, sim=sim,
+                       reference=sim, planning=True, choose="sim", ray=RayConfig(num_cpus=2))
+    config.learner.steps, config.learner.batch_size, config.eval.episodes = 3, 8, 2
+    return run(config, console=lambda *a: None)

@@ -33,6 +33,23 @@ def tiny_config(run_dir, sim: str, **changes) -> RunConfig:
     return config
 
 
+# First in the file: it runs on whatever Ray the suite has, before the NaN tests' own restart it.
+def test_weights_with_nan_fail_at_the_first_evaluation_naming_the_checkpoint(tmp_path):
+    model = Model(model_config("tiny"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    weights = tmp_path / "nan-weights"
+    checkpoint.save(model, weights)
+    with pytest.raises(EveryEpisodeQuarantined) as caught:
+        run(tiny_config(tmp_path / "run", "mujoco/reacher-twin", pretrained=str(weights)), console=lambda *a: None)
+    message = str(caught.value)
+    assert message.startswith("evaluation: every one of its 2 episodes in mujoco/reacher-twin was quarantined")
+    # Planning imagines before it acts: the imagined future is the first NaN the rollout meets.
+    assert "imagined proprio (the model's) contains NaN" in message
+    assert f"the model produced it: the weights come from {weights}, which hold NaN" in message
+
+
 @pytest.fixture
 def ray_sees_nan_sims(nan_sims, example_plugin_src, monkeypatch):
     """The ``test/nan-*`` plug-in in the rollout actors too: a fresh Ray whose workers' path has it."""
@@ -71,19 +88,3 @@ def test_a_cycle_whose_every_episode_turns_nan_fails_naming_the_sim(tmp_path, ra
     assert line.startswith("flywheel: error: cycle 0: every one of its 4 episodes in test/nan-3-all was quarantined")
     assert "proprio contains NaN at step 3" in line and "flywheel sims check test/nan-3-all" in line
     assert RolloutStore(run_dir / "store").manifest(0) is None  # not committed: a resume collects it again
-
-
-def test_weights_with_nan_fail_at_the_first_evaluation_naming_the_checkpoint(tmp_path):
-    model = Model(model_config("tiny"))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.fill_(float("nan"))
-    weights = tmp_path / "nan-weights"
-    checkpoint.save(model, weights)
-    with pytest.raises(EveryEpisodeQuarantined) as caught:
-        run(tiny_config(tmp_path / "run", "mujoco/reacher-twin", pretrained=str(weights)), console=lambda *a: None)
-    message = str(caught.value)
-    assert message.startswith("evaluation: every one of its 2 episodes in mujoco/reacher-twin was quarantined")
-    # Planning imagines before it acts: the imagined future is the first NaN the rollout meets.
-    assert "imagined proprio (the model's) contains NaN" in message
-    assert f"the model produced it: the weights come from {weights}, which hold NaN" in message

@@ -4,7 +4,8 @@ Why: refactors that promise "no behaviour change" (issue 16, the typed chunk-row
 need proof that rollouts, grades, losses and checkpoint bytes are identical before and
 after. This test runs the real ``flywheel.controller.run`` (embedded Ray, 2 rollout workers,
 ``choose=sim`` with planning, 2 cycles so replay and the weight broadcast are exercised) and
-compares against ``golden/tiny_run.json``:
+compares against ``golden/tiny_run.json`` (the run is ``tiny_two_cycle_run`` of
+``conftest.py``, which the resume tests share):
 
 - every column of every committed shard: dtype, shape and sha256 of its bytes;
 - the per-cycle grade summary and learner losses of ``cycles.jsonl``, as exact floats;
@@ -37,10 +38,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file as load_numpy
 
-from configs.run_schema import RunConfig
-from configs.schema import SimConfig
 from flywheel import checkpoint as run_checkpoint
-from flywheel.controller import run
 from configs.learning import ObjectiveConfig
 from flywheel.logger import read_cycles
 from flywheel.objective import batch_loss
@@ -62,16 +60,6 @@ ADVANTAGES = ("grade", "outcome")
 # torch RNG state. The JSON files (model/config.json, trainer.json) are left out: trainer.json
 # holds the cycle's record, with wall-clock seconds, and config.json only repeats the config.
 CHECKPOINT_FILES = ("model/model.safetensors", "trainer.safetensors")
-
-
-def tiny_config(run_dir: Path) -> RunConfig:
-    """``tests/flywheel/test_run.py``'s tiny run, two cycles, choose=sim with planning."""
-    sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
-    config = RunConfig(run_dir=str(run_dir), cycles=2, pretrained="scratch", num_rollout_workers=2,
-                       envs_per_worker=2, episodes_per_cycle=4, n_candidates=2, sim=sim, reference=sim,
-                       planning=True, choose="sim")
-    config.learner.steps, config.learner.batch_size, config.eval.episodes = 3, 8, 2
-    return config
 
 
 # ---------------------------------------------------------------------- fingerprints
@@ -207,9 +195,8 @@ def check_against(got: dict, want: dict) -> None:
         check_numbers(got["batch_loss"][advantage], losses, f"batch_loss(advantage={advantage!r})", exact)
 
 
-def test_a_tiny_seeded_run_matches_the_golden(tmp_path):
-    run_dir = run(tiny_config(tmp_path / "run"), console=lambda *a: None)
-    got = fingerprint(run_dir)
+def test_a_tiny_seeded_run_matches_the_golden(tiny_two_cycle_run):
+    got = fingerprint(tiny_two_cycle_run)
     if WRITE:
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")

@@ -26,9 +26,10 @@ TINY = ["pretrained=scratch", "num_rollout_workers=2", "envs_per_worker=2", "epi
 
 
 def tiny_config(run_dir, cycles=1, **changes) -> RunConfig:
+    """``TINY``'s run, and one cycle of ``tiny_two_cycle_run`` (conftest.py)."""
     sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
     base = dict(run_dir=str(run_dir), cycles=cycles, pretrained="scratch", num_rollout_workers=2, envs_per_worker=2,
-                episodes_per_cycle=4, n_candidates=2, sim=sim, reference=sim)
+                episodes_per_cycle=4, n_candidates=2, sim=sim, reference=sim, ray=RayConfig(num_cpus=2))
     config = RunConfig(**{**base, **changes})
     config.learner.steps, config.learner.batch_size, config.eval.episodes = 3, 8, 2
     return config
@@ -82,10 +83,16 @@ def test_one_cycle_of_the_real_entry_point(tmp_path, capsys):
     assert f"{record['env_steps']} env steps ({record['sim_steps']:,} sim steps)" in out
 
 
-def test_tensorboard_has_what_rl_practitioners_read_first(tmp_path):
+@pytest.fixture(scope="module")
+def one_cycle_run(tmp_path_factory):
+    """One cycle of ``tiny_config``, choose=sim; only read (a test that resumes it copies it first)."""
+    return run(tiny_config(tmp_path_factory.mktemp("one-cycle") / "run", choose="sim"), console=lambda *a: None)
+
+
+def test_tensorboard_has_what_rl_practitioners_read_first(one_cycle_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_dir = run(tiny_config(tmp_path / "run", choose="sim"), console=lambda *a: None)
+    run_dir = one_cycle_run
     (record,) = read_cycles(run_dir)
     events = EventAccumulator(str(run_dir / "tb")).Reload()
     scalars = set(events.Tags()["scalars"])
@@ -101,11 +108,14 @@ def test_tensorboard_has_what_rl_practitioners_read_first(tmp_path):
     assert ratio == pytest.approx(record["sim_steps"] / record["env_steps"]) and ratio > 3
 
 
-def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys):
+def test_a_resumed_run_matches_an_uninterrupted_one(tiny_two_cycle_run, one_cycle_run, tmp_path, capsys):
+    import shutil
+
     from flywheel.logger import write_cycles
 
-    straight = run(tiny_config(tmp_path / "straight", cycles=2), console=lambda *a: None)
-    interrupted = run(tiny_config(tmp_path / "resumed", cycles=1), console=lambda *a: None)
+    straight = tiny_two_cycle_run
+    # A run stopped after its first cycle: the directory is all a resume reads, so a copy of one is one.
+    interrupted = Path(shutil.copytree(one_cycle_run, tmp_path / "resumed"))
     start = (interrupted / "start.json").read_bytes()
     # The worst moment to stop: cycle 0's checkpoint is written, its cycles.jsonl line is not.
     lost = (interrupted / "cycles.jsonl").read_text()
@@ -356,39 +366,50 @@ def test_a_critic_asked_of_a_checkpoint_that_cannot_grow_one_fails_before_ray_st
     assert "learner.critic=true: the starting checkpoint has no critic and cannot grow one" in capsys.readouterr().err
 
 
-def test_one_cycle_with_the_critic_on(tmp_path):
-    config = tiny_config(tmp_path / "run", choose="sim")
+def critic_config(run_dir, cycles):
+    config = tiny_config(run_dir, cycles=cycles, choose="sim")
     config.learner.critic, config.learner.advantage = True, "critic"
-    run(config, console=lambda *a: None)
-    (record,) = read_cycles(tmp_path / "run")
-    learner = record["learner"]
-    for key in ("loss_q", "loss_value", "q_mean", "v_mean", "td_error"):
-        assert np.isfinite(learner[key]), key
-    rows, _ = RolloutStore(tmp_path / "run" / "store").read([0])
-    assert "candidate_actions" in rows
+    return config
+
+
+@pytest.fixture(scope="module")
+def critic_run(tmp_path_factory):
+    """Two cycles with the critic on, uninterrupted; only read."""
+    return run(critic_config(tmp_path_factory.mktemp("critic") / "straight", 2), console=lambda *a: None)
+
+
+def test_each_cycle_with_the_critic_on_trains_it(critic_run):
     from flywheel import checkpoint as run_checkpoint
 
-    model, _, _ = run_checkpoint.load(run_checkpoint.latest(tmp_path / "run"))
+    for record in read_cycles(critic_run):
+        learner = record["learner"]
+        for key in ("loss_q", "loss_value", "q_mean", "v_mean", "td_error"):
+            assert np.isfinite(learner[key]), (record["cycle"], key)
+    rows, _ = RolloutStore(critic_run / "store").read([0])
+    assert "candidate_actions" in rows
+    model, _, _ = run_checkpoint.load(run_checkpoint.latest(critic_run))
     assert model.has_critic and model.cfg.critic_ensemble == 2
 
 
-def test_a_resumed_run_with_the_critic_matches_an_uninterrupted_one(tmp_path):
+def test_a_resumed_run_with_the_critic_matches_an_uninterrupted_one(critic_run, tmp_path):
     # The critic's heads and its EMA target live in the model state: a resume continues byte for byte.
-    def critic_config(run_dir, cycles):
-        config = tiny_config(run_dir, cycles=cycles, choose="sim")
-        config.learner.critic, config.learner.advantage = True, "critic"
-        return config
-
-    straight = run(critic_config(tmp_path / "straight", 2), console=lambda *a: None)
     interrupted = run(critic_config(tmp_path / "resumed", 1), console=lambda *a: None)
     run(dataclasses.replace(critic_config(tmp_path / "resumed", 2), resume=str(interrupted)), console=lambda *a: None)
-    assert manifests(straight) == manifests(interrupted)
+    assert manifests(critic_run) == manifests(interrupted)
 
 
 # ---------------------------------------------------------------------- frames in the loop (camera=true)
 
 
-def test_a_camera_run_keeps_every_chunks_frames_and_they_are_the_engines(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def camera_run(tmp_path_factory):
+    """Two cycles of the real entry point with camera=true, uninterrupted; only read."""
+    run_dir = tmp_path_factory.mktemp("camera") / "straight"
+    assert main(["run", f"run_dir={run_dir}", "cycles=2", "camera=true", "choose=sim", *TINY]) == 0
+    return run_dir
+
+
+def test_a_camera_run_keeps_every_chunks_frames_and_they_are_the_engines(camera_run):
     """The real entry point with camera=true: the frames read back from the shards are those a
     fresh env renders, reset with the same seed and stepped with the recorded actions."""
     import pyarrow.parquet as pq
@@ -403,8 +424,7 @@ def test_a_camera_run_keeps_every_chunks_frames_and_they_are_the_engines(tmp_pat
     from flywheel.store import MANIFEST
     from policies.config import SIZES
 
-    run_dir = tmp_path / "run"
-    assert main(["run", f"run_dir={run_dir}", "camera=true", "choose=sim", *TINY]) == 0
+    run_dir = camera_run
     rows, report = RolloutStore(run_dir / "store").read([0])
     assert not report.corrupt_shards
     size, chunk = SIZES["tiny"].image_size, SIZES["tiny"].chunk
@@ -444,14 +464,14 @@ def test_a_camera_run_keeps_every_chunks_frames_and_they_are_the_engines(tmp_pat
     assert {"rollout/frames", "rollout/imagined_vs_realized"} <= set(images)
 
 
-def test_a_resumed_camera_run_matches_an_uninterrupted_one(tmp_path):
+def test_a_resumed_camera_run_matches_an_uninterrupted_one(camera_run, tmp_path):
     """Frames change nothing about resuming: the same shards (frames included, by their
     checksums in the manifests), the same numbers, the same weights."""
     import torch
 
     from flywheel import checkpoint as run_checkpoint
 
-    straight = run(tiny_config(tmp_path / "straight", cycles=2, camera=True), console=lambda *a: None)
+    straight = camera_run
     interrupted = run(tiny_config(tmp_path / "resumed", cycles=1, camera=True), console=lambda *a: None)
     assert main(["run", f"resume={interrupted}", "cycles=2"]) == 0
     assert manifests(straight) == manifests(interrupted)

@@ -81,6 +81,7 @@ def test_the_store_on_s3_holds_what_a_local_store_holds_and_verifies_it(tmp_path
 
 
 def tiny_config(run_dir, cycles=1, **changes) -> RunConfig:
+    """One cycle of ``tiny_two_cycle_run`` (conftest.py)."""
     sim = SimConfig(name="mujoco/reacher-twin", max_episode_steps=16)
     base = dict(run_dir=str(run_dir), cycles=cycles, pretrained="scratch", num_rollout_workers=2, envs_per_worker=2,
                 episodes_per_cycle=4, n_candidates=2, sim=sim, reference=sim, ray=RayConfig(num_cpus=2))
@@ -126,9 +127,10 @@ def manifests(store: RolloutStore) -> dict:
 
 
 def test_a_run_on_s3_trains_on_its_actors_shards_and_resumes_elsewhere_like_a_local_run(tmp_path, monkeypatch,
-                                                                                        s3, capsys):
+                                                                                        s3, capsys,
+                                                                                        tiny_two_cycle_run):
     monkeypatch.chdir(tmp_path)
-    straight = controller.run(tiny_config(tmp_path / "straight", cycles=2), console=lambda *a: None)
+    straight = tiny_two_cycle_run  # tiny_config(cycles=2), run locally
     uri = s3("runs/a")
     staging = controller.run(tiny_config(uri, cycles=1), console=lambda *a: None)
     assert staging == storage.staging_dir(uri, tmp_path / controller.DEFAULT_ROOT)
