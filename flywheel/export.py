@@ -26,7 +26,11 @@ embodiment's ``proprio_dim`` / ``action_dim``):
   text), ``run_episode``, ``cycle``, ``worker``, ``weight_version``, ``episode_success``,
   ``episode_return``.
 
-Frames are not exported yet: a ``camera=true`` run's store holds them (``flywheel.rows.FRAME_COLUMNS``).
+A ``camera=true`` run's frames come with them: its datasets' observations are a dict (the
+observation space a ``gymnasium.spaces.Dict``), ``proprio`` as above and ``frames`` (T+1, size,
+size, 3) uint8, the camera frame the episode started from (the first chunk's ``frame``), then
+the frame after each step (``realized_frames``), aligned with ``proprio``. The frames the model
+imagined are not exported (they are a chunk's forecast, not an observation).
 
 What is read: the store's committed cycles through ``RolloutStore.read`` (verified shards only);
 quarantined episodes are never in a read, and the export counts them (``ExportReport``) together
@@ -48,9 +52,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from flywheel.rows import (ACTION_DIM, ACTIONS, CHUNK, CYCLE, EPISODE, EPISODE_RETURN, EPISODE_SUCCESS,
-                           GRADE_COLUMNS, PROPRIO, PROPRIO_DIM, REALIZED, REWARDS, SIM, STEPS, SUCCESS, TASK,
-                           TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows)
+from flywheel.rows import (ACTION_DIM, ACTIONS, CHUNK, CYCLE, EPISODE, EPISODE_RETURN, EPISODE_SUCCESS, FRAME,
+                           GRADE_COLUMNS, PROPRIO, PROPRIO_DIM, REALIZED, REALIZED_FRAMES, REWARDS, SIM, STEPS,
+                           SUCCESS, TASK, TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows)
 from flywheel.store import RolloutStore
 from sims.embodiment import Embodiment
 from sims.files import atomic_directory
@@ -59,6 +63,7 @@ FORMATS = ("minari",)
 NAMESPACE = "flywheel"
 FRAME_INDEX = "frame_index"  # an info key: the step's observation index in its episode
 RUN_EPISODE = "run_episode"  # an episode metadata key: the run's episode id (Minari numbers its own 0..N-1)
+OBS_PROPRIO, OBS_FRAMES = "proprio", "frames"  # a camera run's observation keys
 INSTALL_HINT = 'Minari is an optional dependency: pip install "physics-flywheel[export]"'
 
 
@@ -67,7 +72,7 @@ class Episode:
     """One episode of one sim, expanded from its chunk rows (module docstring)."""
 
     sim: str
-    observations: np.ndarray  # (T+1, proprio_dim) float32
+    observations: np.ndarray | dict[str, np.ndarray]  # (T+1, proprio_dim) float32; a camera run's: by OBS_* key
     actions: np.ndarray  # (T, action_dim) float32, env units
     rewards: np.ndarray  # (T,) float64
     terminations: np.ndarray  # (T,) bool
@@ -108,6 +113,9 @@ def _episode(chunks: ChunkRows, emb: Embodiment) -> Episode:
     ran = np.arange(chunks[REWARDS].shape[1])[None, :] < steps[:, None]  # (chunks, chunk): executed steps
     start = chunks[PROPRIO][0, -1, :p]  # the latest step of the first chunk's history: the reset's observation
     observations = np.concatenate([start[None], chunks[REALIZED][ran][:, :p]]).astype(np.float32)
+    if chunks.frames:
+        frames = np.concatenate([chunks[FRAME][:1], chunks[REALIZED_FRAMES][ran]])
+        observations = {OBS_PROPRIO: observations, OBS_FRAMES: frames}
     actions = emb.to_env_action(emb.unpad_action(chunks[ACTIONS][ran]))
     n = int(steps.sum())
     terminated = bool(chunks[TERMINATED][-1])
@@ -187,6 +195,10 @@ def _append(minari, dataset, sim: str, batch: list[Episode], emb: Embodiment):
         import gymnasium as gym
 
         observation_space = gym.spaces.Box(-np.inf, np.inf, (emb.proprio_dim,), np.float32)
+        observations = batch[0].observations
+        if isinstance(observations, dict):
+            frames = gym.spaces.Box(0, 255, observations[OBS_FRAMES].shape[1:], np.uint8)
+            observation_space = gym.spaces.Dict({OBS_PROPRIO: observation_space, OBS_FRAMES: frames})
         action_space = gym.spaces.Box(np.asarray(emb.action_low, np.float32), np.asarray(emb.action_high, np.float32))
         dataset = minari.create_dataset_from_buffers(
             dataset_id(sim), buffers, observation_space=observation_space, action_space=action_space,

@@ -1,12 +1,13 @@
-"""The fidelity sweep's trials in parallel on a local two-node Ray cluster, then its report.
+"""The fidelity sweep's runs in parallel on a local two-node Ray cluster, then its report.
 
     python scripts/two_node_sweep.py SWEEP_DIR [OVERRIDE ...]
 
 Starts ``ray.cluster_utils.Cluster`` (two 2-CPU nodes, bound to loopback as
-``tests/flywheel/test_cluster.py`` builds them), runs the smoke sweep's ``knob-1.0`` on seeds 0
-and 1 as two drivers at once, each joining the cluster through ``ray.address`` (one run per
-trial, as on a real cluster with ``ray.address=auto``), then ``flywheel report SWEEP_DIR``.
-Each trial's log is ``SWEEP_DIR-<seed>.log``. Extra overrides go to both trials.
+``tests/flywheel/test_cluster.py`` builds them), then runs the smoke sweep's ``knob-1.0`` on
+seeds 0 and 1 with the sweep's own launcher, both at once (``hydra.launcher.jobs=2``), each run
+a driver joining the cluster through ``ray.address``, as on a real cluster with
+``ray.address=auto``; the sweep writes its report when both have returned. Each run's log is
+``SWEEP_DIR/logs/<run>.log``. Extra overrides go to the sweep.
 """
 
 import subprocess
@@ -17,7 +18,7 @@ from ray.cluster_utils import Cluster
 
 from sims.local_ray import single_machine_ray
 
-FLYWHEEL = [sys.executable, "-c", "import sys; from flywheel.cli import main; sys.exit(main(sys.argv[1:]))"]
+FLYWHEEL = [sys.executable, "-m", "flywheel.cli"]
 
 
 def main(sweep: str, overrides: list[str]) -> int:
@@ -29,14 +30,11 @@ def main(sweep: str, overrides: list[str]) -> int:
     try:
         began = time.perf_counter()
         # ray.num_cpus sizes an embedded Ray only; the smoke sweep sets it, a joining run refuses it.
-        trials = [subprocess.Popen([*FLYWHEEL, "run", "experiment=fidelity_sweep_smoke", "training_sim=knob-1.0",
-                                    f"seed={seed}", f"hydra.sweep.dir={sweep}", f"ray.address={address}",
-                                    "ray.num_cpus=null", *overrides],
-                                   stdout=open(f"{sweep}-{seed}.log", "w"), stderr=subprocess.STDOUT)
-                  for seed in (0, 1)]
-        codes = [t.wait() for t in trials]
-        print(f"trials exited {codes} after {time.perf_counter() - began:.0f} s (logs: {sweep}-<seed>.log)")
-        return max(codes) or subprocess.call([*FLYWHEEL, "report", sweep])
+        code = subprocess.call([*FLYWHEEL, "run", "experiment=fidelity_sweep_smoke", "training_sim=knob-1.0", "seed=0,1",
+                                "hydra.launcher.jobs=2", f"hydra.sweep.dir={sweep}", f"ray.address={address}",
+                                "ray.num_cpus=null", *overrides])
+        print(f"the sweep exited {code} after {time.perf_counter() - began:.0f} s (logs: {sweep}/logs/)")
+        return code
     finally:
         local.shutdown()
 

@@ -140,3 +140,40 @@ def test_a_run_with_no_committed_cycle_is_refused_and_writes_nothing(run_dir, tm
     assert main(["export", str(empty), "--format", "minari"]) == 2
     assert f"{empty}: no rollouts to export" in capsys.readouterr().err
     assert not (empty / "export").exists() or not any((empty / "export").iterdir())
+
+
+def test_a_camera_runs_frames_are_exported_beside_the_proprio(tmp_path, monkeypatch):
+    """A camera run's dataset: a dict observation, its frames the first chunk's start frame, then
+    the frame after each executed step, aligned with the proprio."""
+    from flywheel.export import OBS_FRAMES, OBS_PROPRIO
+    from flywheel.rollout import env_kwargs
+    from flywheel.rows import FRAME, REALIZED_FRAMES
+
+    sim = SimConfig(name=SIM, max_episode_steps=STEPS_PER_EPISODE)
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(RunConfig(run_dir=str(tmp_path), sim=sim,
+                                                                                  reference=sim, camera=True))))
+    torch.manual_seed(0)
+    agent, store = Agent("tiny").eval(), RolloutStore(tmp_path / "store")
+    envs = [sims.make(SIM, **env_kwargs(sim, True, agent.cfg.image_size)) for _ in range(2)]
+    rows = collect(agent, envs, RolloutSpec(episodes=2, seed=3, n_candidates=2, camera=True),
+                   wm.ChunkGrader(probes=2, horizon=10))
+    shard, bad = store.write_shard(0, 0, rows)
+    store.commit_cycle(0, [shard], [bad])
+    export_minari(tmp_path, tmp_path / "minari")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    dataset = minari.load_dataset(dataset_id(SIM))
+
+    size, p = agent.cfg.image_size, sims.make(SIM).embodiment.proprio_dim
+    assert dataset.observation_space[OBS_FRAMES].shape == (size, size, 3)
+    assert dataset.observation_space[OBS_PROPRIO].shape == (p,)
+    rows = store_rows(tmp_path)
+    for episode in dataset.iterate_episodes():
+        chunks = rows.take(rows[EPISODE] == episode.infos[EPISODE][0])
+        chunks = chunks.take(np.argsort(chunks[CHUNK]))
+        frames = episode.observations[OBS_FRAMES]
+        assert frames.shape == (13, size, size, 3) and frames.dtype == np.uint8
+        assert np.array_equal(frames[0], chunks[FRAME][0])
+        assert np.array_equal(frames[1:9], chunks[REALIZED_FRAMES][0])
+        assert np.array_equal(frames[9:], chunks[REALIZED_FRAMES][1, :4])
+        assert np.array_equal(frames[8], chunks[FRAME][1])  # the second chunk started from the first's last frame
+        assert np.array_equal(episode.observations[OBS_PROPRIO][1:9], chunks[REALIZED][0, :, :p])

@@ -128,7 +128,7 @@ def test_a_run_stopped_by_a_signal_stops_the_sweep(tmp_path, monkeypatch, capsys
 
     seen = fake_runs(monkeypatch, stopped)
     rc = main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={tmp_path}", "training_sim=knob-1.0,knob-0.5",
-               "seed=0", "hydra.launcher.jobs=1"])  # one after another, in this process
+               "seed=0", "hydra.launcher.jobs=1"])  # in this process
     assert rc == code and [c.name for c in seen] == ["knob-1.0"]  # knob-0.5 never started
     assert "sweep stopped in" in capsys.readouterr().err
 
@@ -144,6 +144,6 @@ def test_a_sweep_exits_with_its_worst_runs_code(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("flywheel.commands.run.print_cycles", lambda *a, **k: None)
     seen = fake_runs(monkeypatch, outcome)
     rc = main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={tmp_path}", "training_sim=knob-1.0,knob-0.5",
-               "seed=0", "hydra.launcher.jobs=1"])  # one after another, in this process
+               "seed=0", "hydra.launcher.jobs=1"])  # in this process
     assert rc == 2 and [c.name for c in seen] == ["knob-1.0", "knob-0.5"]  # the failed run did not stop the next
     assert "num_learners must be >= 1" in capsys.readouterr().err
