@@ -21,7 +21,21 @@ def run_main(argv: list[str]) -> int:
     import configs.run_schema  # noqa: F401  (registers the run schema)
     from flywheel.hydra import run_hydra
 
-    return run_hydra("flywheel run", "run", run_task, argv)
+    return run_hydra("flywheel run", "run", run_task, [spelled_out_tasks(arg) for arg in argv])
+
+
+def spelled_out_tasks(arg: str) -> str:
+    """``tasks=[mujoco/reacher-twin,mujoco/cartpole-swingup-twin]``, the short spelling (each task a
+    sim's name, weight 1, scored in that sim), as the schema's list of tasks
+    (``tasks=[{sim:{name:mujoco/reacher-twin}},...]``); any other argument unchanged."""
+    if not arg.startswith("tasks=["):
+        return arg
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = OverridesParser.create().parse_override(arg).value()
+    if not isinstance(value, list) or not value or not all(isinstance(name, str) for name in value):
+        return arg
+    return "tasks=[" + ",".join(f"{{sim:{{name:'{name}'}}}}" for name in value) + "]"
 
 
 def run_task(cfg) -> int:

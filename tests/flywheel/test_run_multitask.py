@@ -88,6 +88,28 @@ def test_a_resumed_multitask_run_matches_an_uninterrupted_one(straight, tmp_path
     assert [r["tasks"] for r in read_cycles(resumed)] == [r["tasks"] for r in read_cycles(straight)]
 
 
+def test_tasks_may_be_listed_by_name_alone():
+    from hydra import compose, initialize_config_dir
+
+    from configs import CONFIG_DIR
+    from configs.run_schema import RunConfig
+    from configs.schema import to_dataclass
+    from flywheel.commands.run import spelled_out_tasks
+
+    short = spelled_out_tasks(f"tasks=[{REACHER},{CARTPOLE}]")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = to_dataclass(compose(config_name="run", overrides=[short, "run_dir=x"]), RunConfig)
+    assert [(t.sim.name, t.reference, t.weight) for t in config.task_list()] == \
+        [(REACHER, None, 1.0), (CARTPOLE, None, 1.0)]  # no reference: each is scored in its own engine
+    assert spelled_out_tasks(TASKS) == TASKS and spelled_out_tasks("seed=1") == "seed=1"
+
+
+def test_a_task_listed_by_a_name_nobody_registered_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("flywheel.controller.start_ray", lambda *a, **k: pytest.fail("Ray started"))
+    assert main(["run", f"run_dir={tmp_path / 'run'}", f"tasks=[{REACHER},mujoco/nope]", *TINY]) == 2
+    assert "tasks[1].sim.name / tasks[1].sim: unknown sim 'mujoco/nope'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["tasks.1.sim.name=mujoco/nope"], "tasks[1].sim.name / tasks[1].sim: unknown sim 'mujoco/nope'"),
     (["tasks.1.weight=-1"], "tasks[1].weight must be a finite number >= 0, got -1.0"),
