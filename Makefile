@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 run: setup
 	$(BIN)/flywheel run
 
+# Bytecode cached (whatever the environment says): every Ray actor the tests start imports our
+# packages again, and would compile them again each time.
 test: setup
-	$(BIN)/python -m pytest -q -n 2
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -n 2
 
 # The benchmarks also need the [bench] extra (stable-baselines3, for the SAC baseline).
 bench: setup

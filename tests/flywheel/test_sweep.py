@@ -1,7 +1,6 @@
 """The fidelity sweep end to end: ``flywheel run experiment=fidelity_sweep_smoke`` runs every
-training sim (the control and the learned simulator) on two seeds, two runs at a time, each in its own process with
-its own embedded Ray, resuming a run an earlier sweep left after its first cycle, then writes the report of its sweep
-directory."""
+training sim (the control and the learned simulator) on two seeds on an embedded Ray, resuming a run an earlier sweep
+left after its first cycle, then writes the report of its sweep directory."""
 
 import json
 import math
@@ -49,16 +48,13 @@ def test_the_smoke_sweep_runs_every_training_sim_and_seed_resumes_and_reports(tm
     first = read_cycles(sweep / "knob-1.0-seed0")
     assert [r["cycle"] for r in first] == [0]
     capsys.readouterr()
-    # The sweep's own launcher: two runs at a time, each its own process.
-    assert main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={sweep}"]) == 0
+    # In this process, one run after another (the suite's time): the launcher's parallel runs are
+    # tests/hydra_plugins/test_flywheel_launcher.py's.
+    assert main(["run", "experiment=fidelity_sweep_smoke", f"hydra.sweep.dir={sweep}", "hydra.launcher.jobs=1"]) == 0
     out = capsys.readouterr().out
-    assert "4 runs, 2 at a time" in out and out.count("finished ") == 4
     assert f"every run of the sweep is done: flywheel report {sweep}" in out
     assert read_cycles(sweep / "knob-1.0-seed0")[0] == first[0]  # resumed, cycle 0 not run again
-    assert "cycle 1: capability" in (sweep / "logs" / "knob-1.0-seed0.log").read_text()
-    # One of the two learned runs fitted the world model they share; the other waited for it, then reused it.
-    fits = [(sweep / "logs" / f"learned-every-8-seed{s}.log").read_text().count("\nfitted ") for s in SEEDS]
-    assert sorted(fits) == [0, 1]
+    assert out.count("\nfitted ") == 1  # the learned runs share one world model, fitted by the first
 
     for name, (_, reference) in SIMS.items():  # one complete run directory per training sim and seed
         for seed in SEEDS:
