@@ -112,7 +112,7 @@ def run_in_parallel(jobs: list[Job], at_once: int, poll_s: float = 0.5) -> dict[
         if not stop:
             print(f"\nflywheel: {signal.Signals(signum).name} received; no further run starts, the running ones "
                   "finish their phase", flush=True)
-            for proc, _, _ in running.values():
+            for _, proc, _, _ in running.values():
                 proc.send_signal(signum)
         stop.append(signum)
 
@@ -128,10 +128,10 @@ def run_in_parallel(jobs: list[Job], at_once: int, poll_s: float = 0.5) -> dict[
                 # on once (a second SIGINT would be the run's own business).
                 proc = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-                running[job.name] = (proc, log, time.monotonic())
+                running[job.name] = (job, proc, log, time.monotonic())
                 print(f"started {job.name}: {' '.join(filter_overrides(job.overrides))} (log: {job.log})", flush=True)
             time.sleep(poll_s)
-            for name, (proc, log, started) in list(running.items()):
+            for name, (job, proc, log, started) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 log.close()
@@ -141,7 +141,7 @@ def run_in_parallel(jobs: list[Job], at_once: int, poll_s: float = 0.5) -> dict[
                 print(f"{'finished' if proc.returncode == 0 else f'exit code {proc.returncode}:'} {name} in "
                       f"{time.monotonic() - started:.0f} s ({done}/{len(jobs)} done)", flush=True)
                 if proc.returncode != 0 and not stop:
-                    print(tail(next(j.log for j in jobs if j.name == name)), file=sys.stderr, flush=True)
+                    print(tail(job.log), file=sys.stderr, flush=True)
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
