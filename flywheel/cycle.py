@@ -104,6 +104,7 @@ class Flywheel:
             raise
         if optimizer_state is not None:
             learners.load_optimizer(optimizer_state)
+        learners.spawn()  # they boot while the rollout actors evaluate the start and collect cycle 0
         return cls(config, run_dir, agent, store, rollouts, learners, logger, fidelity, rollout_spec,
                    evaluation_spec(config), weights_from, placement, refitter, simulator)
 

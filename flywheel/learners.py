@@ -488,6 +488,7 @@ class LearnerPool:
         self.max_retries, self.timeout_s = int(max_retries), float(timeout_s)
         self.restarts = 0  # pool rebuilds so far, over every cycle
         self._actors: list = []
+        self._connected = False  # the actors' process group is up (``start``)
         self._optimizer: OptimizerState | None = None  # the state the next cycle starts from
         self._optimizer_pending = False  # the live learners have yet to load ``_optimizer``
         with torch.device("meta"):  # names and shapes only: nothing is allocated
@@ -511,18 +512,23 @@ class LearnerPool:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def spawn(self) -> None:
+        """Start the learner actors without waiting for them: their processes boot (imports,
+        model) while the caller goes on, e.g. while the rollout actors collect the first cycle."""
+        if not self._actors:
+            self._actors = [RemoteLearner.options(**self.actor_options, **self.placement(rank)).remote(rank, self.spec)
+                            for rank in range(self.spec.world_size)]
+
     def start(self) -> None:
         """Start the learners and their process group (``train`` does it when needed)."""
-        if self._actors:
+        if self._connected:
             return
-        spec = self.spec
-        actors = [RemoteLearner.options(**self.actor_options, **self.placement(rank)).remote(rank, spec)
-                  for rank in range(spec.world_size)]
-        self._actors = actors
+        self.spawn()
+        actors, timeout = self._actors, self.spec.collective_timeout_s
         self._optimizer_pending = self._optimizer is not None
-        timeout = spec.collective_timeout_s
         address, port = ray.get(actors[0].rendezvous.remote(), timeout=timeout)
         ray.get([a.connect.remote(address, port) for a in actors], timeout=timeout)
+        self._connected = True
 
     def shutdown(self) -> None:
         """Destroy the process group and the learner actors."""
@@ -545,7 +551,7 @@ class LearnerPool:
                 ray.kill(actor, no_restart=True)
             except Exception:
                 pass
-        self._actors = []
+        self._actors, self._connected = [], False
 
     def load_optimizer(self, state: tuple[dict[str, torch.Tensor], dict] | None) -> None:
         """The optimizer state the next ``train`` starts from (after a resume); None: fresh.

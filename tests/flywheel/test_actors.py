@@ -5,7 +5,7 @@ import pytest
 from configs.run_schema import RunConfig
 from configs.schema import SimConfig
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-actors")
 
 
 def test_evaluation_on_a_rollout_actor_equals_the_drivers(tmp_path):

@@ -23,7 +23,7 @@ from flywheel.cli import main
 from flywheel.controller import Stop, run, start_ray, stop_on_signals, validate
 from flywheel.logger import read_cycles
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-cluster")
 
 TINY = ["pretrained=scratch", "num_rollout_workers=2", "envs_per_worker=2", "episodes_per_cycle=4",
         "learner.steps=3", "learner.batch_size=8", "eval.episodes=2", "sim.max_episode_steps=16",

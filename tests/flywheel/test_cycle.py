@@ -17,7 +17,7 @@ from policies import checkpoint
 from policies.config import model_config
 from policies.model import Model
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-cycle")
 
 TINY = ["pretrained=scratch", "num_rollout_workers=2", "envs_per_worker=2", "episodes_per_cycle=4",
         "learner.steps=3", "learner.batch_size=8", "eval.episodes=2", "ray.num_cpus=2", "n_candidates=2"]

@@ -45,7 +45,7 @@ from flywheel.objective import batch_loss
 from flywheel.store import RolloutStore, from_table
 from policies.agent import Agent
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-run")
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_run.json"
 WRITE = os.environ.get("FLYWHEEL_WRITE_GOLDEN") == "1"

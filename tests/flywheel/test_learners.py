@@ -20,7 +20,7 @@ from policies.agent import Agent
 from policies.config import SIZES
 from world_model.chunk_grader import ChunkGrader
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-learners")
 
 TRAIN = ["video", "action"]
 FROZEN = ["understand", "image"]
@@ -89,7 +89,11 @@ def pool(ray_cluster):
 
 @pytest.fixture(scope="module")
 def two_learners(pool, rows, weights):
-    return pool.train(weights, 0, rows, STEPS, BATCH)
+    pool.spawn()  # as a run does when it starts: the learners boot while its rollouts collect
+    spawned = list(pool._actors)
+    result = pool.train(weights, 0, rows, STEPS, BATCH)
+    assert pool._actors == spawned  # train connected the spawned learners, it started no others
+    return result
 
 
 def _max_diff(a: dict, b: dict, names=None) -> float:

@@ -17,7 +17,7 @@ from configs.run_schema import RayConfig, Resources, RunConfig
 from flywheel.controller import start_ray
 from flywheel.learners import Learner, LearnerPool
 
-pytestmark = [pytest.mark.xdist_group("ray"),
+pytestmark = [pytest.mark.xdist_group("ray-network"),
               pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads sockets from Linux's /proc")]
 
 # Listening sockets allowed off loopback in an embedded run, by process name, each with why.

@@ -23,7 +23,7 @@ from policies.pretrain import pretrain
 from tests.flywheel.test_run import tiny_config
 import sims
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-prior")
 
 TRAIN = ["video", "action"]
 

@@ -109,7 +109,7 @@ def test_a_refit_of_a_multi_task_run_names_the_field_before_ray_starts(tmp_path)
         validate(RunConfig(tasks=tasks, world_model=recipe(tmp_path, refit=True)))
 
 
-@pytest.mark.xdist_group("ray")
+@pytest.mark.xdist_group("ray-refit")
 def test_a_tiny_run_refits_every_cycle_records_fidelity_and_resumes_exactly(poor_world_model, tmp_path, capsys):
     def config(run_dir, cycles):
         sim = SimConfig(name=f"learned/{REF}", correct_every="8", checkpoint=str(poor_world_model),

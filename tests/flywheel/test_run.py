@@ -1,6 +1,5 @@
 """``flywheel run`` end to end on an embedded Ray, with a tiny agent and a short reacher."""
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,7 +15,7 @@ from flywheel.controller import check_embodiment, run, validate
 from flywheel.logger import read_cycles, read_start
 from flywheel.store import RolloutStore
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-run")
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -366,47 +365,33 @@ def test_a_critic_asked_of_a_checkpoint_that_cannot_grow_one_fails_before_ray_st
     assert "learner.critic=true: the starting checkpoint has no critic and cannot grow one" in capsys.readouterr().err
 
 
-def critic_config(run_dir, cycles):
-    config = tiny_config(run_dir, cycles=cycles, choose="sim")
-    config.learner.critic, config.learner.advantage = True, "critic"
-    return config
+# ---------------------------------------------------------------------- frames and the critic in the loop
 
 
-@pytest.fixture(scope="module")
-def critic_run(tmp_path_factory):
-    """Two cycles with the critic on, uninterrupted; only read."""
-    return run(critic_config(tmp_path_factory.mktemp("critic") / "straight", 2), console=lambda *a: None)
-
-
-def test_each_cycle_with_the_critic_on_trains_it(critic_run):
-    from flywheel import checkpoint as run_checkpoint
-
-    for record in read_cycles(critic_run):
-        learner = record["learner"]
-        for key in ("loss_q", "loss_value", "q_mean", "v_mean", "td_error"):
-            assert np.isfinite(learner[key]), (record["cycle"], key)
-    rows, _ = RolloutStore(critic_run / "store").read([0])
-    assert "candidate_actions" in rows
-    model, _, _ = run_checkpoint.load(run_checkpoint.latest(critic_run))
-    assert model.has_critic and model.cfg.critic_ensemble == 2
-
-
-def test_a_resumed_run_with_the_critic_matches_an_uninterrupted_one(critic_run, tmp_path):
-    # The critic's heads and its EMA target live in the model state: a resume continues byte for byte.
-    interrupted = run(critic_config(tmp_path / "resumed", 1), console=lambda *a: None)
-    run(dataclasses.replace(critic_config(tmp_path / "resumed", 2), resume=str(interrupted)), console=lambda *a: None)
-    assert manifests(critic_run) == manifests(interrupted)
-
-
-# ---------------------------------------------------------------------- frames in the loop (camera=true)
+# One run has the camera and the critic on: each is checked on it, and its resume covers both
+# (a run start costs the suite ~10 s; the two features share no code).
+CAMERA_AND_CRITIC = ["camera=true", "learner.critic=true", "learner.advantage=critic"]
 
 
 @pytest.fixture(scope="module")
 def camera_run(tmp_path_factory):
-    """Two cycles of the real entry point with camera=true, uninterrupted; only read."""
+    """Two cycles of the real entry point with camera=true and the critic on, uninterrupted; only read."""
     run_dir = tmp_path_factory.mktemp("camera") / "straight"
-    assert main(["run", f"run_dir={run_dir}", "cycles=2", "camera=true", "choose=sim", *TINY]) == 0
+    assert main(["run", f"run_dir={run_dir}", "cycles=2", "choose=sim", *CAMERA_AND_CRITIC, *TINY]) == 0
     return run_dir
+
+
+def test_each_cycle_with_the_critic_on_trains_it(camera_run):
+    from flywheel import checkpoint as run_checkpoint
+
+    for record in read_cycles(camera_run):
+        learner = record["learner"]
+        for key in ("loss_q", "loss_value", "q_mean", "v_mean", "td_error"):
+            assert np.isfinite(learner[key]), (record["cycle"], key)
+    rows, _ = RolloutStore(camera_run / "store").read([0])
+    assert "candidate_actions" in rows
+    model, _, _ = run_checkpoint.load(run_checkpoint.latest(camera_run))
+    assert model.has_critic and model.cfg.critic_ensemble == 2
 
 
 def test_a_camera_run_keeps_every_chunks_frames_and_they_are_the_engines(camera_run):
@@ -464,15 +449,17 @@ def test_a_camera_run_keeps_every_chunks_frames_and_they_are_the_engines(camera_
     assert {"rollout/frames", "rollout/imagined_vs_realized"} <= set(images)
 
 
-def test_a_resumed_camera_run_matches_an_uninterrupted_one(camera_run, tmp_path):
-    """Frames change nothing about resuming: the same shards (frames included, by their
-    checksums in the manifests), the same numbers, the same weights."""
+def test_a_resumed_camera_run_with_the_critic_matches_an_uninterrupted_one(camera_run, tmp_path):
+    """Frames and the critic change nothing about resuming: the same shards (frames included, by
+    their checksums in the manifests), the same numbers, the same weights (the critic's heads and
+    its EMA target are in the model state)."""
     import torch
 
     from flywheel import checkpoint as run_checkpoint
 
     straight = camera_run
-    interrupted = run(tiny_config(tmp_path / "resumed", cycles=1, camera=True), console=lambda *a: None)
+    interrupted = tmp_path / "resumed"
+    assert main(["run", f"run_dir={interrupted}", "cycles=1", "choose=sim", *CAMERA_AND_CRITIC, *TINY]) == 0
     assert main(["run", f"resume={interrupted}", "cycles=2"]) == 0
     assert manifests(straight) == manifests(interrupted)
     assert [r["learner"]["loss_total"] for r in read_cycles(straight)] == \

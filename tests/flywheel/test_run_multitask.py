@@ -13,7 +13,7 @@ from flywheel.logger import read_cycles, read_start
 from flywheel.rows import SIM
 from flywheel.store import RolloutStore
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-run-multitask")
 
 REACHER, CARTPOLE = "mujoco/reacher-twin", "mujoco/cartpole-swingup-twin"
 TASKS = (f"tasks=[{{sim:{{name:{REACHER},max_episode_steps:16}}}},"

@@ -21,7 +21,7 @@ from flywheel.cli import main
 from flywheel.logger import read_cycles
 from flywheel.store import RolloutStore
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-run")
 
 
 @pytest.fixture

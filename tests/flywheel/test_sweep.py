@@ -12,7 +12,7 @@ import pytest
 from flywheel.cli import main
 from flywheel.logger import read_cycles
 
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.xdist_group("ray-sweep")
 
 PNGS = ("capability_vs_cycle.png", "compounding_vs_fidelity.png", "relative_capability.png",
         "imagined_vs_realized.png")

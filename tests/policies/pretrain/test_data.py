@@ -98,7 +98,7 @@ def test_a_different_spec_gets_a_different_cache_entry():
     assert _spec().key() != _spec(action_noise=0.1).key() and _spec().key() == _spec().key()
 
 
-@pytest.mark.xdist_group("ray")
+@pytest.mark.xdist_group("ray-pretrain-data")
 def test_ray_actors_generate_the_same_data_as_one_process(tmp_path):
     """The one test that starts Ray: units are seeded by identity, so workers change nothing."""
     import os
