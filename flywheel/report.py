@@ -117,6 +117,10 @@ def load_run(run_dir: str | Path) -> Run:
     config = _read_json(run_dir, "config.json")
     if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("sim", "reference")):
         raise ValueError(f"{run_dir}: config.json is not a flywheel run config (no sim / reference)")
+    if config.get("tasks"):  # its sim and reference are only its first task's: a row here would mislabel it
+        names = ", ".join(str(task.get("sim", {}).get("name")) for task in config["tasks"])
+        raise ValueError(f"{run_dir}: a multi-task run ({names}); the report compares single-task runs against "
+                         f"one reference: `flywheel status {run_dir}` shows its capability per task")
     path = run_dir / "cycles.jsonl"
     if not path.is_file():
         raise ValueError(f"{run_dir}: no cycles.jsonl (not a flywheel run directory, or no cycle has completed)")

@@ -78,6 +78,9 @@ def test_both_tasks_are_collected_trained_on_and_evaluated_each_in_its_reference
     assert main(["status", str(straight), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["cycles"][0]["capability_by_task"]) == {REACHER, CARTPOLE}
+    # The sweep report compares single-task runs: it refuses this one rather than label it by its first task.
+    assert main(["report", str(straight)]) == 2
+    assert f"a multi-task run ({REACHER}, {CARTPOLE})" in capsys.readouterr().err
 
 
 def test_a_resumed_multitask_run_matches_an_uninterrupted_one(straight, tmp_path):
