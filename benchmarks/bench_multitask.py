@@ -12,13 +12,14 @@ same cycles:
 
 Each task so gets the same episodes (and, the learner steps following ``learner.utd``, the same
 optimizer steps per env step) in both arms; what differs is whether one model learns from both
-tasks' rows. Capability is measured per task in the task's reference on the same fixed
-evaluation episodes in both arms (paired). The verdict per task compares the mean capability
-over the later half of the cycles, multi minus single, against two standard errors of that
-difference: positive transfer, negative transfer, or within noise.
+tasks' rows. Capability and the evaluation's mean return are measured per task in the task's
+reference on the same fixed evaluation episodes in both arms (paired). The verdict per task and
+measure compares the mean over the later half of the cycles, multi minus single, against two
+standard errors of that difference: positive transfer, negative transfer, or within noise. The
+return is there for a task that no episode succeeds in yet (its capability stays 0 in both arms).
 
-Writes ``benchmarks/results/<name>.json`` and ``<name>.png`` (capability per task against that
-task's own env steps, both arms) and prints the table. ``key=value`` are ``flywheel run``
+Writes ``benchmarks/results/<name>.json`` and ``<name>.png`` (capability and return per task
+against that task's own env steps, both arms) and prints the table. ``key=value`` are ``flywheel run``
 overrides for every run (e.g. ``eval.episodes=32``). Run directories go under ``--root`` and
 resume when run again.
 """
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,15 +68,14 @@ def main() -> None:
     arms = {"multi": {"episodes_per_cycle": args.episodes, "tasks": [{"sim": sim} for sim in sims.values()]}}
     arms |= {task: {"episodes_per_cycle": args.episodes // 2, "sim": sims[task], "reference": sims[task]}
              for task in TASKS}
-    wall = {}
     for arm, changes in arms.items():
         config = to_dataclass(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.from_dotlist(common),
                                               {"run_dir": str(dirs[arm]), **changes}), RunConfig)
-        began = time.perf_counter()
         run(config, console=print)
-        wall[arm] = time.perf_counter() - began
+    # From the runs' own records, so that a benchmark run again over finished runs reports their time.
+    wall = {arm: run_seconds(run_dir) for arm, run_dir in dirs.items()}
     curves = {task: {"multi": curve(dirs["multi"], task), "single": curve(dirs[task], None)} for task in TASKS}
-    rows = [verdict(task, arms_of) for task, arms_of in curves.items()]
+    rows = [verdict(task, arms_of, key) for task, arms_of in curves.items() for key in MEASURES]
     print_table(rows)
     result = {"benchmark": "bench_multitask", "cycles": args.cycles, "episodes_per_cycle": args.episodes,
               "pretrained": pretrained, "overrides": args.overrides, "max_episode_steps": args.max_episode_steps,
@@ -87,41 +86,56 @@ def main() -> None:
     print(f"wrote {RESULTS / args.name}.json and .png")
 
 
+# What each arm is compared on: capability (the task's success rate, where it defines one), and the
+# evaluation's mean return, which still moves where no episode succeeds (a swing-up from a small starter).
+MEASURES = ("capability", "return")
+
+
 def curve(run_dir: Path, task: str | None) -> list[dict]:
-    """Capability ± standard error against the task's own cumulative env steps, the start
-    first: from a multi-task run's ``tasks[task]``, or a single-task run's own numbers."""
+    """Capability and evaluation return, each ± standard error, against the task's own cumulative
+    env steps, the start first: from a multi-task run's ``tasks[task]`` (and ``eval.tasks[task]``),
+    or a single-task run's own numbers."""
     points, env_steps = [], 0
     for record in [read_start(run_dir), *read_cycles(run_dir)]:
         own = record if task is None else record["tasks"][task]
+        evaluation = record["eval"] if task is None else record["eval"]["tasks"][task]
         if record["cycle"] >= 0:
             env_steps += record["env_steps"] if task is None else own["env_steps"]
         points.append({"cycle": record["cycle"], "env_steps": env_steps, "capability": own["capability"],
-                       "capability_stderr": own["capability_stderr"]})
+                       "capability_stderr": own["capability_stderr"], "return": evaluation["mean_return"],
+                       "return_stderr": evaluation["return_stderr"]})
     return points
 
 
-def later_half(points: list[dict]) -> tuple[float, float]:
-    """Mean capability over the later half of the cycles (the start left out) and its standard error."""
+def run_seconds(run_dir: Path) -> float:
+    """The run's evaluation of its start and its cycles, in seconds, as it recorded them."""
+    start = read_start(run_dir)
+    return float(start["seconds"]["eval"] + sum(r["seconds"]["cycle"] for r in read_cycles(run_dir)))
+
+
+def later_half(points: list[dict], key: str = "capability") -> tuple[float, float]:
+    """Mean ``key`` over the later half of the cycles (the start left out) and its standard error."""
     later = points[1:][(len(points) - 1) // 2:]
-    errors = np.array([p["capability_stderr"] for p in later])
-    return float(np.mean([p["capability"] for p in later])), float(np.sqrt(np.sum(errors ** 2)) / len(later))
+    errors = np.array([p[f"{key}_stderr"] for p in later])
+    return float(np.mean([p[key] for p in later])), float(np.sqrt(np.sum(errors ** 2)) / len(later))
 
 
-def verdict(task: str, arms: dict[str, list[dict]]) -> dict:
-    (multi, multi_se), (single, single_se) = later_half(arms["multi"]), later_half(arms["single"])
+def verdict(task: str, arms: dict[str, list[dict]], key: str = "capability") -> dict:
+    (multi, multi_se), (single, single_se) = later_half(arms["multi"], key), later_half(arms["single"], key)
     gain, stderr = multi - single, float(np.hypot(multi_se, single_se))
     word = ("positive transfer" if gain > 2 * stderr else "negative transfer" if gain < -2 * stderr
             else "within noise")
-    return {"task": task, "start": arms["single"][0]["capability"], "single": single, "single_stderr": single_se,
-            "multi": multi, "multi_stderr": multi_se, "multi_minus_single": gain, "stderr": stderr, "verdict": word}
+    return {"task": task, "measure": key, "start": arms["single"][0][key], "single": single,
+            "single_stderr": single_se, "multi": multi, "multi_stderr": multi_se, "multi_minus_single": gain,
+            "stderr": stderr, "verdict": word}
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\ncapability per task, mean over the later half of the cycles (± standard error)")
-    print(f"{'task':32} {'start':>7} {'single':>15} {'multi':>15} {'multi - single':>16}  verdict")
+    print("\nper task, mean over the later half of the cycles (± standard error)")
+    print(f"{'task':32} {'measure':>10} {'start':>8} {'single':>17} {'multi':>17} {'multi - single':>18}  verdict")
     for r in rows:
-        print(f"{r['task']:32} {r['start']:7.3f} {r['single']:7.3f} ± {r['single_stderr']:.3f} "
-              f"{r['multi']:7.3f} ± {r['multi_stderr']:.3f} {r['multi_minus_single']:+8.3f} ± {r['stderr']:.3f}  "
+        print(f"{r['task']:32} {r['measure']:>10} {r['start']:8.3f} {r['single']:8.3f} ± {r['single_stderr']:6.3f} "
+              f"{r['multi']:8.3f} ± {r['multi_stderr']:6.3f} {r['multi_minus_single']:+9.3f} ± {r['stderr']:6.3f}  "
               f"{r['verdict']}")
 
 
@@ -131,18 +145,20 @@ def figure(curves: dict[str, dict[str, list[dict]]]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
-    for ax, (task, arms) in zip(axes[0], curves.items()):
-        for arm, points in arms.items():
-            x = [p["env_steps"] for p in points]
-            y = np.array([p["capability"] for p in points])
-            se = np.array([p["capability_stderr"] for p in points])
-            ax.plot(x, y, marker="o", label=f"{arm}-task run")
-            ax.fill_between(x, y - se, y + se, alpha=0.2)
-        ax.set_title(task)
-        ax.set_xlabel("env steps of this task")
-        ax.set_ylabel("capability (± 1 s.e.)")
-        ax.legend()
+    fig, axes = plt.subplots(len(MEASURES), len(curves), figsize=(5 * len(curves), 3.4 * len(MEASURES)),
+                             squeeze=False)
+    for row, key in zip(axes, MEASURES):
+        for ax, (task, arms) in zip(row, curves.items()):
+            for arm, points in arms.items():
+                x = [p["env_steps"] for p in points]
+                y = np.array([p[key] for p in points])
+                se = np.array([p[f"{key}_stderr"] for p in points])
+                ax.plot(x, y, marker="o", label=f"{arm}-task run")
+                ax.fill_between(x, y - se, y + se, alpha=0.2)
+            ax.set_title(task)
+            ax.set_xlabel("env steps of this task")
+            ax.set_ylabel(f"{'evaluation return' if key == 'return' else key} (± 1 s.e.)")
+            ax.legend()
     fig.tight_layout()
     return fig
 
