@@ -113,14 +113,14 @@ def run_seconds(run_dir: Path) -> float:
     return float(start["seconds"]["eval"] + sum(r["seconds"]["cycle"] for r in read_cycles(run_dir)))
 
 
-def later_half(points: list[dict], key: str = "capability") -> tuple[float, float]:
+def later_half(points: list[dict], key: str) -> tuple[float, float]:
     """Mean ``key`` over the later half of the cycles (the start left out) and its standard error."""
     later = points[1:][(len(points) - 1) // 2:]
     errors = np.array([p[f"{key}_stderr"] for p in later])
     return float(np.mean([p[key] for p in later])), float(np.sqrt(np.sum(errors ** 2)) / len(later))
 
 
-def verdict(task: str, arms: dict[str, list[dict]], key: str = "capability") -> dict:
+def verdict(task: str, arms: dict[str, list[dict]], key: str) -> dict:
     (multi, multi_se), (single, single_se) = later_half(arms["multi"], key), later_half(arms["single"], key)
     gain, stderr = multi - single, float(np.hypot(multi_se, single_se))
     word = ("positive transfer" if gain > 2 * stderr else "negative transfer" if gain < -2 * stderr
