@@ -18,7 +18,7 @@ the file from the current code instead of comparing. Only do that for a delibera
 behaviour change, and say in the commit why the golden changed.
 
 Bitwise float results depend on the CPU's SIMD kernels. The golden records the torch CPU
-capability and machine it was made on; elsewhere, integer/bool/string columns are still
+capability, machine and CPU model it was made on; elsewhere, integer/bool/string columns are still
 compared bitwise, and float columns, losses and checkpoint tensors through numeric
 fingerprints (sum and sum of squares) with ``numpy.allclose(rtol=1e-4, atol=1e-6)``. A
 rollout is chaotic, so on another CPU even that may fail; regenerate there if needed.
@@ -124,7 +124,18 @@ def fingerprint(run_dir: Path) -> dict:
             "checkpoint": {name: tensor_file_digest(checkpoint / name) for name in CHECKPOINT_FILES},
         })
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(),
-            "cycles": cycles, "batch_loss": objective_losses(run_dir)}
+            "cpu_model": cpu_model(), "cycles": cycles, "batch_loss": objective_losses(run_dir)}
+
+
+def cpu_model() -> str:
+    """The CPU's model name: two AVX-512 CPUs of different makers round some float kernels
+    (numpy's, MuJoCo's) differently, so torch's capability alone does not make bits comparable."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 # ---------------------------------------------------------------------- comparison
@@ -182,7 +193,8 @@ def check_checkpoint(got: dict, want: dict, where: str, exact: bool) -> None:
 
 
 def check_against(got: dict, want: dict) -> None:
-    exact = (got["cpu_capability"], got["machine"]) == (want["cpu_capability"], want["machine"])
+    keys = ("cpu_capability", "machine", "cpu_model")
+    exact = all(got.get(k) == want.get(k) for k in keys)  # a golden without a CPU model: compared as another CPU
     assert [c["cycle"] for c in got["cycles"]] == [c["cycle"] for c in want["cycles"]], "cycles run differ"
     for g, w in zip(got["cycles"], want["cycles"]):
         where = f"cycle {w['cycle']}"
