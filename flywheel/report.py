@@ -163,6 +163,8 @@ def compounding_rate(capabilities, cycles=None) -> float:
     x = np.arange(len(y), dtype=float) if cycles is None else np.asarray(cycles, dtype=float)
     if len(y) < 2 or np.ptp(x) == 0:
         return math.nan
+    if np.ptp(y) == 0:  # flat: exactly 0, where polyfit leaves float noise whose sign depends on the CPU
+        return 0.0
     return float(np.polyfit(x, y, 1)[0])
 
 
