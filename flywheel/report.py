@@ -1,6 +1,6 @@
 """The fidelity report: does capability compound faster in a more faithful training sim?
 
-    runs = [load_run(d) for d in run_dirs]
+    runs = [run for d in run_dirs for run in load_runs(d)]   # a multi-task run: one per task
     check_comparable(runs)
     write_report(runs, out_dir)   # capability_vs_cycle.png, compounding_vs_fidelity.png,
                                   # relative_capability.png, imagined_vs_realized.png,
@@ -24,8 +24,9 @@ measured once per start or resume of the run).
 Runs in one report must share the reference sim and the agent (architecture and starting
 weights); otherwise their capabilities are different quantities and ``check_comparable``
 refuses them, naming the run; a sweep directory's runs are grouped by reference instead
-(``by_reference``), one report per group. A run with fewer complete cycles than it was configured for
-is reported with the cycles it has, and the report names the missing ones.
+(``by_reference``), one report per group. A multi-task run is one run per task (``load_runs``,
+``task_runs``), each in its task's reference group. A run with fewer complete cycles than it was
+configured for is reported with the cycles it has, and the report names the missing ones.
 
 A sweep runs each training sim on several seeds: the statistics over them (a training sim's
 rate with its interval, the thesis test, the practice gap) are ``flywheel.sweep_stats``, their
@@ -62,6 +63,12 @@ class Run:
     cycles: list[dict[str, Any]]  # complete cycles, in cycle order
     missing: list[int] = field(default_factory=list)  # configured cycles with no record
     start: dict[str, Any] | None = None  # the starting weights' evaluation (start.json), where stored
+    multitask: bool = False  # one task of a multi-task run (``task_runs``): its sim, reference and capability
+
+    @property
+    def name(self) -> str:
+        """The run's name in tables: its directory, and the task where the run trained several."""
+        return f"{self.path.name} [{self.sim}]" if self.multitask else self.path.name
 
     @property
     def seed(self) -> int:
@@ -73,9 +80,11 @@ class Run:
 
     @property
     def setting(self) -> str:
-        """The training sim as configured: its name, and how often the engine corrects a learned sim."""
+        """The training sim as configured: its name, how often the engine corrects a learned sim,
+        and whether it was practised beside other tasks (its own row: a different experiment)."""
         every = self.config["sim"].get("correct_every")
-        return self.sim if every is None else f"{self.sim} correct_every={every}"
+        setting = self.sim if every is None else f"{self.sim} correct_every={every}"
+        return f"{setting} in a multi-task run" if self.multitask else setting
 
     @property
     def knob(self) -> float:
@@ -111,16 +120,54 @@ class Run:
         return f"{self.setting} (fidelity knob {self.knob:g}, measured {self.measured_fidelity:.3f})"
 
 
+def load_runs(run_dir: str | Path) -> list[Run]:
+    """A run directory as the report's runs: the run, or one per task of a multi-task run
+    (``task_runs``); ValueError naming the directory otherwise."""
+    run = _load(Path(run_dir))
+    return task_runs(run) if run.config.get("tasks") else [run]
+
+
 def load_run(run_dir: str | Path) -> Run:
-    """A run directory's config and complete cycles; ValueError naming the directory otherwise."""
-    run_dir = Path(run_dir)
+    """A single-task run directory's config and complete cycles; ValueError naming the directory otherwise."""
+    run = _load(Path(run_dir))
+    if run.config.get("tasks"):  # its sim and reference are only its first task's: a row would mislabel it
+        names = ", ".join(str(task.get("sim", {}).get("name")) for task in run.config["tasks"])
+        raise ValueError(f"{run.path}: a multi-task run ({names}); load_runs gives one run per task")
+    return run
+
+
+def task_runs(run: Run) -> list[Run]:
+    """A multi-task run as one run per task: the task's sim and reference in its config, and in
+    each cycle the task's capability, evaluation, measured fidelity and env steps (summed over
+    the cycles for the totals). Its sim steps are not counted per task (None); its seconds are
+    the whole run's."""
+    out = []
+    for task in run.config["tasks"]:
+        name, env_steps = task["sim"]["name"], 0
+        cycles = []
+        for record in run.cycles:
+            mine = record["tasks"][name]
+            env_steps += int(mine["env_steps"])
+            # The rollouts' success is the tasks' together: no practice gap per task. ``tasks``
+            # stays: every task's capability, for the report's multi-task section.
+            cycles.append({k: v for k, v in record.items() if k != "rollout"}
+                          | {"capability": mine["capability"], "capability_stderr": mine["capability_stderr"],
+                             "eval": record["eval"]["tasks"][name], "fidelity": mine["fidelity"],
+                             "env_steps": int(mine["env_steps"]), "env_steps_total": env_steps,
+                             "sim_steps": None, "sim_steps_total": None})
+        start = None
+        if run.start is not None:
+            start = run.start | dict(run.start["tasks"][name])
+        config = run.config | {"sim": task["sim"], "reference": task["reference"],
+                               "name": f"{run.config.get('name', run.path.name)} [{name}]"}
+        out.append(Run(run.path, config, cycles, list(run.missing), start, multitask=True))
+    return out
+
+
+def _load(run_dir: Path) -> Run:
     config = _read_json(run_dir, "config.json")
     if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("sim", "reference")):
         raise ValueError(f"{run_dir}: config.json is not a flywheel run config (no sim / reference)")
-    if config.get("tasks"):  # its sim and reference are only its first task's: a row here would mislabel it
-        names = ", ".join(str(task.get("sim", {}).get("name")) for task in config["tasks"])
-        raise ValueError(f"{run_dir}: a multi-task run ({names}); the report compares single-task runs against "
-                         f"one reference: `flywheel status {run_dir}` shows its capability per task")
     path = run_dir / "cycles.jsonl"
     if not path.is_file():
         raise ValueError(f"{run_dir}: no cycles.jsonl (not a flywheel run directory, or no cycle has completed)")
@@ -132,6 +179,8 @@ def load_run(run_dir: str | Path) -> Run:
             record = json.loads(line)
             records[int(record["cycle"])] = record
             float(record["capability"])
+            for task in config.get("tasks") or []:
+                float(record["tasks"][task["sim"]["name"]]["capability"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{run_dir}: cycles.jsonl line {number} is not a cycle record ({exc})") from exc
     if not records:
@@ -257,7 +306,7 @@ def summary(run: Run) -> dict[str, Any]:
     """One row of the report's table."""
     caps = run.capabilities
     return {
-        "run": run.path.name, "seed": run.seed, "sim": run.setting, "knob": run.knob, "fidelity": run.measured_fidelity,
+        "run": run.name, "seed": run.seed, "sim": run.setting, "knob": run.knob, "fidelity": run.measured_fidelity,
         "cycles": len(run.cycles), "planned": len(run.cycles) + len(run.missing), "missing": run.missing,
         "capability_start": float(caps[0]), "capability_end": float(caps[-1]), "rate": run.rate,
         "rate_stderr": rate_stderr(caps, run.cycle_index, run.success_episodes),
@@ -418,6 +467,8 @@ def imagination_rows(run: Run) -> tuple[ChunkRows | None, str]:
     parts = []
     for cycle in sorted({committed[0], committed[-1]}):
         rows, _ = store.read([cycle])
+        if run.multitask:  # the other tasks' bodies have other proprio
+            rows = rows.take(rows[SIM] == run.sim)
         if rows.imagined and rows.n:
             parts.append(rows)
     if not parts:
@@ -572,12 +623,13 @@ def markdown(runs: list[Run], imagination_note: str, see_also: Sequence[str] = (
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(runs)]
     lines += ["", finding(runs), ""]
     lines += sweep_section(runs)
+    lines += multitask_section(runs)
     incomplete = [r for r in runs if r.missing]
     if incomplete:
         lines += ["Incomplete runs (reported with their complete cycles):", ""]
         lines += [f"- `{r.path}`: missing cycles {', '.join(map(str, r.missing))}" for r in incomplete]
         lines.append("")
-    lines += ["## Capability by cycle", "", "| cycle | " + " | ".join(f"`{r.path.name}`" for r in runs) + " |",
+    lines += ["## Capability by cycle", "", "| cycle | " + " | ".join(f"`{r.name}`" for r in runs) + " |",
               "|" + "---|" * (len(runs) + 1)]
     by_cycle = [{int(c["cycle"]): c["capability"] for c in r.cycles} for r in runs]
     for cycle in sorted(set().union(*by_cycle)):
@@ -598,6 +650,26 @@ def markdown(runs: list[Run], imagination_note: str, see_also: Sequence[str] = (
                   "Capability in another reference sim is another quantity, so these runs of the sweep are "
                   "reported on their own:", "", *see_also, ""]
     return "\n".join(lines)
+
+
+def multitask_section(runs: list[Run]) -> list[str]:
+    """For each multi-task run among ``runs``: every task's capability by cycle and their mean
+    (the run's own capability), so a task's row above reads beside its siblings'."""
+    lines = []
+    for run in (r for r in runs if r.multitask):
+        names = [t["sim"]["name"] for t in run.config["tasks"]]
+        lines += [f"## The multi-task run `{run.path}`", "",
+                  f"It trained one agent on {len(names)} tasks, each scored in its own reference; this report's "
+                  f"rows for it are its task `{run.sim}` (the others are in their references' reports). Its sim "
+                  "steps are not counted per task, and its seconds are the whole run's.", "",
+                  "| cycle | " + " | ".join(f"`{n}`" for n in names) + " | mean over tasks |",
+                  "|" + "---|" * (len(names) + 2)]
+        for record in ([run.start] if run.start else []) + run.cycles:
+            caps = [float(record["tasks"][n]["capability"]) for n in names]
+            cycle = "start" if record is run.start else str(record["cycle"])
+            lines.append(f"| {cycle} | " + " | ".join(f"{c:.3f}" for c in caps) + f" | {np.mean(caps):.3f} |")
+        lines.append("")
+    return lines
 
 
 FRAMES_FIGURE = "imagined_vs_realized_frames.png"

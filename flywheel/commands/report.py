@@ -2,7 +2,9 @@
 
 A single directory that is not itself a run but holds run directories (a sweep) reports
 every run in it, one report per reference sim: the largest group in ``report/``, each other
-in ``report/reference-<sim>/``. Run directories named one by one must share their reference.
+in ``report/reference-<sim>/``. A multi-task run is one run per task (``report.load_runs``),
+each reported with its own reference's group. Single-task run directories named one by one
+must share their reference.
 ``--out`` defaults to ``report/`` beside the first run. What the report holds and how the
 compounding rate is defined: ``flywheel.report`` and ``docs/report.md``.
 
@@ -34,14 +36,14 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     given = [Path(d) for d in args.run_dirs]
     run_dirs = expand(given)
-    runs = [report.load_run(d) for d in run_dirs]
+    runs = [run for d in run_dirs for run in report.load_runs(d)]
     sweep = len(given) == 1 and is_sweep(given[0])
-    groups = report.by_reference(runs) if sweep else [runs]
+    groups = report.by_reference(runs) if sweep or any(r.multitask for r in runs) else [runs]
     for group in groups:
         report.check_comparable(group)  # before anything is written
     out = Path(args.out) if args.out else run_dirs[0].parent / "report"
     folders = [out] + [out / report.reference_slug(group[0]) for group in groups[1:]]
-    see_also = [f"- `{group[0].config['reference']['name']}`: {', '.join(f'`{r.path.name}`' for r in group)} "
+    see_also = [f"- `{group[0].config['reference']['name']}`: {', '.join(f'`{r.name}`' for r in group)} "
                 f"([report]({folder.name}/report.md))" for group, folder in zip(groups[1:], folders[1:])]
     for group, folder in zip(groups, folders):
         written = report.write_report(group, folder, see_also if folder == out else ())

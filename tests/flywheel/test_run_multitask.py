@@ -78,9 +78,21 @@ def test_both_tasks_are_collected_trained_on_and_evaluated_each_in_its_reference
     assert main(["status", str(straight), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["cycles"][0]["capability_by_task"]) == {REACHER, CARTPOLE}
-    # The sweep report compares single-task runs: it refuses this one rather than label it by its first task.
-    assert main(["report", str(straight)]) == 2
-    assert f"a multi-task run ({REACHER}, {CARTPOLE})" in capsys.readouterr().err
+    # The report: one run per task, each in its own reference's report, with the tasks' mean beside.
+    out = straight.parent / "report"
+    assert main(["report", str(straight), "--out", str(out)]) == 0
+    for folder, task, other in ((out, REACHER, CARTPOLE), (out / "reference-mujoco_cartpole-swingup-twin", CARTPOLE,
+                                                         REACHER)):
+        text = (folder / "report.md").read_text()
+        assert f"Reference sim: `{task}`" in text
+        row = next(line for line in text.splitlines() if line.startswith(f"| straight [{task}] |"))
+        assert f"{task} in a multi-task run" in row and f"straight [{other}]" not in text.split("## The multi")[0]
+        # the row's env steps are the task's own, summed over the cycles
+        assert row.split(" | ")[11] == str(sum(r["tasks"][task]["env_steps"] for r in records))
+        table = text.split(f"## The multi-task run `{straight}`")[1]
+        last = next(line for line in table.splitlines() if line.startswith("| 1 |")).strip("| ").split(" | ")
+        caps = [records[-1]["tasks"][name]["capability"] for name in (REACHER, CARTPOLE)]
+        assert [float(v) for v in last[1:]] == pytest.approx([*caps, records[-1]["capability"]], abs=1e-3)
 
 
 def test_a_resumed_multitask_run_matches_an_uninterrupted_one(straight, tmp_path):
