@@ -93,10 +93,13 @@ class LearnerConfig(ObjectiveConfig):
     # data, a batch of it beside each flywheel batch); 0 trains on the flywheel's rows alone, and
     # so does a start without such data (scratch). Measured in docs/rl-core.md, "Prior data".
     prior_coef: float = 1.0
+    # Prior examples per pretraining stage in each step; None: as many as the flywheel's batch
+    # (twice the flywheel's rows in all, over the two stages). Half of it is RLPD's symmetric 50/50.
+    prior_batch_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("steps", "batch_size"):
+        for name in ("steps", "batch_size", "prior_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"learner.{name} must be >= 1, got {getattr(self, name)}")
         if isinstance(self.utd, bool) or not isinstance(self.utd, (int, float)) or not 0 < self.utd < math.inf:

@@ -352,7 +352,7 @@ def prior_of(config: RunConfig, console=print):
     from flywheel.pretrained import starter
 
     return prior.resolve(starter(config, console), config.learner.prior_coef, config.learner.train_experts,
-                         config.camera, console)
+                         config.camera, console, batch_size=config.learner.prior_batch_size)
 
 
 def evaluate_start(flywheel) -> None:

@@ -238,7 +238,8 @@ class _Objective(nn.Module):
                 world_size: int) -> dict[str, torch.Tensor]:
         share = batch_loss(self.agent, rows, self.config, noise_seed=noise_seed, rank=rank, world_size=world_size)
         if self.prior is not None:
-            share[PRIOR] = self.prior.share(self.agent.model, noise_seed, len(rows[EPISODE]), rank, world_size)
+            size = self.prior.spec.batch_size or len(rows[EPISODE])
+            share[PRIOR] = self.prior.share(self.agent.model, noise_seed, size, rank, world_size)
             share["total"] = share["total"] + share[PRIOR]
         return share
 

@@ -4,8 +4,9 @@ RLPD (Ball et al. 2023) keeps the demonstrations in the replay for the whole run
 every batch half from them, half from fresh data, so online updates refine what the prior
 taught instead of overwriting it. Here the prior is the data the starter was pretrained on
 (``policies.pretrain.datasets``: demonstrations, noisy and random episodes of its sims), and
-with ``learner.prior_coef`` > 0 every learner step adds, on a batch of it as large as the
-flywheel's batch, the pretraining objective of each stage whose expert the flywheel trains
+with ``learner.prior_coef`` > 0 every learner step adds, on a batch of it (per stage, as large
+as the flywheel's batch or ``learner.prior_batch_size``), the pretraining objective of each
+stage whose expert the flywheel trains
 (``video``: imagine the realized future; ``action``: the demonstrator's label, on the policy
 route and on the plan route):
 
@@ -52,6 +53,7 @@ class PriorSpec:
     stages: tuple[str, ...]  # pretraining stages whose objectives the learners add
     video_uncond: float      # the recipe's share of video batches imagined without the chunk's actions
     frames: bool             # keep the data's frames: only in a camera run (``RunConfig.camera``)
+    batch_size: int | None = None  # examples per stage a step (None: the flywheel batch's size)
 
 
 def recipe(checkpoint: str | Path):
@@ -64,7 +66,7 @@ def recipe(checkpoint: str | Path):
 
 
 def resolve(checkpoint: str | Path | None, coef: float, train_experts, camera: bool,
-            log: Callable[[str], None] = print) -> PriorSpec | None:
+            log: Callable[[str], None] = print, batch_size: int | None = None) -> PriorSpec | None:
     """The run's prior, its data generated now if the cache is gone; None, said in one line,
     when there is none to read: ``coef`` is 0, the run starts from scratch, the starter has no
     recipe beside it (weights made elsewhere), or the recipe trained none of ``train_experts``.
@@ -94,7 +96,8 @@ def resolve(checkpoint: str | Path | None, coef: float, train_experts, camera: b
     datasets.ensure(checked.spec, cache_dir, workers=1, log=log, progress=False)
     log(f"prior data: the starter's {' and '.join(stages)} data from {cache_dir}, weight {coef} in every learner step")
     return PriorSpec(str(cache_dir), checked.spec, checked.model.proprio_pad,
-                     checked.model.action_pad, float(coef), stages, float(config.train.video_uncond), bool(camera))
+                     checked.model.action_pad, float(coef), stages, float(config.train.video_uncond), bool(camera),
+                     batch_size)
 
 
 def banks(spec: PriorSpec, split: str = "train") -> dict:

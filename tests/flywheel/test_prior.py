@@ -17,7 +17,7 @@ from flywheel.learners import PRIOR, _Objective, make_optimizer
 from flywheel.logger import read_cycles
 from flywheel.objective import batch_loss
 from flywheel.rollout import RolloutSpec, collect
-from flywheel.rows import ChunkRows
+from flywheel.rows import EPISODE, ChunkRows
 from policies.agent import Agent
 from policies.pretrain import pretrain
 from tests.flywheel.test_run import tiny_config
@@ -119,6 +119,21 @@ def test_the_learners_objective_adds_the_prior_to_the_flywheel_loss(starter, row
     moved = {n.split(".")[2] for n, p in agent.model.named_parameters()
              if n.startswith("backbone.experts.") and p.grad is not None and p.grad.abs().sum() > 0}
     assert {"video", "action"} <= moved
+
+
+def test_the_prior_batch_is_the_flywheel_batch_unless_its_size_is_set(starter, rows, monkeypatch):
+    from policies.pretrain import objectives
+
+    agent, config = Agent.from_checkpoint(starter), ObjectiveConfig(act_on="realized")
+    drawn, make_batch = [], objectives.make_batch
+    monkeypatch.setattr(objectives, "make_batch", lambda bank, index, m: drawn.append(len(index)) or make_batch(bank, index, m))
+    for size, expected in ((None, len(rows[EPISODE])), (3, 3)):
+        drawn.clear()
+        spec = prior.resolve(starter, 1.0, TRAIN, camera=False, batch_size=size)
+        _Objective(agent, config, prior.PriorData(spec))(rows, (1, 0, 0), 0, 1)
+        assert drawn == [expected, expected]  # one batch per stage: video, action
+    with pytest.raises(ConfigError, match="learner.prior_batch_size"):
+        LearnerConfig(prior_batch_size=0)
 
 
 def test_a_cycle_with_prior_data_records_its_loss(starter, tmp_path):
