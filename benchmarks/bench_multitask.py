@@ -1,10 +1,10 @@
 """Does sharing the backbone help? One multi-task run against the same budget split across single-task runs.
 
-    python benchmarks/bench_multitask.py [--cycles 6] [--episodes 16] [--pretrained DIR] [key=value ...]
+    python benchmarks/bench_multitask.py [--cycles 6] [--episodes 16] [--seeds 0 1] [--pretrained DIR] [key=value ...]
 
-Three ``flywheel run``s from the same starting weights (default: the multi-task starter,
-``configs/pretrain/small_multitask.yaml``, pretrained first if missing), the same seed and the
-same cycles:
+Per seed, three ``flywheel run``s from the same starting weights (default: the multi-task
+starter, ``configs/pretrain/small_multitask.yaml``, pretrained first if missing), that seed and
+the same cycles:
 
 - **multi**: one run on both tasks (``tasks=``, weight 1 each), ``--episodes`` a cycle, so each
   task gets half of them;
@@ -14,9 +14,16 @@ Each task so gets the same episodes (and, the learner steps following ``learner.
 optimizer steps per env step) in both arms; what differs is whether one model learns from both
 tasks' rows. Capability and the evaluation's mean return are measured per task in the task's
 reference on the same fixed evaluation episodes in both arms (paired). The verdict per task and
-measure compares the mean over the later half of the cycles, multi minus single, against two
-standard errors of that difference: positive transfer, negative transfer, or within noise. The
-return is there for a task that no episode succeeds in yet (its capability stays 0 in both arms).
+measure compares the mean over the later half of the cycles, multi minus single, averaged over
+the seeds, against two standard errors of that difference: positive transfer, negative
+transfer, or within noise. The standard error is the larger of the evaluation episodes' (each
+seed's, combined) and the seeds' scatter (with two seeds or more), so neither a lucky seed nor
+a few evaluation episodes decide alone. The return is there for a task that no episode
+succeeds in yet (its capability stays 0 in both arms).
+
+``--seeds-from RESULT.json`` adds the seeds of an earlier result of this benchmark, measured with
+the same settings (checked: cycles, episodes, starter, overrides), to the ones run now: its
+runs need not be on this machine.
 
 Writes ``benchmarks/results/<name>.json`` and ``<name>.png`` (capability and return per task
 against that task's own env steps, both arms) and prints the table. ``key=value`` are ``flywheel run``
@@ -52,6 +59,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cycles", type=int, default=6)
     ap.add_argument("--episodes", type=int, default=16, help="the multi-task run's episodes per cycle (even)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="run seeds: each arm runs once per seed")
+    ap.add_argument("--seeds-from", help="an earlier result of this benchmark, same settings: its seeds join these")
     ap.add_argument("--pretrained", default=None, help=f"checkpoint directory or {SCRATCH} (default: the "
                                                         "multi-task starter)")
     ap.add_argument("--max-episode-steps", type=int, default=None, help="every task's episode length (tiny tries)")
@@ -61,29 +70,63 @@ def main() -> None:
     args = ap.parse_args()
     if args.episodes < 2 or args.episodes % 2:
         sys.exit(f"--episodes {args.episodes}: an even number >= 2, half of it for each task's single run")
+    if len(set(args.seeds)) != len(args.seeds):
+        sys.exit(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
     pretrained = args.pretrained or str(preset_checkpoint(MULTITASK_PRESET))
-    common = [f"pretrained={pretrained}", f"cycles={args.cycles}", "if_exists=resume", *args.overrides]
+    curves, wall = earlier(args, pretrained) if args.seeds_from else ({}, {})
     sims = {task: {"name": task, "max_episode_steps": args.max_episode_steps} for task in TASKS}
-    dirs = {"multi": Path(args.root) / "multi"} | {t: Path(args.root) / f"single-{t.replace('/', '_')}" for t in TASKS}
     arms = {"multi": {"episodes_per_cycle": args.episodes, "tasks": [{"sim": sim} for sim in sims.values()]}}
     arms |= {task: {"episodes_per_cycle": args.episodes // 2, "sim": sims[task], "reference": sims[task]}
              for task in TASKS}
-    for arm, changes in arms.items():
-        config = to_dataclass(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.from_dotlist(common),
-                                              {"run_dir": str(dirs[arm]), **changes}), RunConfig)
-        run(config, console=print)
-    # From the runs' own records, so that a benchmark run again over finished runs reports their time.
-    wall = {arm: run_seconds(run_dir) for arm, run_dir in dirs.items()}
-    curves = {task: {"multi": curve(dirs["multi"], task), "single": curve(dirs[task], None)} for task in TASKS}
-    rows = [verdict(task, arms_of, key) for task, arms_of in curves.items() for key in MEASURES]
+    for seed in args.seeds:
+        common = [f"pretrained={pretrained}", f"cycles={args.cycles}", "if_exists=resume", f"seed={seed}",
+                  *args.overrides]
+        dirs = run_dirs(Path(args.root), seed)
+        for arm, changes in arms.items():
+            config = to_dataclass(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.from_dotlist(common),
+                                                  {"run_dir": str(dirs[arm]), **changes}), RunConfig)
+            run(config, console=print)
+        # From the runs' own records, so that a benchmark run again over finished runs reports their time.
+        wall[seed] = {arm: run_seconds(run_dir) for arm, run_dir in dirs.items()}
+        curves[seed] = {task: {"multi": curve(dirs["multi"], task), "single": curve(dirs[task], None)}
+                        for task in TASKS}
+    seeds = sorted(curves)
+    rows = [verdict(task, [curves[seed][task] for seed in seeds], key) for task in TASKS for key in MEASURES]
     print_table(rows)
     result = {"benchmark": "bench_multitask", "cycles": args.cycles, "episodes_per_cycle": args.episodes,
-              "pretrained": pretrained, "overrides": args.overrides, "max_episode_steps": args.max_episode_steps,
-              "tasks": rows, "curves": curves, "wall_seconds": wall, "machine": platform.platform()}
+              "seeds": seeds, "pretrained": pretrained, "overrides": args.overrides,
+              "max_episode_steps": args.max_episode_steps, "tasks": rows, "curves": curves, "wall_seconds": wall,
+              "machine": platform.platform()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / f"{args.name}.json", result)
     write_figure_atomic(RESULTS / f"{args.name}.png", figure(curves))
     print(f"wrote {RESULTS / args.name}.json and .png")
+
+
+def earlier(args, pretrained: str) -> tuple[dict, dict]:
+    """The curves and run seconds by seed of ``--seeds-from`` (a result written before seeds: seed
+    0), after checking that it measured what this invocation measures."""
+    import json
+
+    old = json.loads(Path(args.seeds_from).read_text())
+    mine = {"cycles": args.cycles, "episodes_per_cycle": args.episodes, "pretrained": pretrained,
+            "overrides": args.overrides, "max_episode_steps": args.max_episode_steps}
+    differ = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v}
+    if differ:
+        sys.exit(f"--seeds-from {args.seeds_from}: measured with other settings ({differ}: theirs, ours)")
+    seeds = old.get("seeds", [0])
+    curves = old["curves"] if "seeds" in old else {"0": old["curves"]}
+    wall = old["wall_seconds"] if "seeds" in old else {"0": old["wall_seconds"]}
+    clash = set(seeds) & set(args.seeds)
+    if clash:
+        sys.exit(f"--seeds-from {args.seeds_from} has seeds {sorted(clash)} already: run other seeds")
+    return {int(s): c for s, c in curves.items()}, {int(s): w for s, w in wall.items()}
+
+
+def run_dirs(root: Path, seed: int) -> dict[str, Path]:
+    """Each arm's run directory for ``seed`` (seed 0's where the benchmark kept them before it had seeds)."""
+    base = root if seed == 0 else root / f"seed{seed}"
+    return {"multi": base / "multi"} | {t: base / f"single-{t.replace('/', '_')}" for t in TASKS}
 
 
 # What each arm is compared on: capability (the task's success rate, where it defines one), and the
@@ -120,18 +163,26 @@ def later_half(points: list[dict], key: str) -> tuple[float, float]:
     return float(np.mean([p[key] for p in later])), float(np.sqrt(np.sum(errors ** 2)) / len(later))
 
 
-def verdict(task: str, arms: dict[str, list[dict]], key: str) -> dict:
-    (multi, multi_se), (single, single_se) = later_half(arms["multi"], key), later_half(arms["single"], key)
-    gain, stderr = multi - single, float(np.hypot(multi_se, single_se))
+def verdict(task: str, seeds: list[dict[str, list[dict]]], key: str) -> dict:
+    """The task's verdict on ``key`` over the seeds' arms (module docstring: which standard error)."""
+    halves = [{arm: later_half(arms[arm], key) for arm in ("multi", "single")} for arms in seeds]
+    multi, single = (float(np.mean([h[arm][0] for h in halves])) for arm in ("multi", "single"))
+    multi_se, single_se = (float(np.sqrt(sum(h[arm][1] ** 2 for h in halves)) / len(halves))
+                           for arm in ("multi", "single"))
+    gains = np.array([h["multi"][0] - h["single"][0] for h in halves])
+    episodes_se = float(np.hypot(multi_se, single_se))
+    seeds_se = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else 0.0
+    gain, stderr = float(gains.mean()), max(episodes_se, seeds_se)
     word = ("positive transfer" if gain > 2 * stderr else "negative transfer" if gain < -2 * stderr
             else "within noise")
-    return {"task": task, "measure": key, "start": arms["single"][0][key], "single": single,
+    return {"task": task, "measure": key, "seeds": len(seeds), "start": seeds[0]["single"][0][key], "single": single,
             "single_stderr": single_se, "multi": multi, "multi_stderr": multi_se, "multi_minus_single": gain,
-            "stderr": stderr, "verdict": word}
+            "multi_minus_single_by_seed": gains.tolist(), "stderr_episodes": episodes_se,
+            "stderr_seeds": seeds_se, "stderr": stderr, "verdict": word}
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\nper task, mean over the later half of the cycles (± standard error)")
+    print(f"\nper task, mean over the later half of the cycles and over {rows[0]['seeds']} seed(s) (± standard error)")
     print(f"{'task':32} {'measure':>10} {'start':>8} {'single':>17} {'multi':>17} {'multi - single':>18}  verdict")
     for r in rows:
         print(f"{r['task']:32} {r['measure']:>10} {r['start']:8.3f} {r['single']:8.3f} ± {r['single_stderr']:6.3f} "
@@ -139,7 +190,9 @@ def print_table(rows: list[dict]) -> None:
               f"{r['verdict']}")
 
 
-def figure(curves: dict[str, dict[str, list[dict]]]):
+def figure(curves: dict[int, dict[str, dict[str, list[dict]]]]):
+    """Each task's capability and return against its env steps, both arms: the mean over the seeds,
+    ± 1 standard error of that mean over the evaluation episodes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,12 +201,14 @@ def figure(curves: dict[str, dict[str, list[dict]]]):
     fig, axes = plt.subplots(len(MEASURES), len(curves), figsize=(5 * len(curves), 3.4 * len(MEASURES)),
                              squeeze=False)
     for row, key in zip(axes, MEASURES):
-        for ax, (task, arms) in zip(row, curves.items()):
-            for arm, points in arms.items():
-                x = [p["env_steps"] for p in points]
-                y = np.array([p[key] for p in points])
-                se = np.array([p[f"{key}_stderr"] for p in points])
-                ax.plot(x, y, marker="o", label=f"{arm}-task run")
+        for ax, task in zip(row, TASKS):
+            for arm in ("multi", "single"):
+                runs = [curves[seed][task][arm] for seed in curves]
+                x = np.mean([[p["env_steps"] for p in points] for points in runs], axis=0)
+                y = np.mean([[p[key] for p in points] for points in runs], axis=0)
+                se = np.sqrt(np.sum([[p[f"{key}_stderr"] ** 2 for p in points] for points in runs], axis=0)) / len(runs)
+                ax.plot(x, y, marker="o", label=f"{arm}-task run" + (f", mean of {len(runs)} seeds" if len(runs) > 1
+                                                                     else ""))
                 ax.fill_between(x, y - se, y + se, alpha=0.2)
             ax.set_title(task)
             ax.set_xlabel("env steps of this task")
