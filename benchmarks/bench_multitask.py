@@ -22,8 +22,8 @@ a few evaluation episodes decide alone. The return is there for a task that no e
 succeeds in yet (its capability stays 0 in both arms).
 
 ``--seeds-from RESULT.json`` adds the seeds of an earlier result of this benchmark, measured with
-the same settings (checked: cycles, episodes, starter, overrides), to the ones run now: its
-runs need not be on this machine.
+the same settings (checked: cycles, episodes, starter, overrides and the learner's settings), to
+the ones run now: its runs need not be on this machine.
 
 Writes ``benchmarks/results/<name>.json`` and ``<name>.png`` (capability and return per task
 against that task's own env steps, both arms) and prints the table. ``key=value`` are ``flywheel run``
@@ -34,6 +34,7 @@ resume when run again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 from pathlib import Path
@@ -73,7 +74,10 @@ def main() -> None:
     if len(set(args.seeds)) != len(args.seeds):
         sys.exit(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
     pretrained = args.pretrained or str(preset_checkpoint(MULTITASK_PRESET))
-    curves, wall = earlier(args, pretrained) if args.seeds_from else ({}, {})
+    # What the learners ran with (defaults and overrides): results of other learner settings do not mix.
+    learner = dataclasses.asdict(to_dataclass(OmegaConf.merge(OmegaConf.structured(RunConfig),
+                                                              OmegaConf.from_dotlist(args.overrides)), RunConfig).learner)
+    curves, wall = earlier(args, pretrained, learner) if args.seeds_from else ({}, {})
     sims = {task: {"name": task, "max_episode_steps": args.max_episode_steps} for task in TASKS}
     arms = {"multi": {"episodes_per_cycle": args.episodes, "tasks": [{"sim": sim} for sim in sims.values()]}}
     arms |= {task: {"episodes_per_cycle": args.episodes // 2, "sim": sims[task], "reference": sims[task]}
@@ -94,7 +98,7 @@ def main() -> None:
     rows = [verdict(task, [curves[seed][task] for seed in seeds], key) for task in TASKS for key in MEASURES]
     print_table(rows)
     result = {"benchmark": "bench_multitask", "cycles": args.cycles, "episodes_per_cycle": args.episodes,
-              "seeds": seeds, "pretrained": pretrained, "overrides": args.overrides,
+              "seeds": seeds, "pretrained": pretrained, "overrides": args.overrides, "learner": learner,
               "max_episode_steps": args.max_episode_steps, "tasks": rows, "curves": curves, "wall_seconds": wall,
               "machine": platform.platform()}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -103,20 +107,20 @@ def main() -> None:
     print(f"wrote {RESULTS / args.name}.json and .png")
 
 
-def earlier(args, pretrained: str) -> tuple[dict, dict]:
-    """The curves and run seconds by seed of ``--seeds-from`` (a result written before seeds: seed
-    0), after checking that it measured what this invocation measures."""
+def earlier(args, pretrained: str, learner: dict) -> tuple[dict, dict]:
+    """The curves and run seconds by seed of ``--seeds-from``, after checking that it measured
+    what this invocation measures (a result that did not record its learner settings cannot be
+    checked, and is refused)."""
     import json
 
     old = json.loads(Path(args.seeds_from).read_text())
     mine = {"cycles": args.cycles, "episodes_per_cycle": args.episodes, "pretrained": pretrained,
-            "overrides": args.overrides, "max_episode_steps": args.max_episode_steps}
+            "overrides": args.overrides, "max_episode_steps": args.max_episode_steps, "learner": learner}
     differ = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v}
     if differ:
         sys.exit(f"--seeds-from {args.seeds_from}: measured with other settings ({differ}: theirs, ours)")
-    seeds = old.get("seeds", [0])
-    curves = old["curves"] if "seeds" in old else {"0": old["curves"]}
-    wall = old["wall_seconds"] if "seeds" in old else {"0": old["wall_seconds"]}
+    seeds = old["seeds"]
+    curves, wall = old["curves"], old["wall_seconds"]
     clash = set(seeds) & set(args.seeds)
     if clash:
         sys.exit(f"--seeds-from {args.seeds_from} has seeds {sorted(clash)} already: run other seeds")
