@@ -202,7 +202,7 @@ def figure(curves: dict[int, dict[str, dict[str, list[dict]]]]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(MEASURES), len(curves), figsize=(5 * len(curves), 3.4 * len(MEASURES)),
+    fig, axes = plt.subplots(len(MEASURES), len(TASKS), figsize=(5 * len(TASKS), 3.4 * len(MEASURES)),
                              squeeze=False)
     for row, key in zip(axes, MEASURES):
         for ax, task in zip(row, TASKS):
