@@ -50,6 +50,7 @@ from configs.schema import to_dataclass  # noqa: E402
 from flywheel.controller import run  # noqa: E402
 from flywheel.logger import read_cycles, read_start  # noqa: E402
 from flywheel.pretrained import MULTITASK_PRESET, SCRATCH, preset_checkpoint  # noqa: E402
+from flywheel.report import load_runs  # noqa: E402
 from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -140,18 +141,13 @@ MEASURES = ("capability", "return")
 
 def curve(run_dir: Path, task: str | None) -> list[dict]:
     """Capability and evaluation return, each ± standard error, against the task's own cumulative
-    env steps, the start first: from a multi-task run's ``tasks[task]`` (and ``eval.tasks[task]``),
-    or a single-task run's own numbers."""
-    points, env_steps = [], 0
-    for record in [read_start(run_dir), *read_cycles(run_dir)]:
-        own = record if task is None else record["tasks"][task]
-        evaluation = record["eval"] if task is None else record["eval"]["tasks"][task]
-        if record["cycle"] >= 0:
-            env_steps += record["env_steps"] if task is None else own["env_steps"]
-        points.append({"cycle": record["cycle"], "env_steps": env_steps, "capability": own["capability"],
-                       "capability_stderr": own["capability_stderr"], "return": evaluation["mean_return"],
-                       "return_stderr": evaluation["return_stderr"]})
-    return points
+    env steps, the start first: the report's view of ``task`` in a multi-task run
+    (``flywheel.report.load_runs``), or a single-task run's own numbers."""
+    runs = load_runs(run_dir)
+    run = runs[0] if task is None else next(r for r in runs if r.sim == task)
+    return [{"cycle": record["cycle"], "env_steps": record["env_steps_total"], "capability": record["capability"],
+             "capability_stderr": record["capability_stderr"], "return": record["eval"]["mean_return"],
+             "return_stderr": record["eval"]["return_stderr"]} for record in [run.start, *run.cycles]]
 
 
 def run_seconds(run_dir: Path) -> float:

@@ -156,8 +156,8 @@ def task_runs(run: Run) -> list[Run]:
                              "env_steps": int(mine["env_steps"]), "env_steps_total": env_steps,
                              "sim_steps": None, "sim_steps_total": None})
         start = None
-        if run.start is not None:
-            start = run.start | dict(run.start["tasks"][name])
+        if run.start is not None:  # its top level is the tasks' mean, as a cycle record's is
+            start = run.start | dict(run.start["tasks"][name]) | {"eval": run.start["eval"]["tasks"][name]}
         config = run.config | {"sim": task["sim"], "reference": task["reference"],
                                "name": f"{run.config.get('name', run.path.name)} [{name}]"}
         out.append(Run(run.path, config, cycles, list(run.missing), start, multitask=True))

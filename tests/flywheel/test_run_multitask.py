@@ -79,6 +79,12 @@ def test_both_tasks_are_collected_trained_on_and_evaluated_each_in_its_reference
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["cycles"][0]["capability_by_task"]) == {REACHER, CARTPOLE}
     # The report: one run per task, each in its own reference's report, with the tasks' mean beside.
+    from flywheel.report import load_runs
+
+    views = {view.sim: view for view in load_runs(straight)}
+    for task in (REACHER, CARTPOLE):  # the start's evaluation is the task's, like each cycle's
+        assert views[task].start["eval"] == read_start(straight)["eval"]["tasks"][task]
+        assert views[task].cycles[-1]["eval"] == records[-1]["eval"]["tasks"][task]
     out = straight.parent / "report"
     assert main(["report", str(straight), "--out", str(out)]) == 0
     for folder, task, other in ((out, REACHER, CARTPOLE), (out / "reference-mujoco_cartpole-swingup-twin", CARTPOLE,
