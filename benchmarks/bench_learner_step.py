@@ -16,6 +16,8 @@ setting. Writes ``benchmarks/results/bench_learner_step.json`` and ``.png``.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import platform
 import statistics
 import sys
@@ -62,9 +64,10 @@ def main() -> None:
     data = prior.PriorData(spec)
     settings = {}
     for size in args.prior_batch_sizes:
-        uses = None if size == 0 else prior.PriorData.__new__(prior.PriorData)
-        if uses is not None:
-            uses.spec, uses.banks = prior.PriorSpec(**{**spec.__dict__, "batch_size": size}), data.banks
+        uses = None
+        if size:  # the same banks, read once; only the spec's batch size differs
+            uses = copy.copy(data)
+            uses.spec = dataclasses.replace(spec, batch_size=size)
         settings[size] = _Objective(agent, config, uses)
     optimizer = make_optimizer(agent.model, config.train_experts, config.lr, config.weight_decay)
     rng = np.random.default_rng(0)
