@@ -9,7 +9,8 @@ used, and pretrained first if it does not exist yet, so the README's main job wo
 fresh clone. A named checkpoint that is missing is pretrained first too when a starter preset
 (``starter_presets``) writes it: the fidelity sweep's cartpole runs name
 ``runs/pretrain/small-cartpole/checkpoint`` (``configs/pretrain/small_cartpole.yaml``), the
-multi-task experiment's ``runs/pretrain/small-multitask/checkpoint`` (``small_multitask.yaml``).
+multi-task experiment's ``runs/pretrain/small-multitask/checkpoint`` (``small_multitask.yaml``),
+the Panda's ``runs/pretrain/small-panda/checkpoint`` (``small_panda.yaml``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ DEFAULT = Path("runs") / "pretrain" / "default" / "checkpoint"
 SMALL_PRESET = Path(CONFIG_DIR) / "pretrain" / "small.yaml"
 CARTPOLE_PRESET = Path(CONFIG_DIR) / "pretrain" / "small_cartpole.yaml"
 MULTITASK_PRESET = Path(CONFIG_DIR) / "pretrain" / "small_multitask.yaml"
+PANDA_PRESET = Path(CONFIG_DIR) / "pretrain" / "small_panda.yaml"
 SCRATCH = "scratch"
 
 
@@ -83,7 +85,7 @@ def starter(config: RunConfig, console=print) -> Path | None:
 def starter_presets() -> tuple[Path, ...]:
     """The pretraining presets a run pretrains itself when their checkpoint is missing: small ones,
     a few minutes each on 2 cores (a bigger one, such as the default, is ``flywheel pretrain``'s)."""
-    return SMALL_PRESET, CARTPOLE_PRESET, MULTITASK_PRESET
+    return SMALL_PRESET, CARTPOLE_PRESET, MULTITASK_PRESET, PANDA_PRESET
 
 
 def preset_config(preset: Path):

@@ -80,6 +80,17 @@ def test_the_cartpole_runs_start_from_a_starter_pretrained_on_the_cartpole():
         assert config.sim.name in preset.data.sims  # and its prior data holds the task
 
 
+def test_the_panda_starter_is_pretrained_on_the_panda_and_written_where_a_run_names_it():
+    from flywheel import pretrained
+    from policies.pretrain.run import check
+
+    preset = pretrained.preset_config(pretrained.PANDA_PRESET)
+    check(preset)  # pretraining's own input checks pass
+    assert preset.data.sims == ["pybullet/panda-lift"]
+    assert pretrained.checkpoint_of(preset) == Path("runs/pretrain/small-panda/checkpoint")
+    assert pretrained.PANDA_PRESET in pretrained.starter_presets()  # so a run naming it pretrains it first
+
+
 def pinned(text: str) -> dict[str, str]:
     """Every key a YAML file sets, dotted (``eval.episodes``), with the comment on its line ("" if none)."""
     out, stack = {}, []
