@@ -72,12 +72,12 @@ def main() -> None:
     config = to_dataclass(cfg, RunConfig)
 
     before = evaluate(Agent.from_checkpoint(args.pretrained), config)
-    started = time.perf_counter()
     run(config, console=print)
-    wall = time.perf_counter() - started
     records = read_cycles(run_dir)
     if not records:
         sys.exit(f"no cycle completed in {run_dir} (stopped early?); run again to resume it")
+    # The cycles' own seconds, not this process's: a resumed run was timed over several processes.
+    wall = sum(r["seconds"]["cycle"] for r in records)
     curve = [{"cycle": -1, "capability": before["capability"], "mean_return": before["mean_return"],
               "return_std": before["return_std"], "env_steps_total": 0, "sim_steps_total": 0,
               "eval_sim_steps": before["sim_steps"]}] + [
@@ -115,7 +115,7 @@ def main() -> None:
         print(f"{label:>6} {c['capability']:>10.3f} {c['mean_return']:>11.2f} {c['env_steps_total']:>10} "
               f"{c.get('rollout_success', float('nan')):>15.3f} {c.get('grade_weight', float('nan')):>12.3f}")
     print(f"start {start:.3f} -> mean of the last {len(later)} cycles {late_mean:.3f} (2 s.e. {2 * stderr:.3f}; "
-          f"best {best:.3f}) over {curve[-1]['env_steps_total']} env steps, {wall / 60:.1f} min: {verdict}")
+          f"best {best:.3f}) over {curve[-1]['env_steps_total']} env steps, {wall / 60:.1f} min of cycles: {verdict}")
     print(f"eval return {curve[0]['mean_return']:.2f} -> mean of the last {len(later)} cycles "
           f"{curve[0]['mean_return'] + return_gain:.2f} (2 s.e. {2 * return_stderr:.2f}): {return_verdict}")
 
