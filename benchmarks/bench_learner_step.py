@@ -6,7 +6,7 @@ A learner step (``flywheel.learners``) is the flywheel's loss on a batch of chun
 (``learner.batch_size``) plus, with ``learner.prior_coef`` > 0, the starter's pretraining
 objectives on a prior batch per stage (``learner.prior_batch_size``; unset, as large as the
 flywheel batch): forward, backward and AdamW update, on ``--threads`` torch threads (one, as a
-learner reserving one CPU runs by default; more is ``learner.threads``). The rows
+learner reserving one CPU runs: ``learner_resources.num_cpus`` sets its threads). The rows
 are the starter's own rollouts in the reacher (``flywheel.rollout.collect``, planning on, as a
 cycle collects them), the prior the starter's recipe data (``flywheel.prior``). Each setting is
 timed in turns (A, B, C, A, B, C, ...) on the same process, so a drift of the shared machine
