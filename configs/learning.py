@@ -62,6 +62,10 @@ class ObjectiveConfig:
     target_tau: float = 0.01  # EMA rate of V_target per optimizer step, in (0, 1]
     critic_coef: float = 1.0  # weight of L_Q + L_V in the total (the critic's heads read detached features)
     ensemble: int = 2  # Q heads; V learns towards their minimum (clipped double-Q)
+    # Candidates per row the action expert also learns (choose=sim rows keep all the sim ran), each
+    # drawn by its return against its siblings': a softmax at ``temperature`` (``flywheel.objective``).
+    # 0 learns the executed chunk alone.
+    candidate_samples: int = 0
 
     def __post_init__(self) -> None:
         self.check()
@@ -91,6 +95,9 @@ class ObjectiveConfig:
             raise ValueError(f"learner.critic_coef must be a finite number >= 0, got {self.critic_coef!r}")
         if not isinstance(self.ensemble, int) or isinstance(self.ensemble, bool) or self.ensemble < 1:
             raise ValueError(f"learner.ensemble must be an int >= 1, got {self.ensemble!r}")
+        if (not isinstance(self.candidate_samples, int) or isinstance(self.candidate_samples, bool)
+                or self.candidate_samples < 0):
+            raise ValueError(f"learner.candidate_samples must be an int >= 0, got {self.candidate_samples!r}")
         if not isinstance(self.critic, bool):
             raise ValueError(f"learner.critic must be true or false, got {self.critic!r}")
         if self.advantage == "critic" and not self.critic:

@@ -68,7 +68,7 @@ from torch.nn.parallel import DistributedDataParallel
 from configs.learning import ObjectiveConfig
 from flywheel import checkpoint as run_checkpoint
 from flywheel.cluster import ray_options
-from flywheel.objective import batch_loss
+from flywheel.objective import CANDIDATES, batch_loss
 from flywheel.prior import PriorData, PriorSpec
 from flywheel.rows import EPISODE, ChunkRows
 from flywheel.store import Sample, shuffled_passes
@@ -86,7 +86,7 @@ CRITIC_HEADS = (VALUE, Q_HEAD)
 LOSS_TERMS = ("future", "action", "return", "total")
 PRIOR = "prior"  # the prior data's term (``flywheel.prior``), inside ``total``
 # With the critic or the prior on, their shares ride along in the same all-reduce (``flywheel.td``).
-TERMS = LOSS_TERMS + CRITIC_TERMS + (PRIOR,)
+TERMS = LOSS_TERMS + CRITIC_TERMS + (PRIOR, CANDIDATES)
 # The per-step series a learner returns (``TrainResult.series``), by TensorBoard tag.
 SERIES = tuple(f"loss_{k}_step" for k in LOSS_TERMS) + ("grad_norm", "lr")
 
@@ -320,7 +320,8 @@ class Learner:
         first = last = None
         skipped = 0
         names = (SERIES + (tuple(f"critic_{k}_step" for k in CRITIC_TERMS) if self.objective.critic else ())
-                 + ((f"loss_{PRIOR}_step",) if self.prior is not None else ()))
+                 + ((f"loss_{PRIOR}_step",) if self.prior is not None else ())
+                 + ((f"loss_{CANDIDATES}_step",) if self.objective.candidate_samples else ()))
         series: dict[str, list[float | None]] = {name: [] for name in names}
         # The frozen experts' weights stay as loaded until the phase ends: the task texts' keys
         # and values are computed once per instruction, not for every row of every step.
@@ -346,6 +347,8 @@ class Learner:
             metrics.update(_critic_metrics(sums, done))
         if self.prior is not None:
             metrics[f"loss_{PRIOR}"] = (sums[TERMS.index(PRIOR)] / done).item() if done else None
+        if self.objective.candidate_samples:
+            metrics[f"loss_{CANDIDATES}"] = (sums[TERMS.index(CANDIDATES)] / done).item() if done else None
         metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
                        samples=steps * batch_size, rows=sample.population, learners=spec.world_size, peak_rss_mb=peak,
                        seconds=time.perf_counter() - started, **_grad_norm_summary(series["grad_norm"]))
@@ -413,7 +416,7 @@ def _append_step(series: dict[str, list[float | None]], parts: torch.Tensor, gra
                  lr: float) -> None:
     """One learner step's points; a skipped step's losses are kept (they say why it was skipped)."""
     for i, k in enumerate(TERMS):
-        name = f"loss_{k}_step" if k in LOSS_TERMS + (PRIOR,) else f"critic_{k}_step"
+        name = f"loss_{k}_step" if k in LOSS_TERMS + (PRIOR, CANDIDATES) else f"critic_{k}_step"
         if name in series:
             series[name].append(parts[i].item())
     series["grad_norm"].append(grad_norm)

@@ -42,6 +42,22 @@ For a batch of chunks (rows of ``flywheel.rollout.collect``):
   gradient norm, starved them. Planning only ranks candidates by the head, which a
   positive affine map of its target does not change.
 
+With ``candidate_samples`` = m > 0 the total also gains ``L_candidates``: the action expert
+learns m of the n candidates the training sim ran from each row's state (``choose=sim`` rows
+keep them all), each acted on its own imagined future, as it acts at inference. Row i's
+candidate c is drawn with probability
+
+    p_ic = softmax_c(z_ic / temperature),   z_ic = (G_ic - mean_c G_ic) / std_c G_ic
+
+where G_ic is the reward candidate c earned over its chunk (what the sim ranks candidates by):
+advantage-weighted regression with the siblings' mean as the per-state baseline, estimated by
+sampling in proportion to the weights rather than weighting all n (m forward passes, not n).
+As the temperature falls it imitates the sim's pick alone; the candidates' draws and flow noise
+are seeded per row like the rest, and its denominators are the global batch's, so the learners'
+shares sum to it as above:
+
+    L_candidates = sum_{i,j,t,d} m_ij e_ij / sum_{i,j,t,d} m_ij        (j: row i's m draws)
+
 With ``critic`` on, the total gains ``critic_coef * (L_Q + L_V)``: chunked implicit
 Q-learning over every candidate the sim ran (``flywheel.td``, ``docs/rl-core.md``).
 
@@ -76,8 +92,9 @@ import numpy as np
 import torch
 
 from configs.learning import ObjectiveConfig
-from flywheel.rows import (ACTIONS, EPISODE_RETURN, EPISODE_SUCCESS, FRAME, GRADE_PROGRESS, IMAGINED, IMAGINED_FRAMES,
-                           PROPRIO, PROPRIO_DIM, REALIZED, REALIZED_FRAMES, RETURN, SIM, STEPS, SUCCESS, TASK, WEIGHT)
+from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_REWARDS, CANDIDATE_STEPS,
+                           EPISODE_RETURN, EPISODE_SUCCESS, FRAME, GRADE_PROGRESS, IMAGINED, IMAGINED_FRAMES, PROPRIO,
+                           PROPRIO_DIM, REALIZED, REALIZED_FRAMES, RETURN, SIM, STEPS, SUCCESS, TASK, WEIGHT)
 from flywheel.td import critic_advantage, critic_share
 from policies import flow
 from policies.agent import Agent, Observed
@@ -87,10 +104,12 @@ from policies.tokenizers import to_unit_frames
 from sims import Embodiment, make
 from world_model.learned_env import PREFIX as LEARNED_PREFIX
 
+CANDIDATES = "candidates"  # the loss term of the candidates the action expert also learns (``candidate_samples``)
+
 
 def advantage_weights(signal: np.ndarray, config: ObjectiveConfig) -> np.ndarray:
     """exp of the standardized signal over the temperature, capped, scaled to mean 1."""
-    w = np.minimum(np.exp(standardized(signal) / config.temperature), config.max_weight)
+    w = np.exp(np.minimum(standardized(signal) / config.temperature, np.log(config.max_weight)))
     return w / w.mean()
 
 
@@ -140,6 +159,7 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     n = len(rows[PROPRIO_DIM])
     _check_batch(agent, config, n, noise_seed, rank, world_size)
     observed, future, actions, plan = _chunk_data(agent, rows, config)
+    full_observed = observed
     dev = agent.device
     signal = (critic_advantage(agent, observed, actions.values["action"]) if config.advantage == "critic"
               else advantage_signal(rows, config))
@@ -165,12 +185,62 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     total = losses["future"] + losses["action"]
     if "return" in losses:
         total = total + config.return_coef * losses["return"]
+    if config.candidate_samples:
+        losses[CANDIDATES] = _candidate_share(agent, rows, config, full_observed, generator, noise_seed, start, stop)
+        total = total + losses[CANDIDATES]
     if config.critic:
         mine = {k: v[start:stop] for k, v in rows.items()}
         losses.update(critic_share(agent, mine, observed, config, n))
         total = total + config.critic_coef * (losses["q"] + losses["value"])
     losses["total"] = total
     return losses
+
+
+def candidate_probabilities(rows: Mapping[str, np.ndarray], config: ObjectiveConfig) -> np.ndarray:
+    """(N, n): per row, the probability of drawing each candidate the sim ran (module docstring)."""
+    returns = np.asarray(rows[CANDIDATE_REWARDS], dtype=np.float64).sum(axis=-1)  # zeros after a candidate ended
+    centred = returns - returns.mean(axis=1, keepdims=True)
+    spread = returns.std(axis=1, keepdims=True)
+    z = np.where(spread > 1e-8, centred / np.maximum(spread, 1e-8), 0.0) / config.temperature
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _candidate_share(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveConfig, observed: Observed,
+                     generator: torch.Generator | None, noise_seed, start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop)'s share of ``L_candidates`` over the global batch ``rows`` (module docstring)."""
+    if CANDIDATE_IMAGINED not in rows:
+        raise ValueError("learner.candidate_samples needs rows that keep every candidate the sim ran and the future "
+                         "each was imagined with (choose=sim rollouts); these have none")
+    if FRAME in rows and agent.cfg.future_frames:
+        raise ValueError("learner.candidate_samples: this model imagines frames, and rows keep only the candidates' "
+                         "imagined proprio; learn the executed chunk alone (candidate_samples=0)")
+    n, m = len(rows[PROPRIO_DIM]), config.candidate_samples
+    p = torch.as_tensor(candidate_probabilities(rows, config))
+    if noise_seed is None:
+        drawn = torch.multinomial(p, m, replacement=True, generator=generator)
+    else:
+        key = _noise_key(noise_seed)
+        drawn = torch.stack([torch.multinomial(p[i], m, replacement=True,
+                                               generator=torch.Generator().manual_seed(_row_seed(key, i, 2)))
+                             for i in range(n)])
+    row = np.repeat(np.arange(n), m)
+    cand = drawn.reshape(-1).numpy()
+    dev = agent.device
+    ran = torch.as_tensor(np.arange(agent.cfg.chunk)[None, :] < rows[CANDIDATE_STEPS][row, cand][:, None],
+                          device=dev)[..., None]
+    index = torch.as_tensor(row, device=dev)
+    actions = Data({"action": torch.as_tensor(rows[CANDIDATE_ACTIONS][row, cand], device=dev)},
+                   {"action": observed.action_mask[index] & ran})
+    denominators = flow.loss_denominators(actions)
+    mine = slice(start * m, stop * m)
+    plan = Data({"proprio": torch.as_tensor(rows[CANDIDATE_IMAGINED][row[mine], cand[mine]], device=dev)},
+                {"proprio": observed.proprio_mask[index[mine]]})
+    actions = actions.map(lambda t: t[mine])
+    noise = None
+    if noise_seed is not None:
+        noise = flow.row_noise(actions, [seed_of(*key, r, 3, j) for r in range(start, stop) for j in range(m)])
+    return agent.action_loss(_take(observed, index[mine]), plan, actions, generator, noise, denominators)
 
 
 def _chunk_data(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveConfig
@@ -238,9 +308,11 @@ def seed_of(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _take(observed: Observed, rows: slice) -> Observed:
-    """Some rows of a batch of observations (text keeps the batch's padded length)."""
+def _take(observed: Observed, rows: slice | torch.Tensor) -> Observed:
+    """Some rows of a batch of observations, by a slice or an index tensor that may repeat rows
+    (text keeps the batch's padded length)."""
+    bodies = (observed.embodiments[rows] if isinstance(rows, slice)
+              else tuple(observed.embodiments[i] for i in rows.tolist()))
     return Observed([Item(it.modality, it.data.map(lambda t: t[rows]), it.noisy,
                           None if it.t is None else it.t[rows]) for it in observed.items],
-                    observed.proprio_mask[rows], observed.action_mask[rows], observed.frames,
-                    observed.embodiments[rows])
+                    observed.proprio_mask[rows], observed.action_mask[rows], observed.frames, bodies)

@@ -48,13 +48,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_NEXT_PROPRIO, CANDIDATE_REWARDS,
-                           CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, ENGINE_REALIZED, ENGINE_REWARDS,
-                           ENGINE_START, EPISODE, EPISODE_RETURN,
-                           EPISODE_SUCCESS, FRAME, IMAGINED, IMAGINED_FRAMES, PLANNED, PROPRIO, PROPRIO_DIM,
-                           REALIZED, REALIZED_FRAMES, RETURN, REWARD, REWARDS, SIM, SIM_STEPS, STEPS, SUCCESS, TASK,
-                           TERMINATED, WEIGHT_VERSION, WORKER, ChunkRows, episode_id, grade_columns, next_proprio,
-                           to_pixels)
+from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_NEXT_PROPRIO,
+                           CANDIDATE_REWARDS, CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, ENGINE_REALIZED,
+                           ENGINE_REWARDS, ENGINE_START, EPISODE, EPISODE_RETURN, EPISODE_SUCCESS, FRAME, IMAGINED,
+                           IMAGINED_FRAMES, PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, REALIZED_FRAMES, RETURN, REWARD,
+                           REWARDS, SIM, SIM_STEPS, STEPS, SUCCESS, TASK, TERMINATED, WEIGHT_VERSION, WORKER,
+                           ChunkRows, episode_id, grade_columns, next_proprio, to_pixels)
 from flywheel.store import QuarantinedEpisode, shares
 from policies.agent import Agent
 from policies.critic import td_target
@@ -269,8 +268,10 @@ def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], 
     if spec.planning:
         plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
         if spec.choose == "sim":
-            choice, ran, lookahead = _sim_choice(agent, envs, plan.candidates.cpu().numpy(), histories,
-                                                 spec.discount)
+            futures = plan.futures.values["proprio"].detach().cpu().numpy().astype(np.float32, copy=False)
+            choice, ran, lookahead = _sim_choice(agent, envs, plan.candidates.cpu().numpy(),
+                                                 futures.reshape(len(envs), spec.n_candidates, *futures.shape[1:]),
+                                                 histories, spec.discount)
             plan = plan.choose(choice)
         chosen, imagined = plan.actions, {k: v.detach().cpu().numpy().astype(np.float32, copy=False)
                                           for k, v in plan.imagined.values.items()}
@@ -280,9 +281,11 @@ def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], 
     return chosen.detach().cpu().numpy().astype(np.float32, copy=False), imagined, ran, lookahead
 
 
-def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, histories: Sequence[np.ndarray],
-                discount: float) -> tuple[list[int], list[dict[str, np.ndarray]], np.ndarray]:
-    """Run every env's candidates (B, n, T, A) in its sim; per env the candidate to execute,
+def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, futures: np.ndarray,
+                histories: Sequence[np.ndarray], discount: float
+                ) -> tuple[list[int], list[dict[str, np.ndarray]], np.ndarray]:
+    """Run every env's candidates (B, n, T, A), imagined as ``futures`` (B, n, T, proprio_pad),
+    in its sim; per env the candidate to execute,
     the candidate columns of its row and the sim steps the look-ahead cost. With a critic the
     candidates are ranked by ``ranked``'s TD target, their end states valued in one batch;
     else by chunk reward."""
@@ -295,8 +298,8 @@ def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, hi
         except NonFiniteError as error:
             raise _NonFiniteIn(slot, error) from error
         lookahead[slot] = engine_steps_taken() - before
-    columns = [_candidate_columns(run, chunks, history, cfg.chunk, cfg.proprio_pad)
-               for run, chunks, history in zip(runs, candidates, histories)]
+    columns = [_candidate_columns(run, chunks, imagined, history, cfg.chunk, cfg.proprio_pad)
+               for run, chunks, imagined, history in zip(runs, candidates, futures, histories)]
     values = None
     if agent.model.has_critic:
         ends = [{"proprio": p[:, : env.embodiment.proprio_dim], "task": env.task_text}
@@ -309,8 +312,8 @@ def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, hi
     return choice, columns, lookahead
 
 
-def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, history: np.ndarray, chunk: int,
-                       proprio_pad: int) -> dict[str, np.ndarray]:
+def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, imagined: np.ndarray, history: np.ndarray,
+                       chunk: int, proprio_pad: int) -> dict[str, np.ndarray]:
     """One row's ``flywheel.rows.CANDIDATE_COLUMNS``: every candidate the sim ran from its start."""
     n, dim = len(runs), history.shape[1]
     start = np.zeros((n, history.shape[0], proprio_pad), np.float32)
@@ -322,7 +325,7 @@ def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, history: np.nd
     return {CANDIDATE_ACTIONS: candidates.astype(np.float32, copy=False),
             CANDIDATE_REWARDS: np.stack([_padded(run.rewards, chunk) for run in runs]),
             CANDIDATE_STEPS: steps, CANDIDATE_TERMINATED: np.array([run.terminated for run in runs]),
-            CANDIDATE_NEXT_PROPRIO: next_proprio(start, realized, steps)}
+            CANDIDATE_NEXT_PROPRIO: next_proprio(start, realized, steps), CANDIDATE_IMAGINED: imagined}
 
 
 def _chunk(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.ndarray, actions: np.ndarray,

@@ -32,7 +32,7 @@ to the model's shared sizes so chunks of different embodiments stack:
 | realized_frames | uint8 | (chunk, image_size, image_size, 3) | the frame after each step the chunk ran (zeros after ``steps``; camera runs only) |
 | imagined_frames | uint8 | (chunk, image_size, image_size, 3) | the frames the plan imagined (camera runs of a model that imagines frames) |
 | candidate_* | see ``CANDIDATE_COLUMNS`` | (candidates, ...) | every candidate the training sim ran
-  (``choose=sim`` only): its actions, step rewards, steps, termination and end proprio history |
+  (``choose=sim`` only): its actions, step rewards, steps, termination, end proprio history and the future it was acted from |
 | weight, grade_* | see ``GRADE_COLUMNS`` | () | the grader's answers (graded rollouts only) |
 | engine_* | see ``ENGINE_COLUMNS`` | | a learned training sim's correcting engine over the chunk (refit runs only):
   its proprio at the chunk's start and after each step, and its step rewards, whatever the learned sim
@@ -86,6 +86,7 @@ CANDIDATE_REWARDS = "candidate_rewards"
 CANDIDATE_STEPS = "candidate_steps"
 CANDIDATE_TERMINATED = "candidate_terminated"
 CANDIDATE_NEXT_PROPRIO = "candidate_next_proprio"
+CANDIDATE_IMAGINED = "candidate_imagined"
 FRAME = "frame"
 REALIZED_FRAMES = "realized_frames"
 IMAGINED_FRAMES = "imagined_frames"
@@ -137,6 +138,9 @@ CANDIDATE_COLUMNS = (
     Column(CANDIDATE_REWARDS, "float64", ("candidates", "chunk")), Column(CANDIDATE_STEPS, "int64", ("candidates",)),
     Column(CANDIDATE_TERMINATED, "bool", ("candidates",)),
     Column(CANDIDATE_NEXT_PROPRIO, "float32", ("candidates", "history", "proprio_pad")),
+    # The future each candidate was acted from (the plan's, as ``imagined`` is the executed one's):
+    # what the action expert reads when it learns every candidate (``flywheel.objective``).
+    Column(CANDIDATE_IMAGINED, "float32", ("candidates", "chunk", "proprio_pad")),
 )
 # What a camera run records: the frame each chunk was perceived from and the frames it realized
 # (the video expert's targets where the model imagines frames), and the frames it imagined.

@@ -400,6 +400,18 @@ class Agent(nn.Module):
         out["total"] = sum(out.values())
         return out
 
+    def action_loss(self, observed: Observed, plan: Data, actions: Data, generator: torch.Generator | None = None,
+                    noise: tuple[Data, torch.Tensor] | None = None, denominators: Mapping[str, Any] | None = None
+                    ) -> torch.Tensor:
+        """The action expert's flow loss alone, as it acts at inference: [prefix, plan (clean),
+        action (noisy)]. ``loss``'s action term without the noisy future, which nothing after it
+        sees; ``noise`` and ``denominators`` as there (the action's)."""
+        a_x0, a_t = noise if noise is not None else (None, None)
+        noisy_action, a0, a1 = self.model.flow_target("action", actions, generator, t=a_t, x0=a_x0)
+        items = [*observed.items, Item("future", to_model(self.model, plan, observed.history())), noisy_action]
+        hidden, _ = self.model.run(items)
+        return self.model.flow_loss("action", hidden[-1], a0, a1, denominators=denominators)
+
 
 def _per_env(observation: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     if isinstance(observation, Mapping):

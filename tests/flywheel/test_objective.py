@@ -1,0 +1,130 @@
+"""The action expert learning every candidate the sim ran (``learner.candidate_samples``,
+``flywheel.objective``), on rows the rollout loop really writes."""
+
+import numpy as np
+import pytest
+import torch
+
+import sims
+from configs.errors import ConfigError
+from configs.learning import ObjectiveConfig
+from configs.run_schema import LearnerConfig, RunConfig
+from flywheel.objective import CANDIDATES, batch_loss, candidate_probabilities
+from flywheel.rollout import RolloutSpec, collect
+from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_REWARDS, IMAGINED, PROPRIO,
+                           PROPRIO_DIM, TASK, ChunkRows)
+from policies import flow
+from policies.agent import Agent
+from policies.data import Data
+from sims import make
+
+SIM = "mujoco/reacher-twin"
+N = 3  # candidates per chunk
+
+
+@pytest.fixture(scope="module")
+def agent():
+    torch.manual_seed(0)
+    return Agent("tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def rows(agent):
+    envs = [sims.make(SIM, max_episode_steps=20) for _ in range(2)]
+    return collect(agent, envs, RolloutSpec(episodes=3, seed=2, n_candidates=N, choose="sim"))
+
+
+def _executed(rows, i):
+    (c,) = [c for c in range(N) if np.array_equal(rows[CANDIDATE_ACTIONS][i, c], rows[ACTIONS][i])]
+    return c
+
+
+def test_every_candidate_keeps_the_future_it_was_acted_from(rows, agent):
+    assert rows[CANDIDATE_IMAGINED].shape[1:] == (N, agent.cfg.chunk, agent.cfg.proprio_pad)
+    for i in range(rows.n):
+        assert np.array_equal(rows[CANDIDATE_IMAGINED][i, _executed(rows, i)], rows[IMAGINED][i])
+    # Each candidate imagined its own future: they differ within a row.
+    assert not np.array_equal(rows[CANDIDATE_IMAGINED][:, 0], rows[CANDIDATE_IMAGINED][:, 1])
+
+
+def test_candidates_are_drawn_by_their_reward_against_their_siblings(rows):
+    returns = rows[CANDIDATE_REWARDS].sum(axis=-1)
+    warm, cold = (candidate_probabilities(rows, ObjectiveConfig(temperature=t)) for t in (1.0, 0.01))
+    assert np.allclose(warm.sum(axis=1), 1.0)
+    for i in range(rows.n):
+        order = np.argsort(returns[i])
+        assert np.all(np.diff(warm[i][order]) >= 0)  # more reward, likelier
+        # Cold, it imitates the sim's pick alone: the executed chunk, the most rewarded one.
+        assert cold[i, _executed(rows, i)] > 0.99
+    tied = dict(rows, **{CANDIDATE_REWARDS: np.zeros_like(rows[CANDIDATE_REWARDS])})
+    assert np.allclose(candidate_probabilities(tied, ObjectiveConfig()), 1.0 / N)
+
+
+def test_the_action_loss_alone_is_the_action_term_of_the_whole_loss(rows, agent):
+    # The noisy future is invisible to the actions, so leaving it out changes nothing.
+    from flywheel.objective import _chunk_data
+
+    observed, future, actions, plan = _chunk_data(agent, rows, ObjectiveConfig(act_on="imagined"))
+    noise = {term: flow.row_noise(data, list(range(10 * k, 10 * k + rows.n)))
+             for k, (term, data) in enumerate((("future", future), ("action", actions)))}
+    whole = agent.loss(observed, future, actions, noise=noise, plan=plan)
+    alone = agent.action_loss(observed, plan, actions, noise=noise["action"])
+    assert torch.allclose(alone, whole["action"], rtol=1e-5)
+
+
+def test_the_candidates_term_is_added_and_its_shares_sum_to_the_whole_batch(rows):
+    torch.manual_seed(1)
+    agent, key = Agent("tiny"), (5, 0, 2)
+    on, off = ObjectiveConfig(candidate_samples=2), ObjectiveConfig()
+
+    def run(cfg, **kw):
+        agent.zero_grad()
+        losses = batch_loss(agent, rows, cfg, noise_seed=key, **kw)
+        losses["total"].backward()
+        return losses, {n: p.grad.clone() for n, p in agent.named_parameters() if p.grad is not None}
+
+    whole, whole_grad = run(on)
+    without, _ = run(off)
+    assert CANDIDATES not in without and torch.isfinite(whole[CANDIDATES]) and whole[CANDIDATES] > 0
+    assert torch.allclose(whole["total"], without["total"] + whole[CANDIDATES], rtol=1e-5)
+    shares = [run(on, rank=r, world_size=2) for r in range(2)]  # 9 rows: 4 + 5
+    for term in (CANDIDATES, "total"):
+        assert torch.allclose(sum(s[term] for s, _ in shares), whole[term], rtol=1e-5), term
+    for name, grad in whole_grad.items():
+        summed = sum(g[name] for _, g in shares if name in g)
+        # Float32 roundoff of two shares' sums, at the scale of the tensor's largest entry: measured
+        # up to 2.3e-6 of it (the action time embedding's gradient sums over 3 times the samples).
+        assert torch.allclose(summed, grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max())), name
+
+
+def test_the_candidates_term_trains_the_action_expert_towards_the_drawn_candidates(rows):
+    # Cold, every draw is the executed chunk on its own plan: the term is the action loss on those.
+    torch.manual_seed(2)
+    agent = Agent("tiny")
+    cold = ObjectiveConfig(candidate_samples=1, temperature=1e-3)
+    drawn = batch_loss(agent, rows, cold, noise_seed=(7,))[CANDIDATES]
+    from flywheel.objective import _chunk_data, seed_of
+
+    observed, _, actions, plan = _chunk_data(agent, rows, ObjectiveConfig(act_on="imagined"))
+    noise = flow.row_noise(actions, [seed_of(7, i, 3, 0) for i in range(rows.n)])
+    expected = agent.action_loss(observed, plan, actions, noise=noise, denominators=flow.loss_denominators(actions))
+    assert torch.allclose(drawn, expected, rtol=1e-5)
+
+
+def test_rows_without_candidates_are_refused_naming_the_knob(agent):
+    envs = [sims.make(SIM, max_episode_steps=20)]
+    plain = collect(agent, envs, RolloutSpec(episodes=1, seed=0, n_candidates=2, choose="model"))
+    with pytest.raises(ValueError, match="candidate_samples"):
+        batch_loss(agent, plain, ObjectiveConfig(candidate_samples=2), noise_seed=(0,))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_a_bad_candidate_count_names_the_field(bad):
+    with pytest.raises(ValueError, match="learner.candidate_samples"):
+        ObjectiveConfig(candidate_samples=bad)
+
+
+def test_a_run_that_does_not_choose_in_the_sim_cannot_learn_its_candidates():
+    with pytest.raises(ConfigError, match="learner.candidate_samples=4.*choose=sim"):
+        RunConfig(choose="model", learner=LearnerConfig(candidate_samples=4))
+    RunConfig(learner=LearnerConfig(candidate_samples=4))  # the defaults choose in the sim
