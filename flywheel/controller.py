@@ -218,13 +218,18 @@ def check_critic(agent: Agent, config: RunConfig) -> None:
 def check_camera(agent: Agent, config: RunConfig) -> None:
     """A camera run renders at the agent's own frame size (its pretraining's, and its imagined
     frames' size): a ``sim.image_size`` / ``reference.image_size`` set to another is a
-    ``ConfigError`` naming it, and so is a model that reads no frames."""
+    ``ConfigError`` naming it, and so is a model that reads no frames, or one that imagines them
+    where the action expert is to learn the sim's candidates (whose frames no row keeps)."""
     if not config.camera:
         return
     size = agent.cfg.image_size
     if "frame" not in agent.model.tokenizers:
         raise ConfigError("camera=true: the starting model reads no frames (its config has no 'frame' modality "
                           "with its expert); run with camera=false")
+    if config.learner.candidate_samples and agent.cfg.future_frames:
+        raise ConfigError(f"learner.candidate_samples={config.learner.candidate_samples}: this model imagines "
+                          "frames, and a camera run's rows keep only its candidates' imagined proprio; set "
+                          "learner.candidate_samples=0 or camera=false")
     for field, sim in task_sims(config):
         chosen = sim.image_size
         if chosen is not None and chosen != size:

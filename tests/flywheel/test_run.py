@@ -180,7 +180,7 @@ def test_config_errors_name_the_field_before_ray_starts(tmp_path, change, field)
                                        ("eval.n_candidates", 0), ("learner.discount", 0), ("learner.discount", 1.5),
                                        ("learner.target_tau", 0), ("learner.target_tau", 2),
                                        ("learner.expectile", 0.5), ("learner.expectile", 1.0),
-                                       ("learner.critic_coef", -1), ("learner.ensemble", 0), ("learner.utd", 0),
+                                       ("learner.critic_coef", -1), ("learner.ensemble", 0), ("learner.utd", 0), ("learner.candidate_samples", -1),
                                        ("learner.utd", -0.5), ("replay_cycles", 0), ("learner.lr", 0), ("learner.weight_decay", -0.1),
                                        ("rollout_resources.num_cpus", -1), ("learner_resources.num_gpus", -1)])
 def test_a_bad_objective_or_grade_knob_names_the_field_before_ray_starts(tmp_path, capsys, field, bad):
@@ -381,6 +381,22 @@ def camera_run(tmp_path_factory):
     return run_dir
 
 
+def test_a_cycle_of_the_real_entry_point_learns_the_sims_candidates(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from flywheel.objective import CANDIDATES
+    from flywheel.rows import CANDIDATE_IMAGINED
+
+    run_dir = tmp_path / "run"
+    assert main(["run", f"run_dir={run_dir}", "cycles=1", *TINY, "learner.candidate_samples=2"]) == 0
+    (record,) = read_cycles(run_dir)
+    assert np.isfinite(record["learner"][f"loss_{CANDIDATES}"]) and record["learner"][f"loss_{CANDIDATES}"] > 0
+    rows, _ = RolloutStore(run_dir / "store").read([0])
+    assert rows[CANDIDATE_IMAGINED].shape[1] == 2 and rows[CANDIDATE_IMAGINED].any()
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    assert len(events.Scalars(f"learner/loss_{CANDIDATES}_step")) == 3  # one point per learner step
+
+
 def test_each_cycle_with_the_critic_on_trains_it(camera_run):
     from flywheel import checkpoint as run_checkpoint
 
@@ -482,6 +498,9 @@ def test_camera_frames_the_agent_cannot_take_fail_before_ray_naming_the_field(tm
     # The camera is one knob for both sims: a sim's own is refused, pointing at it.
     assert main(["run", f"run_dir={tmp_path / 'c'}", "sim.camera=true", *TINY]) == 2
     assert "sim.camera=true: a run's frames are one knob" in capsys.readouterr().err
+    # The tiny model imagines frames, which no row keeps of the sim's candidates.
+    assert main(["run", f"run_dir={tmp_path / 'f'}", "camera=true", "learner.candidate_samples=2", *TINY]) == 2
+    assert "learner.candidate_samples=2: this model imagines frames" in capsys.readouterr().err
     # The agent's own size is taken; without the camera the size is never read.
     config = tiny_config(tmp_path / "d", camera=True, sim=SimConfig(name="mujoco/reacher-twin", max_episode_steps=16,
                                                                      image_size=16))
