@@ -31,6 +31,17 @@ def fake_rows(episodes=3, chunks_per_episode=4, seed=0, first_episode=0, **colum
     return ChunkRows.of({**rows, **columns})
 
 
+@pytest.fixture(scope="module")
+def agent():
+    """The tiny model, seeded, in eval mode: for a module's rollouts (a test that trains makes its own)."""
+    import torch
+
+    from policies.agent import Agent
+
+    torch.manual_seed(0)
+    return Agent("tiny").eval()
+
+
 @pytest.fixture
 def make_rows():
     return fake_rows

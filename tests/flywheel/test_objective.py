@@ -23,12 +23,6 @@ N = 3  # candidates per chunk
 
 
 @pytest.fixture(scope="module")
-def agent():
-    torch.manual_seed(0)
-    return Agent("tiny").eval()
-
-
-@pytest.fixture(scope="module")
 def rows(agent):
     envs = [sims.make(SIM, max_episode_steps=20) for _ in range(2)]
     return collect(agent, envs, RolloutSpec(episodes=3, seed=2, n_candidates=N, choose="sim"))

@@ -23,12 +23,6 @@ GRADE_REALIZED = ObjectiveConfig(advantage="grade", act_on="realized")
 
 
 @pytest.fixture(scope="module")
-def agent():
-    torch.manual_seed(0)
-    return Agent("tiny").eval()
-
-
-@pytest.fixture(scope="module")
 def rows(agent):
     envs = [sims.make(SIM, max_episode_steps=20) for _ in range(2)]
     return collect(agent, envs, RolloutSpec(episodes=3, cycle=4, worker=1, weight_version=9, seed=3))

@@ -7,22 +7,14 @@ shadow engine), and the ``sim_steps`` column must sum to exactly that many calls
 
 import numpy as np
 import pytest
-import torch
 
 import sims
 import world_model as wm
 from flywheel.rollout import RolloutSpec, collect
 from flywheel.rows import SIM_STEPS, STEPS
-from policies.agent import Agent
 from sims import SimEnv
 
 SIM = "mujoco/reacher-twin"  # never terminates early: every candidate runs as long as the executed chunk
-
-
-@pytest.fixture(scope="module")
-def agent():
-    torch.manual_seed(0)
-    return Agent("tiny").eval()
 
 
 def count_steps(monkeypatch) -> list[int]:
