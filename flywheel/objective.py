@@ -58,6 +58,14 @@ shares sum to it as above:
 
     L_candidates = sum_{i,j,t,d} m_ij e_ij / sum_{i,j,t,d} m_ij        (j: row i's m draws)
 
+and the return head changes target: reading each drawn candidate's imagined future (as it reads
+a plan's when the agent scores its candidates at inference) it learns z_ic, that is it learns to
+rank a state's candidates as the sim ranked them, which is all planning asks of it. (Its default
+target, the executed chunk's return-to-go, varies far more between states than between one
+state's candidates, and the head trained on it ranked candidates at chance.)
+
+    L_return = sum_{i,j} (R_pred_ij - z_ij)^2 / (N m)                  (replaces the default's)
+
 With ``critic`` on, the total gains ``critic_coef * (L_Q + L_V)``: chunked implicit
 Q-learning over every candidate the sim ran (``flywheel.td``, ``docs/rl-core.md``).
 
@@ -180,14 +188,14 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
         key = _noise_key(noise_seed)
         noise = {term: flow.row_noise(data, [_row_seed(key, i, stream) for i in range(start, stop)])
                  for stream, (term, data) in enumerate((("future", future), ("action", actions)))}
-    losses = agent.loss(observed, future, actions, returns, generator=generator, action_weights=weights,
-                        noise=noise, denominators=denominators, plan=plan)
-    total = losses["future"] + losses["action"]
+    # Learning the candidates, the return head learns to rank them instead (module docstring).
+    losses = agent.loss(observed, future, actions, None if config.candidate_samples else returns,
+                        generator=generator, action_weights=weights, noise=noise, denominators=denominators, plan=plan)
+    if config.candidate_samples:
+        losses.update(_candidate_share(agent, rows, config, full_observed, generator, noise_seed, start, stop))
+    total = losses["future"] + losses["action"] + losses.get(CANDIDATES, 0.0)
     if "return" in losses:
         total = total + config.return_coef * losses["return"]
-    if config.candidate_samples:
-        losses[CANDIDATES] = _candidate_share(agent, rows, config, full_observed, generator, noise_seed, start, stop)
-        total = total + losses[CANDIDATES]
     if config.critic:
         mine = {k: v[start:stop] for k, v in rows.items()}
         losses.update(critic_share(agent, mine, observed, config, n))
@@ -196,19 +204,25 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     return losses
 
 
-def candidate_probabilities(rows: Mapping[str, np.ndarray], config: ObjectiveConfig) -> np.ndarray:
-    """(N, n): per row, the probability of drawing each candidate the sim ran (module docstring)."""
+def sibling_scores(rows: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(N, n): each candidate's chunk reward standardized against its siblings' (zeros where they tie)."""
     returns = np.asarray(rows[CANDIDATE_REWARDS], dtype=np.float64).sum(axis=-1)  # zeros after a candidate ended
     centred = returns - returns.mean(axis=1, keepdims=True)
     spread = returns.std(axis=1, keepdims=True)
-    z = np.where(spread > 1e-8, centred / np.maximum(spread, 1e-8), 0.0) / config.temperature
+    return np.where(spread > 1e-8, centred / np.maximum(spread, 1e-8), 0.0)
+
+
+def candidate_probabilities(rows: Mapping[str, np.ndarray], config: ObjectiveConfig) -> np.ndarray:
+    """(N, n): per row, the probability of drawing each candidate the sim ran (module docstring)."""
+    z = sibling_scores(rows) / config.temperature
     p = np.exp(z - z.max(axis=1, keepdims=True))
     return p / p.sum(axis=1, keepdims=True)
 
 
 def _candidate_share(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveConfig, observed: Observed,
-                     generator: torch.Generator | None, noise_seed, start: int, stop: int) -> torch.Tensor:
-    """Rows [start, stop)'s share of ``L_candidates`` over the global batch ``rows`` (module docstring)."""
+                     generator: torch.Generator | None, noise_seed, start: int, stop: int) -> dict[str, torch.Tensor]:
+    """Rows [start, stop)'s share of ``L_candidates`` and of the return head's ranking error
+    ``L_return`` over the global batch ``rows`` (module docstring)."""
     if CANDIDATE_IMAGINED not in rows:
         raise ValueError("learner.candidate_samples needs rows that keep every candidate the sim ran and the future "
                          "each was imagined with (choose=sim rollouts); these have none")
@@ -232,15 +246,17 @@ def _candidate_share(agent: Agent, rows: Mapping[str, np.ndarray], config: Objec
     index = torch.as_tensor(row, device=dev)
     actions = Data({"action": torch.as_tensor(rows[CANDIDATE_ACTIONS][row, cand], device=dev)},
                    {"action": observed.action_mask[index] & ran})
-    denominators = flow.loss_denominators(actions)
+    denominators = {"action": flow.loss_denominators(actions), "return": float(n * m)}
     mine = slice(start * m, stop * m)
     plan = Data({"proprio": torch.as_tensor(rows[CANDIDATE_IMAGINED][row[mine], cand[mine]], device=dev)},
                 {"proprio": observed.proprio_mask[index[mine]]})
+    scores = torch.as_tensor(sibling_scores(rows)[row[mine], cand[mine]], dtype=torch.float32, device=dev)
     actions = actions.map(lambda t: t[mine])
     noise = None
     if noise_seed is not None:
         noise = flow.row_noise(actions, [seed_of(*key, r, 3, j) for r in range(start, stop) for j in range(m)])
-    return agent.action_loss(_take(observed, index[mine]), plan, actions, generator, noise, denominators)
+    losses = agent.action_loss(_take(observed, index[mine]), plan, actions, scores, generator, noise, denominators)
+    return {CANDIDATES: losses["action"], **({"return": losses["return"]} if "return" in losses else {})}
 
 
 def _chunk_data(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveConfig

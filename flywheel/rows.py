@@ -32,7 +32,8 @@ to the model's shared sizes so chunks of different embodiments stack:
 | realized_frames | uint8 | (chunk, image_size, image_size, 3) | the frame after each step the chunk ran (zeros after ``steps``; camera runs only) |
 | imagined_frames | uint8 | (chunk, image_size, image_size, 3) | the frames the plan imagined (camera runs of a model that imagines frames) |
 | candidate_* | see ``CANDIDATE_COLUMNS`` | (candidates, ...) | every candidate the training sim ran
-  (``choose=sim`` only): its actions, step rewards, steps, termination, end proprio history and the future it was acted from |
+  (``choose=sim`` only): its actions, step rewards, steps, termination and end proprio history, and
+  (``candidate_imagined``, last in stored order) the future it was acted from |
 | weight, grade_* | see ``GRADE_COLUMNS`` | () | the grader's answers (graded rollouts only) |
 | engine_* | see ``ENGINE_COLUMNS`` | | a learned training sim's correcting engine over the chunk (refit runs only):
   its proprio at the chunk's start and after each step, and its step rewards, whatever the learned sim
@@ -138,10 +139,14 @@ CANDIDATE_COLUMNS = (
     Column(CANDIDATE_REWARDS, "float64", ("candidates", "chunk")), Column(CANDIDATE_STEPS, "int64", ("candidates",)),
     Column(CANDIDATE_TERMINATED, "bool", ("candidates",)),
     Column(CANDIDATE_NEXT_PROPRIO, "float32", ("candidates", "history", "proprio_pad")),
-    # The future each candidate was acted from (the plan's, as ``imagined`` is the executed one's):
-    # what the action expert reads when it learns every candidate (``flywheel.objective``).
-    Column(CANDIDATE_IMAGINED, "float32", ("candidates", "chunk", "proprio_pad")),
 )
+# The future each candidate was acted from (the plan's, as ``imagined`` is the executed one's):
+# what the action expert reads when it learns the candidates (``flywheel.objective``). Rollouts
+# that keep candidates write it; stores written before it existed read without it (``LATER_COLUMNS``).
+CANDIDATE_IMAGINED_COLUMN = Column(CANDIDATE_IMAGINED, "float32", ("candidates", "chunk", "proprio_pad"))
+# Columns added after runs were stored without them: such rows still read, and rows of both
+# kinds together (a run resumed across the change) keep only the columns all of them have.
+LATER_COLUMNS = (CANDIDATE_IMAGINED,)
 # What a camera run records: the frame each chunk was perceived from and the frames it realized
 # (the video expert's targets where the model imagines frames), and the frames it imagined.
 FRAME_COLUMNS = (Column(FRAME, "uint8", ("image_size", "image_size", 3)),
@@ -173,18 +178,19 @@ GUARDS = {
 
 
 def columns_of(imagined: bool, graded: bool, candidates: bool = False, frames: bool = False,
-               imagined_frames: bool = False, engine: bool = False) -> tuple[Column, ...]:
+               imagined_frames: bool = False, engine: bool = False, candidate_futures: bool = False
+               ) -> tuple[Column, ...]:
     """Every column of a batch of rows, in stored order: the core, then what planning, the
     sim's candidates and grading add, then the episode's outcome (filled in when it ends),
-    then what the camera adds, then a learned sim's engine."""
+    then what the camera adds, then a learned sim's engine, then the candidates' futures."""
     return (CORE_COLUMNS + ((IMAGINED_COLUMN,) if imagined else ()) + (CANDIDATE_COLUMNS if candidates else ())
             + (GRADE_COLUMNS if graded else ()) + OUTCOME_COLUMNS + TRANSITION_COLUMNS
             + (FRAME_COLUMNS if frames else ()) + ((IMAGINED_FRAMES_COLUMN,) if imagined_frames else ())
-            + (ENGINE_COLUMNS if engine else ()))
+            + (ENGINE_COLUMNS if engine else ()) + ((CANDIDATE_IMAGINED_COLUMN,) if candidate_futures else ()))
 
 
 COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True, candidates=True, frames=True,
-                                         imagined_frames=True, engine=True)}
+                                         imagined_frames=True, engine=True, candidate_futures=True)}
 
 
 def to_pixels(frames: np.ndarray) -> np.ndarray:
@@ -261,7 +267,8 @@ class ChunkRows(Mapping[str, np.ndarray]):
         and of one length; the error names the column at fault."""
         names = list(columns)
         expected = [c.name for c in columns_of(IMAGINED in columns, WEIGHT in columns, CANDIDATE_ACTIONS in columns,
-                                               FRAME in columns, IMAGINED_FRAMES in columns, ENGINE_START in columns)]
+                                               FRAME in columns, IMAGINED_FRAMES in columns, ENGINE_START in columns,
+                                               CANDIDATE_IMAGINED in columns)]
         if set(names) != set(expected):
             missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
             raise ValueError(f"chunk rows: missing columns {missing}, unknown columns {extra}")
@@ -325,9 +332,10 @@ class ChunkRows(Mapping[str, np.ndarray]):
     def concat(parts: Sequence["ChunkRows"]) -> "ChunkRows":
         if not parts:
             raise ValueError("no chunk rows to concatenate")
-        keys = list(parts[0])
+        later = {k for part in parts for k in LATER_COLUMNS if k in part and not all(k in p for p in parts)}
+        keys = [k for k in parts[0] if k not in later]
         for part in parts[1:]:
-            if list(part) != keys:
+            if [k for k in part if k not in later] != keys:
                 raise ValueError(f"chunk rows disagree on columns: {keys} vs {list(part)}")
         return ChunkRows({k: np.concatenate([p[k] for p in parts]) for k in keys})
 

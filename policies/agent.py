@@ -400,17 +400,24 @@ class Agent(nn.Module):
         out["total"] = sum(out.values())
         return out
 
-    def action_loss(self, observed: Observed, plan: Data, actions: Data, generator: torch.Generator | None = None,
-                    noise: tuple[Data, torch.Tensor] | None = None, denominators: Mapping[str, Any] | None = None
-                    ) -> torch.Tensor:
-        """The action expert's flow loss alone, as it acts at inference: [prefix, plan (clean),
-        action (noisy)]. ``loss``'s action term without the noisy future, which nothing after it
-        sees; ``noise`` and ``denominators`` as there (the action's)."""
+    def action_loss(self, observed: Observed, plan: Data, actions: Data, returns: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None, noise: tuple[Data, torch.Tensor] | None = None,
+                    denominators: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        """The action expert's flow loss (``"action"``) and, with ``returns`` (B,), the return
+        head's error on the plan (``"return"``), as the agent acts and scores a plan at
+        inference: [prefix, plan (clean), action (noisy)]. ``loss``'s terms without the noisy
+        future, which nothing after it sees; ``noise`` is the action's (x0, t) and
+        ``denominators`` as in ``loss``."""
+        denominators = denominators or {}
         a_x0, a_t = noise if noise is not None else (None, None)
         noisy_action, a0, a1 = self.model.flow_target("action", actions, generator, t=a_t, x0=a_x0)
         items = [*observed.items, Item("future", to_model(self.model, plan, observed.history())), noisy_action]
         hidden, _ = self.model.run(items)
-        return self.model.flow_loss("action", hidden[-1], a0, a1, denominators=denominators)
+        out = {"action": self.model.flow_loss("action", hidden[-1], a0, a1, denominators=denominators.get("action"))}
+        if returns is not None and "return" in self.model.heads:
+            error = (self.model.heads["return"](hidden[-2]) - returns) ** 2
+            out["return"] = error.sum() / denominators["return"] if "return" in denominators else error.mean()
+        return out
 
 
 def _per_env(observation: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

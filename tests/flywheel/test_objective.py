@@ -61,9 +61,11 @@ def test_the_action_loss_alone_is_the_action_term_of_the_whole_loss(rows, agent)
     observed, future, actions, plan = _chunk_data(agent, rows, ObjectiveConfig(act_on="imagined"))
     noise = {term: flow.row_noise(data, list(range(10 * k, 10 * k + rows.n)))
              for k, (term, data) in enumerate((("future", future), ("action", actions)))}
-    whole = agent.loss(observed, future, actions, noise=noise, plan=plan)
-    alone = agent.action_loss(observed, plan, actions, noise=noise["action"])
-    assert torch.allclose(alone, whole["action"], rtol=1e-5)
+    returns = torch.linspace(-1.0, 1.0, rows.n)
+    whole = agent.loss(observed, future, actions, returns, noise=noise, plan=plan)
+    alone = agent.action_loss(observed, plan, actions, returns, noise=noise["action"])
+    for term in ("action", "return"):
+        assert torch.allclose(alone[term], whole[term], rtol=1e-5), term
 
 
 def test_the_candidates_term_is_added_and_its_shares_sum_to_the_whole_batch(rows):
@@ -80,15 +82,59 @@ def test_the_candidates_term_is_added_and_its_shares_sum_to_the_whole_batch(rows
     whole, whole_grad = run(on)
     without, _ = run(off)
     assert CANDIDATES not in without and torch.isfinite(whole[CANDIDATES]) and whole[CANDIDATES] > 0
-    assert torch.allclose(whole["total"], without["total"] + whole[CANDIDATES], rtol=1e-5)
+    # The return head trades the executed chunks' return-to-go for ranking the drawn candidates.
+    assert not torch.allclose(whole["return"], without["return"])
+    assert torch.allclose(whole["total"] - whole[CANDIDATES] - cfg_coef(on) * whole["return"],
+                          without["total"] - cfg_coef(off) * without["return"], rtol=1e-5)
     shares = [run(on, rank=r, world_size=2) for r in range(2)]  # 9 rows: 4 + 5
-    for term in (CANDIDATES, "total"):
+    for term in (CANDIDATES, "return", "total"):
         assert torch.allclose(sum(s[term] for s, _ in shares), whole[term], rtol=1e-5), term
     for name, grad in whole_grad.items():
         summed = sum(g[name] for _, g in shares if name in g)
         # Float32 roundoff of two shares' sums, at the scale of the tensor's largest entry: measured
         # up to 2.3e-6 of it (the action time embedding's gradient sums over 3 times the samples).
         assert torch.allclose(summed, grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max())), name
+
+
+def cfg_coef(cfg):
+    return cfg.return_coef
+
+
+def test_the_return_head_learns_to_rank_a_states_candidates_as_the_sim_did(rows):
+    # Trained on the candidates' sibling scores alone, the head orders a state's imagined futures
+    # by the reward the sim gave them: its scores come to correlate with the sim's.
+    torch.manual_seed(3)
+    agent = Agent("tiny")
+    cfg = ObjectiveConfig(candidate_samples=N, return_coef=1.0)
+    opt = torch.optim.Adam(agent.model.heads["return"].parameters(), lr=3e-3)
+    from flywheel.objective import _chunk_data, sibling_scores
+
+    observed, *_ = _chunk_data(agent, rows, cfg)  # the head reads the plan's hidden states: only it trains
+    before = _rank_agreement(agent, rows, observed)
+    for step in range(300):
+        opt.zero_grad()
+        batch_loss(agent, rows, cfg, noise_seed=(step,))["return"].backward()
+        opt.step()
+    after = _rank_agreement(agent, rows, observed)
+    assert after > 0.5 and after > before + 0.5, (before, after)  # measured: -0.52 -> 0.70
+    assert sibling_scores(rows).std() > 0
+
+
+def _rank_agreement(agent, rows, observed):
+    """The Pearson correlation of the return head's scores of every candidate's imagined future
+    with the candidates' sibling scores, over all rows."""
+    from flywheel.objective import sibling_scores
+    from policies.future import to_model
+    from policies.model import Item
+
+    scores = []
+    with torch.no_grad():
+        for c in range(N):
+            plan = Data({"proprio": torch.as_tensor(rows[CANDIDATE_IMAGINED][:, c])}, {"proprio": observed.proprio_mask})
+            hidden, _ = agent.model.run([*observed.items, Item("future", to_model(agent.model, plan,
+                                                                                   observed.history()))])
+            scores.append(agent.model.heads["return"](hidden[-1]).numpy())
+    return float(np.corrcoef(np.stack(scores, axis=1).ravel(), sibling_scores(rows).ravel())[0, 1])
 
 
 def test_the_candidates_term_trains_the_action_expert_towards_the_drawn_candidates(rows):
@@ -101,8 +147,9 @@ def test_the_candidates_term_trains_the_action_expert_towards_the_drawn_candidat
 
     observed, _, actions, plan = _chunk_data(agent, rows, ObjectiveConfig(act_on="imagined"))
     noise = flow.row_noise(actions, [seed_of(7, i, 3, 0) for i in range(rows.n)])
-    expected = agent.action_loss(observed, plan, actions, noise=noise, denominators=flow.loss_denominators(actions))
-    assert torch.allclose(drawn, expected, rtol=1e-5)
+    expected = agent.action_loss(observed, plan, actions, noise=noise,
+                                 denominators={"action": flow.loss_denominators(actions)})
+    assert torch.allclose(drawn, expected["action"], rtol=1e-5)
 
 
 def test_rows_without_candidates_are_refused_naming_the_knob(agent):

@@ -139,3 +139,23 @@ def test_to_pixels_inverts_the_models_frame_units():
     pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
     assert np.array_equal(to_pixels(to_unit_frames(torch.as_tensor(pixels), 4).numpy()), pixels)
     assert to_pixels(np.array([-3.0, -1.0, 0.0, 1.0, 2.0])).tolist() == [0, 0, 128, 255, 255]
+
+
+def test_rows_stored_before_the_candidates_futures_existed_still_read_and_mix(tmp_path):
+    from flywheel.rows import CANDIDATE_ACTIONS, CANDIDATE_IMAGINED
+
+    torch.manual_seed(0)
+    envs = [sims.make("mujoco/reacher-twin", max_episode_steps=12)]
+    new = collect(Agent("tiny").eval(), envs, RolloutSpec(episodes=2, seed=1, n_candidates=2, choose="sim"))
+    assert list(new)[-1] == CANDIDATE_IMAGINED
+    old = ChunkRows.of({k: v for k, v in new.items() if k != CANDIDATE_IMAGINED})  # as a store of before writes
+    store = RolloutStore(tmp_path / "store")
+    for cycle, rows in enumerate((old, new)):
+        shard, quarantined = store.write_shard(cycle, 0, rows)
+        store.commit_cycle(cycle, [shard], [quarantined])
+    both, report = store.read([0, 1])  # a run resumed across the change: its replay holds both kinds
+    assert not report.corrupt_shards and both.n == 2 * new.n
+    assert CANDIDATE_ACTIONS in both and CANDIDATE_IMAGINED not in both
+    assert CANDIDATE_IMAGINED in store.read([1])[0]
+    with pytest.raises(ValueError, match="disagree on columns"):  # only a later column may be missing
+        ChunkRows.concat([new, ChunkRows.of({k: v for k, v in new.items() if not k.startswith("candidate_")})])
