@@ -92,6 +92,9 @@ class RolloutSpec:
     # A learned training sim's rows also keep its engine's steps (``flywheel.rows.ENGINE_COLUMNS``),
     # which ``world_model.refit`` trains on; a refit run has one training sim, every env learned.
     engine: bool = False
+    # choose=sim rows also keep the future each candidate was imagined with (``CANDIDATE_IMAGINED``):
+    # what ``learner.candidate_samples`` learns from, twice a row's bytes, so only where it is on.
+    candidate_futures: bool = False
 
     def __post_init__(self) -> None:
         if self.choose not in CHOOSERS:
@@ -105,6 +108,9 @@ class RolloutSpec:
             raise ValueError(f"n_candidates must be >= 1 when planning, got {self.n_candidates}")
         if not 0 < self.discount <= 1:
             raise ValueError(f"learner.discount must be in (0, 1], got {self.discount}")
+        if self.candidate_futures and self.choose != "sim":
+            raise ValueError("learner.candidate_samples learns the candidates the training sim ran, so it needs "
+                             f"choose=sim (got choose={self.choose})")
         if self.episode_sims is not None and len(self.episode_sims) != self.episodes:
             raise ValueError(f"episode_sims names {len(self.episode_sims)} episodes' sims for {self.episodes} episodes")
 
@@ -268,10 +274,12 @@ def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], 
     if spec.planning:
         plan = agent.plan(context, spec.n_candidates, steps=spec.flow_steps, generator=generator)
         if spec.choose == "sim":
-            futures = plan.futures.values["proprio"].detach().cpu().numpy().astype(np.float32, copy=False)
-            choice, ran, lookahead = _sim_choice(agent, envs, plan.candidates.cpu().numpy(),
-                                                 futures.reshape(len(envs), spec.n_candidates, *futures.shape[1:]),
-                                                 histories, spec.discount)
+            futures = None
+            if spec.candidate_futures:
+                futures = plan.futures.values["proprio"].detach().cpu().numpy().astype(np.float32, copy=False)
+                futures = futures.reshape(len(envs), spec.n_candidates, *futures.shape[1:])
+            choice, ran, lookahead = _sim_choice(agent, envs, plan.candidates.cpu().numpy(), futures, histories,
+                                                 spec.discount)
             plan = plan.choose(choice)
         chosen, imagined = plan.actions, {k: v.detach().cpu().numpy().astype(np.float32, copy=False)
                                           for k, v in plan.imagined.values.items()}
@@ -281,11 +289,11 @@ def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], 
     return chosen.detach().cpu().numpy().astype(np.float32, copy=False), imagined, ran, lookahead
 
 
-def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, futures: np.ndarray,
+def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, futures: np.ndarray | None,
                 histories: Sequence[np.ndarray], discount: float
                 ) -> tuple[list[int], list[dict[str, np.ndarray]], np.ndarray]:
-    """Run every env's candidates (B, n, T, A), imagined as ``futures`` (B, n, T, proprio_pad),
-    in its sim; per env the candidate to execute,
+    """Run every env's candidates (B, n, T, A) in its sim (imagined as ``futures`` (B, n, T,
+    proprio_pad), which the rows keep where given); per env the candidate to execute,
     the candidate columns of its row and the sim steps the look-ahead cost. With a critic the
     candidates are ranked by ``ranked``'s TD target, their end states valued in one batch;
     else by chunk reward."""
@@ -298,8 +306,9 @@ def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, fu
         except NonFiniteError as error:
             raise _NonFiniteIn(slot, error) from error
         lookahead[slot] = engine_steps_taken() - before
-    columns = [_candidate_columns(run, chunks, imagined, history, cfg.chunk, cfg.proprio_pad)
-               for run, chunks, imagined, history in zip(runs, candidates, futures, histories)]
+    columns = [_candidate_columns(run, chunks, None if futures is None else futures[slot], history, cfg.chunk,
+                                  cfg.proprio_pad)
+               for slot, (run, chunks, history) in enumerate(zip(runs, candidates, histories))]
     values = None
     if agent.model.has_critic:
         ends = [{"proprio": p[:, : env.embodiment.proprio_dim], "task": env.task_text}
@@ -312,9 +321,10 @@ def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, fu
     return choice, columns, lookahead
 
 
-def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, imagined: np.ndarray, history: np.ndarray,
-                       chunk: int, proprio_pad: int) -> dict[str, np.ndarray]:
-    """One row's ``flywheel.rows.CANDIDATE_COLUMNS``: every candidate the sim ran from its start."""
+def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, imagined: np.ndarray | None,
+                       history: np.ndarray, chunk: int, proprio_pad: int) -> dict[str, np.ndarray]:
+    """One row's ``flywheel.rows.CANDIDATE_COLUMNS``: every candidate the sim ran from its start
+    (and, where ``imagined`` is given, the future each was imagined with)."""
     n, dim = len(runs), history.shape[1]
     start = np.zeros((n, history.shape[0], proprio_pad), np.float32)
     start[:, :, :dim] = history
@@ -325,7 +335,8 @@ def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, imagined: np.n
     return {CANDIDATE_ACTIONS: candidates.astype(np.float32, copy=False),
             CANDIDATE_REWARDS: np.stack([_padded(run.rewards, chunk) for run in runs]),
             CANDIDATE_STEPS: steps, CANDIDATE_TERMINATED: np.array([run.terminated for run in runs]),
-            CANDIDATE_NEXT_PROPRIO: next_proprio(start, realized, steps), CANDIDATE_IMAGINED: imagined}
+            CANDIDATE_NEXT_PROPRIO: next_proprio(start, realized, steps),
+            **({} if imagined is None else {CANDIDATE_IMAGINED: imagined})}
 
 
 def _chunk(spec: RolloutSpec, env: SimEnv, episode: dict[str, Any], proprio: np.ndarray, actions: np.ndarray,

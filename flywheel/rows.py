@@ -141,11 +141,12 @@ CANDIDATE_COLUMNS = (
     Column(CANDIDATE_NEXT_PROPRIO, "float32", ("candidates", "history", "proprio_pad")),
 )
 # The future each candidate was acted from (the plan's, as ``imagined`` is the executed one's):
-# what the action expert reads when it learns the candidates (``flywheel.objective``). Rollouts
-# that keep candidates write it; stores written before it existed read without it (``LATER_COLUMNS``).
+# what the action expert reads when it learns the candidates (``flywheel.objective``). Written
+# only where the run learns them (``RolloutSpec.candidate_futures``); rows of both kinds mix
+# (``LATER_COLUMNS``): a store written before the column existed, a run resumed with it turned on.
 CANDIDATE_IMAGINED_COLUMN = Column(CANDIDATE_IMAGINED, "float32", ("candidates", "chunk", "proprio_pad"))
-# Columns added after runs were stored without them: such rows still read, and rows of both
-# kinds together (a run resumed across the change) keep only the columns all of them have.
+# Columns some rows lack where others of the same kind have them (added later, or kept only when
+# asked for): such rows still read, and rows of both kinds together keep only what all of them have.
 LATER_COLUMNS = (CANDIDATE_IMAGINED,)
 # What a camera run records: the frame each chunk was perceived from and the frames it realized
 # (the video expert's targets where the model imagines frames), and the frames it imagined.

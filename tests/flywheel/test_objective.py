@@ -25,7 +25,7 @@ N = 3  # candidates per chunk
 @pytest.fixture(scope="module")
 def rows(agent):
     envs = [sims.make(SIM, max_episode_steps=20) for _ in range(2)]
-    return collect(agent, envs, RolloutSpec(episodes=3, seed=2, n_candidates=N, choose="sim"))
+    return collect(agent, envs, RolloutSpec(episodes=3, seed=2, n_candidates=N, choose="sim", candidate_futures=True))
 
 
 def _executed(rows, i):
@@ -33,7 +33,10 @@ def _executed(rows, i):
     return c
 
 
-def test_every_candidate_keeps_the_future_it_was_acted_from(rows, agent):
+def test_every_candidate_keeps_the_future_it_was_acted_from_where_the_run_learns_them(rows, agent):
+    envs = [sims.make(SIM, max_episode_steps=20)]
+    plain = collect(agent, envs, RolloutSpec(episodes=1, seed=2, n_candidates=N, choose="sim"))
+    assert CANDIDATE_ACTIONS in plain and CANDIDATE_IMAGINED not in plain  # twice a row's bytes: only if asked
     assert rows[CANDIDATE_IMAGINED].shape[1:] == (N, agent.cfg.chunk, agent.cfg.proprio_pad)
     for i in range(rows.n):
         assert np.array_equal(rows[CANDIDATE_IMAGINED][i, _executed(rows, i)], rows[IMAGINED][i])
@@ -169,3 +172,5 @@ def test_a_run_that_does_not_choose_in_the_sim_cannot_learn_its_candidates():
     with pytest.raises(ConfigError, match="learner.candidate_samples=4.*choose=sim"):
         RunConfig(choose="model", learner=LearnerConfig(candidate_samples=4))
     RunConfig(learner=LearnerConfig(candidate_samples=4))  # the defaults choose in the sim
+    with pytest.raises(ValueError, match="learner.candidate_samples.*choose=sim"):
+        RolloutSpec(episodes=1, choose="model", candidate_futures=True)
