@@ -64,7 +64,8 @@ def main() -> None:
     config = LearnerConfig()
     agent = Agent.from_checkpoint(args.pretrained)
     envs = [sims.make(args.sim) for _ in range(4)]
-    rows = ChunkRows.of(collect(agent.eval(), envs, RolloutSpec(episodes=4, seed=0, n_candidates=16, choose="sim")))
+    rows = ChunkRows.of(collect(agent.eval(), envs, RolloutSpec(episodes=4, seed=0, n_candidates=16, choose="sim",
+                                                                candidate_futures=max(args.candidate_samples) > 0)))
     spec = prior.resolve(args.pretrained, 1.0, config.train_experts, camera=False)
     if spec is None:
         sys.exit(f"--pretrained {args.pretrained}: no pretraining data beside it to train on")
