@@ -66,6 +66,10 @@ state's candidates, and the head trained on it ranked candidates at chance.)
 
     L_return = sum_{i,j} (R_pred_ij - z_ij)^2 / (N m)                  (replaces the default's)
 
+Measured at m = 4 on the reacher (docs/rl-core.md "The action expert learns the sim's
+candidates"): no gain in capability at equal env steps, and the ranking head does not make
+planning beat acting on one candidate; so it is off by default.
+
 With ``critic`` on, the total gains ``critic_coef * (L_Q + L_V)``: chunked implicit
 Q-learning over every candidate the sim ran (``flywheel.td``, ``docs/rl-core.md``).
 
