@@ -218,7 +218,10 @@ def sibling_scores(rows: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def candidate_probabilities(rows: Mapping[str, np.ndarray], config: ObjectiveConfig) -> np.ndarray:
     """(N, n): per row, the probability of drawing each candidate the sim ran (module docstring)."""
-    z = sibling_scores(rows) / config.temperature
+    return _softmax(sibling_scores(rows) / config.temperature)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
     p = np.exp(z - z.max(axis=1, keepdims=True))
     return p / p.sum(axis=1, keepdims=True)
 
@@ -234,7 +237,8 @@ def _candidate_share(agent: Agent, rows: Mapping[str, np.ndarray], config: Objec
         raise ValueError("learner.candidate_samples: this model imagines frames, and rows keep only the candidates' "
                          "imagined proprio; learn the executed chunk alone (candidate_samples=0)")
     n, m = len(rows[PROPRIO_DIM]), config.candidate_samples
-    p = torch.as_tensor(candidate_probabilities(rows, config))
+    z = sibling_scores(rows)  # the draws' logits and the return head's targets
+    p = torch.as_tensor(_softmax(z / config.temperature))
     if noise_seed is None:
         drawn = torch.multinomial(p, m, replacement=True, generator=generator)
     else:
@@ -254,7 +258,7 @@ def _candidate_share(agent: Agent, rows: Mapping[str, np.ndarray], config: Objec
     mine = slice(start * m, stop * m)
     plan = Data({"proprio": torch.as_tensor(rows[CANDIDATE_IMAGINED][row[mine], cand[mine]], device=dev)},
                 {"proprio": observed.proprio_mask[index[mine]]})
-    scores = torch.as_tensor(sibling_scores(rows)[row[mine], cand[mine]], dtype=torch.float32, device=dev)
+    scores = torch.as_tensor(z[row[mine], cand[mine]], dtype=torch.float32, device=dev)
     actions = actions.map(lambda t: t[mine])
     noise = None
     if noise_seed is not None:
