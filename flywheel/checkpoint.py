@@ -31,6 +31,8 @@ from sims.files import atomic_directory, sha256_file, write_bytes_atomic
 
 FORMAT = "physics-flywheel/run-checkpoint"
 VERSION = 1
+# Optimizer options that choose an implementation, not the optimization (see load_optimizer_state).
+IMPLEMENTATION = ("fused", "foreach", "capturable", "differentiable")
 
 
 class RunCheckpointError(ValueError):
@@ -184,7 +186,12 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, flat: tuple[dict[str,
                          device: str = "cpu") -> None:
     """Restore a flattened state into ``optimizer`` (built over the same parameters)."""
     tensors, meta = flat
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta, device))
+    state = _unflatten_optimizer(tensors, meta, device)
+    # How the update runs (fused, foreach) is this code's choice, not the saved run's: a
+    # checkpoint written before the learners fused their AdamW resumes fused.
+    for saved, live in zip(state["param_groups"], optimizer.param_groups):
+        saved.update({k: live[k] for k in IMPLEMENTATION if k in live})
+    optimizer.load_state_dict(state)
 
 
 def flatten_optimizer(optimizer) -> tuple[dict[str, torch.Tensor], dict | None]:

@@ -175,7 +175,9 @@ def make_optimizer(model: Model, train_experts: Sequence[str], lr: float = 3e-4,
         else:
             model.freeze(expert)
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    # Fused: one kernel over all parameters instead of ~10 small ops per tensor; the same
+    # AdamW, a twentieth less time per learner step on CPU (docs/rl-core.md "Where the time goes").
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def check_train_experts(train_experts: Sequence[str], experts: Sequence[str]) -> None:
@@ -305,7 +307,7 @@ class Learner:
 
     def load_optimizer(self, state: tuple[dict[str, torch.Tensor], dict] | None) -> None:
         """Restore a flattened ``state``, or start a fresh optimizer when it is None."""
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.spec.lr, weight_decay=self.spec.weight_decay)
+        self.optimizer = make_optimizer(self.agent.model, self.spec.train_experts, self.spec.lr, self.spec.weight_decay)
         if state is not None:
             run_checkpoint.load_optimizer_state(self.optimizer, tuple(state), str(self.device))
 

@@ -55,6 +55,31 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
     assert random.random() == expected_py
 
 
+def test_a_checkpoint_of_an_unfused_optimizer_resumes_in_the_learners_fused_one(tmp_path):
+    """Runs saved before the learners fused their AdamW resume with the same moments, fused."""
+    from flywheel.learners import make_optimizer as learners_optimizer
+
+    torch.manual_seed(0)
+    model = Model(model_config("tiny"))
+    old = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-4, weight_decay=0.01)
+    train_steps(model, old, 2)
+    path = checkpoint.save(tmp_path, model, old, TrainerState(cycle=0, weight_version=0))
+
+    fused = learners_optimizer(model, model.cfg.experts)
+    checkpoint.load_optimizer_state(fused, checkpoint.optimizer_state(path))
+    assert fused.param_groups[0]["fused"] is True
+    moments = {id(p): s["exp_avg_sq"] for p, s in old.state.items()}
+    assert moments and all(torch.equal(s["exp_avg_sq"], moments[id(p)]) for p, s in fused.state.items())
+    expected = snapshot(model)
+    torch.manual_seed(1)
+    train_steps(model, old, 1)  # the unfused update from the same state...
+    after_old = snapshot(model)
+    model.load_state_dict(expected)
+    torch.manual_seed(1)
+    train_steps(model, fused, 1)  # ...and the fused one agree to float rounding
+    assert all(torch.allclose(v, after_old[k], rtol=1e-5, atol=1e-7) for k, v in snapshot(model).items())
+
+
 def test_latest_moves_only_when_a_checkpoint_is_complete(tmp_path, monkeypatch):
     model = Model(model_config("tiny"))
     checkpoint.save(tmp_path, model, None, TrainerState(cycle=0, weight_version=0))
