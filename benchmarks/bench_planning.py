@@ -10,7 +10,10 @@ sim, fixed seeds ``eval.seed``, ..., never consulted while choosing) with ``eval
 (the plain policy route: one chunk from the observation) and with ``eval.planning=true`` for
 each ``--candidates`` n: imagine n futures, act on each, keep the best by the agent's own
 score (mean Q of the chunk when the model has a critic, else the return head). n = 1 is the
-control: the imagination route with nothing to choose between.
+control: the imagination route with nothing to choose between. ``--oracle`` adds, for each n >
+1, the reference sim's own pick among the n (each run in it, the best chunk reward kept, as
+``choose=sim`` trains): not planning without the sim, but the most any scorer of one chunk
+could make of the same candidates.
 
 Prints a table (success with its binomial standard error, mean return with the episodes'
 spread / sqrt(n), and each planned row's paired return difference against no planning on
@@ -21,6 +24,7 @@ and a PNG. ``key=value`` are ``flywheel run`` overrides (e.g. ``reference.name=.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import time
@@ -57,9 +61,12 @@ def model_dir(path: str) -> Path:
     sys.exit(f"{path}: neither a model directory, a run checkpoint nor a run directory with checkpoints/latest")
 
 
-def measure(agent: Agent, config: RunConfig) -> dict:
-    """``flywheel.cycle.evaluate``, keeping each episode's success and return for paired comparisons."""
+def measure(agent: Agent, config: RunConfig, oracle: bool = False) -> dict:
+    """``flywheel.cycle.evaluate``, keeping each episode's success and return for paired comparisons;
+    ``oracle``: the reference sim runs every candidate and keeps the best (as ``choose=sim`` trains)."""
     spec = evaluation_spec(config)
+    if oracle:
+        spec = dataclasses.replace(spec, choose="sim")
     ref = config.reference
     envs = [make(ref.name, **ref.make_kwargs()) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
     began = time.perf_counter()
@@ -88,6 +95,9 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=40)
     ap.add_argument("--candidates", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--name", default="bench_planning", help="results file stem")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also let the reference sim pick among the same n candidates by their chunk reward "
+                         "(it consults the sim: the most any one-chunk scorer could add)")
     args = ap.parse_args()
     overrides = [a for a in args.checkpoints if "=" in a]
     paths = [a for a in args.checkpoints if "=" not in a]
@@ -100,14 +110,16 @@ def main() -> None:
         directory = model_dir(path)
         agent = Agent.from_checkpoint(directory)
         scorer = "critic (mean Q)" if agent.model.has_critic else "return head"
-        settings = [("no planning", False, None)] + [(f"plan n={n}", True, n) for n in args.candidates]
+        settings = [("no planning", False, None, False)] + [(f"plan n={n}", True, n, False) for n in args.candidates]
+        settings += [(f"sim picks n={n}", True, n, True) for n in args.candidates if args.oracle and n > 1]
         baseline = None
-        for setting, planning, n in settings:
+        for setting, planning, n, oracle in settings:
             cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.from_dotlist(
                 [f"eval.episodes={args.episodes}", f"eval.planning={planning}",
                  *([f"eval.n_candidates={n}"] if n else []), *overrides]))
-            result = measure(agent, to_dataclass(cfg, RunConfig))
-            result.update(checkpoint=label, model_dir=str(directory), scorer=scorer if planning else "-",
+            result = measure(agent, to_dataclass(cfg, RunConfig), oracle)
+            result.update(checkpoint=label, model_dir=str(directory),
+                          scorer="the sim (oracle)" if oracle else scorer if planning else "-",
                           setting=setting, planning=planning, n_candidates=n)
             if baseline is None:
                 baseline = result

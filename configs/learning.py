@@ -66,6 +66,9 @@ class ObjectiveConfig:
     # drawn by its return against its siblings': a softmax at ``temperature`` (``flywheel.objective``).
     # 0 learns the executed chunk alone. Measured at 4: no gain, twice the learner time (docs/rl-core.md).
     candidate_samples: int = 0
+    # Train the chunk ranker planning scores candidates by (``policies.ranker``): every candidate the
+    # sim ran, ranked against its siblings. Reads detached features: the policy learns the same.
+    ranker: bool = False
 
     def __post_init__(self) -> None:
         self.check()
@@ -98,8 +101,9 @@ class ObjectiveConfig:
         if (not isinstance(self.candidate_samples, int) or isinstance(self.candidate_samples, bool)
                 or self.candidate_samples < 0):
             raise ValueError(f"learner.candidate_samples must be an int >= 0, got {self.candidate_samples!r}")
-        if not isinstance(self.critic, bool):
-            raise ValueError(f"learner.critic must be true or false, got {self.critic!r}")
+        for name in ("critic", "ranker"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"learner.{name} must be true or false, got {getattr(self, name)!r}")
         if self.advantage == "critic" and not self.critic:
             raise ValueError("learner.advantage=critic needs learner.critic=true (the critic gives the advantages)")
 

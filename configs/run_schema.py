@@ -265,10 +265,10 @@ class RunConfig:
                               f"must be >= num_learners={self.num_learners}")
         if self.learner.act_on == "imagined" and not self.planning:
             raise ConfigError("learner.act_on=imagined trains on the plans rollouts imagined, so it needs planning=true")
-        if self.learner.candidate_samples and not (self.planning and self.choose == "sim"):
-            raise ConfigError(f"learner.candidate_samples={self.learner.candidate_samples} learns the candidates the "
-                              "training sim ran, so it needs planning=true and choose=sim "
-                              f"(got planning={self.planning}, choose={self.choose})")
+        for knob, on in (("candidate_samples", self.learner.candidate_samples), ("ranker", self.learner.ranker)):
+            if on and not (self.planning and self.choose == "sim"):
+                raise ConfigError(f"learner.{knob}={str(on).lower()} learns from the candidates the training sim ran, so it needs "
+                                  f"planning=true and choose=sim (got planning={self.planning}, choose={self.choose})")
 
     def task_list(self) -> list[TaskConfig]:
         """The run's tasks: ``tasks``, or the one of ``sim`` in ``reference`` (weight 1)."""

@@ -216,6 +216,18 @@ def check_critic(agent: Agent, config: RunConfig) -> None:
         raise ConfigError(f"learner.critic=true: the starting checkpoint has no critic and cannot grow one: {exc}") from exc
 
 
+def check_ranker(agent: Agent, config: RunConfig) -> None:
+    """With ``learner.ranker`` on, a starting checkpoint without a chunk ranker grows one (seeded
+    by the run's seed); one that cannot read a state is a ``ConfigError``."""
+    if not config.learner.ranker or agent.model.has_ranker:
+        return
+    try:
+        agent.model.grow_ranker(seed=config.seed)
+    except ValueError as exc:
+        raise ConfigError(f"learner.ranker=true: the starting checkpoint has no chunk ranker and cannot grow one: "
+                          f"{exc}") from exc
+
+
 def check_camera(agent: Agent, config: RunConfig) -> None:
     """A camera run renders at the agent's own frame size (its pretraining's, and its imagined
     frames' size): a ``sim.image_size`` / ``reference.image_size`` set to another is a
@@ -290,6 +302,7 @@ def run(config: RunConfig, console=print, fault: dict[str, int] | None = None) -
     check_camera(agent, config)
     check_embodiment(agent, config)
     check_critic(agent, config)
+    check_ranker(agent, config)
     prior = prior_of(config, console)
     world_model, measured = practised_in(config, run_dir, start_cycle, console)
     logger = CycleLogger(run_dir, json_config(config), start_cycle, console,

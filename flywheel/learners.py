@@ -78,6 +78,7 @@ from policies.agent import Agent
 from policies.config import SIZES, ModelConfig
 from policies.critic import Q as Q_HEAD, VALUE
 from policies.model import Model
+from policies.ranker import RANK
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ CRITIC_HEADS = (VALUE, Q_HEAD)
 LOSS_TERMS = ("future", "action", "return", "total")
 PRIOR = "prior"  # the prior data's term (``flywheel.prior``), inside ``total``
 # With the critic or the prior on, their shares ride along in the same all-reduce (``flywheel.td``).
-TERMS = LOSS_TERMS + CRITIC_TERMS + (PRIOR, CANDIDATES)
+TERMS = LOSS_TERMS + CRITIC_TERMS + (PRIOR, CANDIDATES, RANK)
 # The per-step series a learner returns (``TrainResult.series``), by TensorBoard tag.
 SERIES = tuple(f"loss_{k}_step" for k in LOSS_TERMS) + ("grad_norm", "lr")
 
@@ -262,12 +263,14 @@ class Learner:
         self.agent = Agent(ModelConfig.from_dict(spec.model), device=self.device)
         self.optimizer = make_optimizer(self.agent.model, spec.train_experts, spec.lr, spec.weight_decay)
         self.params = [p for p in self.agent.model.parameters() if p.requires_grad]
-        # The critic's gradients (in reward units) are clipped on their own: through one global
-        # norm they would starve the flow losses, as the unscaled return head once did.
-        critic_ids = {id(p) for name, head in self.agent.model.heads.items() if name in CRITIC_HEADS
-                      for p in head.parameters()}
-        self.clip_groups = [g for g in ([p for p in self.params if id(p) not in critic_ids],
-                                        [p for p in self.params if id(p) in critic_ids]) if g]
+        # The critic's gradients (in reward units) and the ranker's are clipped each on their own:
+        # through one global norm they would starve the flow losses (and each other), as the
+        # unscaled return head once did.
+        heads = self.agent.model.heads
+        apart = [{id(p) for name in family if name in heads for p in heads[name].parameters()}
+                 for family in (CRITIC_HEADS, (RANK,))]
+        policy = [p for p in self.params if not any(id(p) in ids for ids in apart)]
+        self.clip_groups = [g for g in (policy, *([p for p in self.params if id(p) in ids] for ids in apart)) if g]
         self.agent.model.train()
         self.objective = ObjectiveConfig(**spec.objective)
         self.prior = None if spec.prior is None else PriorData(spec.prior)
@@ -323,7 +326,8 @@ class Learner:
         skipped = 0
         names = (SERIES + (tuple(f"critic_{k}_step" for k in CRITIC_TERMS) if self.objective.critic else ())
                  + ((f"loss_{PRIOR}_step",) if self.prior is not None else ())
-                 + ((f"loss_{CANDIDATES}_step",) if self.objective.candidate_samples else ()))
+                 + ((f"loss_{CANDIDATES}_step",) if self.objective.candidate_samples else ())
+                 + ((f"loss_{RANK}_step",) if self.objective.ranker else ()))
         series: dict[str, list[float | None]] = {name: [] for name in names}
         # The frozen experts' weights stay as loaded until the phase ends: the task texts' keys
         # and values are computed once per instruction, not for every row of every step.
@@ -351,6 +355,8 @@ class Learner:
             metrics[f"loss_{PRIOR}"] = (sums[TERMS.index(PRIOR)] / done).item() if done else None
         if self.objective.candidate_samples:
             metrics[f"loss_{CANDIDATES}"] = (sums[TERMS.index(CANDIDATES)] / done).item() if done else None
+        if self.objective.ranker:
+            metrics[f"loss_{RANK}"] = (sums[TERMS.index(RANK)] / done).item() if done else None
         metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
                        samples=steps * batch_size, rows=sample.population, learners=spec.world_size, peak_rss_mb=peak,
                        seconds=time.perf_counter() - started, **_grad_norm_summary(series["grad_norm"]))
@@ -375,7 +381,7 @@ class Learner:
             return parts, None
         # DDP has averaged the gradients by now: the norm is the whole batch's, on every rank.
         if self.spec.grad_clip is not None:
-            # Each group (the policy's, the critic's) is clipped alone; the norm reported is all of them.
+            # Each group (the policy's, the critic's, the ranker's) is clipped alone; the norm reported is all of them.
             norms = [torch.nn.utils.clip_grad_norm_(group, self.spec.grad_clip) for group in self.clip_groups]
             grad_norm = torch.linalg.vector_norm(torch.stack(norms))
         else:
@@ -418,7 +424,7 @@ def _append_step(series: dict[str, list[float | None]], parts: torch.Tensor, gra
                  lr: float) -> None:
     """One learner step's points; a skipped step's losses are kept (they say why it was skipped)."""
     for i, k in enumerate(TERMS):
-        name = f"loss_{k}_step" if k in LOSS_TERMS + (PRIOR, CANDIDATES) else f"critic_{k}_step"
+        name = f"loss_{k}_step" if k in LOSS_TERMS + (PRIOR, CANDIDATES, RANK) else f"critic_{k}_step"
         if name in series:
             series[name].append(parts[i].item())
     series["grad_norm"].append(grad_norm)

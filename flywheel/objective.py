@@ -71,7 +71,9 @@ candidates"): no gain in capability at equal env steps, and the ranking head doe
 planning beat acting on one candidate; so it is off by default.
 
 With ``critic`` on, the total gains ``critic_coef * (L_Q + L_V)``: chunked implicit
-Q-learning over every candidate the sim ran (``flywheel.td``, ``docs/rl-core.md``).
+Q-learning over every candidate the sim ran (``flywheel.td``, ``docs/rl-core.md``). With
+``ranker`` on, it gains ``L_rank``: the chunk ranker learns every candidate's chunk reward
+against its siblings', z_ic above (``policies.ranker``), on detached features.
 
 Steps a chunk did not run (the episode ended inside it) are masked out of every term,
 and so are padded proprio/action dimensions.
@@ -112,6 +114,7 @@ from policies import flow
 from policies.agent import Agent, Observed
 from policies.data import Data
 from policies.model import Item
+from policies.ranker import RANK, ranking_loss
 from policies.tokenizers import to_unit_frames
 from sims import Embodiment, make
 from world_model.learned_env import PREFIX as LEARNED_PREFIX
@@ -204,6 +207,9 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
         mine = {k: v[start:stop] for k, v in rows.items()}
         losses.update(critic_share(agent, mine, observed, config, n))
         total = total + config.critic_coef * (losses["q"] + losses["value"])
+    if config.ranker:
+        losses[RANK] = _rank_share(agent, rows, observed, start, stop)
+        total = total + losses[RANK]
     losses["total"] = total
     return losses
 
@@ -214,6 +220,22 @@ def sibling_scores(rows: Mapping[str, np.ndarray]) -> np.ndarray:
     centred = returns - returns.mean(axis=1, keepdims=True)
     spread = returns.std(axis=1, keepdims=True)
     return np.where(spread > 1e-8, centred / np.maximum(spread, 1e-8), 0.0)
+
+
+def _rank_share(agent: Agent, rows: Mapping[str, np.ndarray], observed: Observed, start: int,
+                stop: int) -> torch.Tensor:
+    """Rows [start, stop)'s share of the chunk ranker's ``L_rank`` over the global batch
+    ``rows`` (``policies.ranker``); ``observed`` is those rows' observation."""
+    if CANDIDATE_ACTIONS not in rows:
+        raise ValueError("learner.ranker learns to rank the candidates the training sim ran (choose=sim rollouts), "
+                         "and these rows keep none")
+    if not agent.model.has_ranker:
+        raise ValueError("learner.ranker: this model has no chunk ranker (Model.grow_ranker adds one)")
+    mine = slice(start, stop)
+    targets = torch.as_tensor(sibling_scores(rows)[mine], device=agent.device)
+    chunks = torch.as_tensor(rows[CANDIDATE_ACTIONS][mine], device=agent.device) * observed.action_mask[:, None]
+    scores = agent.model.heads[RANK](agent.critic_features(observed), chunks)
+    return ranking_loss(scores, targets, len(rows[PROPRIO_DIM]))
 
 
 def candidate_probabilities(rows: Mapping[str, np.ndarray], config: ObjectiveConfig) -> np.ndarray:

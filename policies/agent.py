@@ -41,6 +41,7 @@ from policies.data import Data, encode_text
 from policies.future import from_model, to_model
 from policies.model import Item, Model
 from policies.mot import KVCache
+from policies.ranker import RANK
 from sims.embodiment import Embodiment
 
 
@@ -299,7 +300,9 @@ class Agent(nn.Module):
              generator: torch.Generator | None = None) -> Plan:
         """Imagine ``n_candidates`` futures per env, act on each, keep the best-scoring one.
 
-        score = return_weight * learned return + reward_fn(imagined proprio, actions).
+        score = the agent's own score + reward_fn(imagined proprio, actions), the agent's own
+        score being the chunk ranker's (``policies.ranker``) where the model has one, else the
+        critic's mean Q, else return_weight * the return head's.
         """
         b, n = context.batch, n_candidates
         imagined = self.imagine(context, n, steps=steps, generator=generator)
@@ -307,7 +310,10 @@ class Agent(nn.Module):
         actions = acted.actions.values["action"].view(b, n, *acted.actions.values["action"].shape[1:])
         scores = torch.zeros(b, n, device=self.device)
         returns = None if acted.returns is None else acted.returns.view(b, n)
-        if self.model.has_critic:  # the critic sees past the chunk; the return head only guesses its return
+        if self.model.has_ranker:  # trained on exactly this: one state's candidates, ranked as the sim did
+            chunks = acted.actions.zeroed().values["action"].view(b, n, *actions.shape[2:])
+            scores = scores + self.model.heads[RANK](self.critic_features(context.observed), chunks)
+        elif self.model.has_critic:  # the critic sees past the chunk; the return head only guesses its return
             features = self.critic_features(context.observed).repeat_interleave(n, dim=0)
             q = self.model.heads[critic.Q](features, acted.actions.zeroed().values["action"])
             scores = scores + q.mean(dim=0).view(b, n)

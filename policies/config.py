@@ -50,6 +50,7 @@ class ModelConfig:
     text_max: int = 64             # bytes of text, BOS/EOS included
     return_expert: str = "video"   # owner of the return head (it reads imagined futures)
     critic_ensemble: int = 0       # Q heads of the chunk critic (``policies.critic``); 0: no critic
+    ranker: bool = False           # the chunk ranker planning scores candidates by (``policies.ranker``)
     # Imagine proprio as its change from the latest observed step, in standard units (``policies.future``).
     relative_future: bool = True
 

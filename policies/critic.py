@@ -43,7 +43,8 @@ def feature_size(cfg: ModelConfig) -> int:
     return cfg.d_model + cfg.proprio_pad
 
 
-def _mlp(cfg: ModelConfig, inputs: int) -> nn.Sequential:
+def mlp(cfg: ModelConfig, inputs: int) -> nn.Sequential:
+    """inputs -> d_model -> d_model -> 1, SiLU between: every head on the critic's features."""
     return nn.Sequential(nn.Linear(inputs, cfg.d_model), nn.SiLU(), nn.Linear(cfg.d_model, cfg.d_model), nn.SiLU(),
                          nn.Linear(cfg.d_model, 1))
 
@@ -53,7 +54,7 @@ class ValueHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.mlp = _mlp(cfg, feature_size(cfg))
+        self.mlp = mlp(cfg, feature_size(cfg))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.mlp(features).squeeze(-1)
@@ -64,7 +65,7 @@ class QEnsemble(nn.Module):
 
     def __init__(self, cfg: ModelConfig, ensemble: int) -> None:
         super().__init__()
-        self.members = nn.ModuleList(_mlp(cfg, feature_size(cfg) + cfg.chunk * cfg.action_pad)
+        self.members = nn.ModuleList(mlp(cfg, feature_size(cfg) + cfg.chunk * cfg.action_pad)
                                      for _ in range(ensemble))
 
     def forward(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,9 @@ routes, training losses) is built from ``run``, ``sample`` and the tokenizers' h
 Ownership: an expert owns its backbone weights, the tokenizers of the modalities routed to
 it, and the heads it reads out (the return head belongs to ``cfg.return_expert``).
 ``freeze`` and ``add_expert`` act on all of that at once. The critic's heads
-(``policies.critic``, present when ``cfg.critic_ensemble`` > 0) belong to no expert: they
-read detached features and train whenever the objective's critic is on.
+(``policies.critic``, present when ``cfg.critic_ensemble`` > 0) and the chunk ranker
+(``policies.ranker``, when ``cfg.ranker``) belong to no expert: they read detached features
+and train whenever the objective's critic (ranker) is on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from policies.config import ModelConfig
 from policies.data import Data
 from policies.layout import Layout, Segment
 from policies.mot import KVCache, MoT
+from policies.ranker import RANK, ChunkRanker
 from policies.tokenizers import FlowTokenizer, Tokenizer, build_tokenizer
 
 
@@ -71,6 +73,8 @@ class Model(nn.Module):
             self.heads["return"] = ReturnHead(cfg)
         if cfg.critic_ensemble:
             self.heads.update(critic.build_heads(cfg))
+        if cfg.ranker:
+            self.heads[RANK] = ChunkRanker(cfg)
         self._text_prefixes: dict[bytes, _TextPrefix] | None = None  # see ``text_prefixes``
 
     @property
@@ -91,6 +95,24 @@ class Model(nn.Module):
         self.cfg = self.backbone.cfg = replace(self.cfg, critic_ensemble=int(ensemble))
         device = self.device
         self.heads.update({k: v.to(device) for k, v in critic.build_heads(self.cfg, seed).items()})
+        self.train(self.training)
+
+    @property
+    def has_ranker(self) -> bool:
+        return RANK in self.heads
+
+    def grow_ranker(self, seed: int = 0) -> None:
+        """Add a freshly initialised chunk ranker (weights fixed by ``seed``, the caller's random
+        stream untouched) to a model that has none; the config records it, as ``grow_critic``."""
+        if self.has_ranker:
+            raise ValueError("this model already has a chunk ranker")
+        if "proprio" not in self.tokenizers:
+            raise ValueError("the ranker reads the proprio item's hidden states, and this model has no proprio "
+                             "tokenizer")
+        self.cfg = self.backbone.cfg = replace(self.cfg, ranker=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.heads[RANK] = ChunkRanker(self.cfg).to(self.device)
         self.train(self.training)
 
     def update_critic_target(self, rate: float) -> None:

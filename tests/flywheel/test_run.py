@@ -381,20 +381,28 @@ def camera_run(tmp_path_factory):
     return run_dir
 
 
-def test_a_cycle_of_the_real_entry_point_learns_the_sims_candidates(tmp_path, capsys):
+def test_a_cycle_of_the_real_entry_point_learns_the_sims_candidates_and_ranks_them(tmp_path, capsys):
+    """Both knobs that learn from the sim's candidates in one real cycle (one Ray start for two)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from flywheel import checkpoint as run_checkpoint
     from flywheel.objective import CANDIDATES
     from flywheel.rows import CANDIDATE_IMAGINED
+    from policies.ranker import RANK
 
     run_dir = tmp_path / "run"
-    assert main(["run", f"run_dir={run_dir}", "cycles=1", *TINY, "learner.candidate_samples=2"]) == 0
+    assert main(["run", f"run_dir={run_dir}", "cycles=1", *TINY, "learner.candidate_samples=2", "learner.ranker=true",
+                 "eval.n_candidates=2"]) == 0
     (record,) = read_cycles(run_dir)
-    assert np.isfinite(record["learner"][f"loss_{CANDIDATES}"]) and record["learner"][f"loss_{CANDIDATES}"] > 0
+    for term in (CANDIDATES, RANK):
+        assert np.isfinite(record["learner"][f"loss_{term}"]) and record["learner"][f"loss_{term}"] > 0, term
     rows, _ = RolloutStore(run_dir / "store").read([0])
     assert rows[CANDIDATE_IMAGINED].shape[1] == 2 and rows[CANDIDATE_IMAGINED].any()
     events = EventAccumulator(str(run_dir / "tb")).Reload()
-    assert len(events.Scalars(f"learner/loss_{CANDIDATES}_step")) == 3  # one point per learner step
+    for term in (CANDIDATES, RANK):
+        assert len(events.Scalars(f"learner/loss_{term}_step")) == 3, term  # one point per learner step
+    model, _, _ = run_checkpoint.load(run_checkpoint.latest(run_dir))
+    assert model.has_ranker  # grown at the start, trained, saved: the evaluation planned with it
 
 
 def test_each_cycle_with_the_critic_on_trains_it(camera_run):
