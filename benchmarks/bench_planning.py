@@ -9,7 +9,8 @@ Each is evaluated as ``flywheel.cycle.evaluate`` does at the end of a cycle (the
 sim, fixed seeds ``eval.seed``, ..., never consulted while choosing) with ``eval.planning=false``
 (the plain policy route: one chunk from the observation) and with ``eval.planning=true`` for
 each ``--candidates`` n: imagine n futures, act on each, keep the best by the agent's own
-score (mean Q of the chunk when the model has a critic, else the return head). n = 1 is the
+score (the chunk ranker's where the model has one, else mean Q of the chunk where it has a
+critic, else the return head). n = 1 is the
 control: the imagination route with nothing to choose between. ``--oracle`` adds, for each n >
 1, the reference sim's own pick among the n (each run in it, the best chunk reward kept, as
 ``choose=sim`` trains): not planning without the sim, but the most any scorer of one chunk
@@ -109,7 +110,8 @@ def main() -> None:
     for label, path in zip(labels, paths):
         directory = model_dir(path)
         agent = Agent.from_checkpoint(directory)
-        scorer = "critic (mean Q)" if agent.model.has_critic else "return head"
+        scorer = ("chunk ranker" if agent.model.has_ranker else "critic (mean Q)" if agent.model.has_critic
+                  else "return head")
         settings = [("no planning", False, None, False)] + [(f"plan n={n}", True, n, False) for n in args.candidates]
         settings += [(f"sim picks n={n}", True, n, True) for n in args.candidates if args.oracle and n > 1]
         baseline = None
