@@ -135,7 +135,8 @@ class EvalConfig:
     planning: bool = True
     # One imagined future, acted on: choosing among 4 or 16 by the agent's own return head added
     # nothing over one (README, "Flywheel throughput and capability"), and 4 took 1.5 times as
-    # long to evaluate. With the critic on (it ranks candidates), try 4. None: the rollouts'.
+    # long to evaluate. With learner.ranker=true (a scorer that ranks: +2.4 return over 4, docs/
+    # rl-core.md "A ranker for planning") set 4 or 16. None: the rollouts'.
     n_candidates: Optional[int] = 1
 
     def __post_init__(self) -> None:
