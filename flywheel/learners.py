@@ -324,10 +324,11 @@ class Learner:
         sums = torch.zeros(len(TERMS), dtype=torch.float64)
         first = last = None
         skipped = 0
+        # The optional loss terms this run has on, each logged per step and per cycle.
+        extra = tuple(k for k, on in ((PRIOR, self.prior is not None), (CANDIDATES, self.objective.candidate_samples),
+                                      (RANK, self.objective.ranker)) if on)
         names = (SERIES + (tuple(f"critic_{k}_step" for k in CRITIC_TERMS) if self.objective.critic else ())
-                 + ((f"loss_{PRIOR}_step",) if self.prior is not None else ())
-                 + ((f"loss_{CANDIDATES}_step",) if self.objective.candidate_samples else ())
-                 + ((f"loss_{RANK}_step",) if self.objective.ranker else ()))
+                 + tuple(f"loss_{k}_step" for k in extra))
         series: dict[str, list[float | None]] = {name: [] for name in names}
         # The frozen experts' weights stay as loaded until the phase ends: the task texts' keys
         # and values are computed once per instruction, not for every row of every step.
@@ -351,12 +352,7 @@ class Learner:
                                    for i, k in enumerate(LOSS_TERMS)}
         if self.objective.critic:
             metrics.update(_critic_metrics(sums, done))
-        if self.prior is not None:
-            metrics[f"loss_{PRIOR}"] = (sums[TERMS.index(PRIOR)] / done).item() if done else None
-        if self.objective.candidate_samples:
-            metrics[f"loss_{CANDIDATES}"] = (sums[TERMS.index(CANDIDATES)] / done).item() if done else None
-        if self.objective.ranker:
-            metrics[f"loss_{RANK}"] = (sums[TERMS.index(RANK)] / done).item() if done else None
+        metrics.update({f"loss_{k}": (sums[TERMS.index(k)] / done).item() if done else None for k in extra})
         metrics.update(loss_total_first=first, loss_total_last=last, steps=steps, skipped_steps=skipped,
                        samples=steps * batch_size, rows=sample.population, learners=spec.world_size, peak_rss_mb=peak,
                        seconds=time.perf_counter() - started, **_grad_norm_summary(series["grad_norm"]))
@@ -424,7 +420,7 @@ def _append_step(series: dict[str, list[float | None]], parts: torch.Tensor, gra
                  lr: float) -> None:
     """One learner step's points; a skipped step's losses are kept (they say why it was skipped)."""
     for i, k in enumerate(TERMS):
-        name = f"loss_{k}_step" if k in LOSS_TERMS + (PRIOR, CANDIDATES, RANK) else f"critic_{k}_step"
+        name = f"critic_{k}_step" if k in CRITIC_TERMS else f"loss_{k}_step"
         if name in series:
             series[name].append(parts[i].item())
     series["grad_norm"].append(grad_norm)
