@@ -49,7 +49,7 @@ from configs.run_schema import RunConfig  # noqa: E402
 from configs.schema import to_dataclass  # noqa: E402
 from flywheel.controller import run  # noqa: E402
 from flywheel.logger import read_cycles, read_start  # noqa: E402
-from flywheel.pretrained import MULTITASK_PRESET, SCRATCH, preset_checkpoint  # noqa: E402
+from flywheel.pretrained import SCRATCH, SMALL_PRESET, preset_checkpoint  # noqa: E402
 from flywheel.report import load_runs  # noqa: E402
 from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
 
@@ -74,7 +74,7 @@ def main() -> None:
         sys.exit(f"--episodes {args.episodes}: an even number >= 2, half of it for each task's single run")
     if len(set(args.seeds)) != len(args.seeds):
         sys.exit(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
-    pretrained = args.pretrained or str(preset_checkpoint(MULTITASK_PRESET))
+    pretrained = args.pretrained or str(preset_checkpoint(SMALL_PRESET.with_name("small_multitask.yaml")))
     # What the learners ran with (defaults and overrides): results of other learner settings do not mix.
     learner = dataclasses.asdict(to_dataclass(OmegaConf.merge(OmegaConf.structured(RunConfig),
                                                               OmegaConf.from_dotlist(args.overrides)), RunConfig).learner)

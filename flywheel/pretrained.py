@@ -7,10 +7,11 @@ pretrain``) is used; when there is none, the small starter ``runs/pretrain/small
 (``configs/pretrain/small.yaml``: the default task alone, a few minutes on 2 cores) is
 used, and pretrained first if it does not exist yet, so the README's main job works on a
 fresh clone. A named checkpoint that is missing is pretrained first too when a starter preset
-(``starter_presets``) writes it: the fidelity sweep's cartpole runs name
-``runs/pretrain/small-cartpole/checkpoint`` (``configs/pretrain/small_cartpole.yaml``), the
+(``starter_presets``: every ``configs/pretrain/small*.yaml``) writes it: the fidelity sweep's
+cartpole runs name ``runs/pretrain/small-cartpole/checkpoint`` (``small_cartpole.yaml``), the
 multi-task experiment's ``runs/pretrain/small-multitask/checkpoint`` (``small_multitask.yaml``),
-the Panda's ``runs/pretrain/small-panda/checkpoint`` (``small_panda.yaml``).
+the Panda's ``runs/pretrain/small-panda/checkpoint`` (``small_panda.yaml``). A new starter is one
+more such file.
 """
 
 from __future__ import annotations
@@ -29,9 +30,6 @@ from sims.files import exclusive
 
 DEFAULT = Path("runs") / "pretrain" / "default" / "checkpoint"
 SMALL_PRESET = Path(CONFIG_DIR) / "pretrain" / "small.yaml"
-CARTPOLE_PRESET = Path(CONFIG_DIR) / "pretrain" / "small_cartpole.yaml"
-MULTITASK_PRESET = Path(CONFIG_DIR) / "pretrain" / "small_multitask.yaml"
-PANDA_PRESET = Path(CONFIG_DIR) / "pretrain" / "small_panda.yaml"
 SCRATCH = "scratch"
 
 
@@ -84,8 +82,9 @@ def starter(config: RunConfig, console=print) -> Path | None:
 
 def starter_presets() -> tuple[Path, ...]:
     """The pretraining presets a run pretrains itself when their checkpoint is missing: small ones,
-    a few minutes each on 2 cores (a bigger one, such as the default, is ``flywheel pretrain``'s)."""
-    return SMALL_PRESET, CARTPOLE_PRESET, MULTITASK_PRESET, PANDA_PRESET
+    a few minutes each on 2 cores (a bigger one, such as the default, is ``flywheel pretrain``'s):
+    ``small.yaml`` and every ``small_*.yaml`` beside it."""
+    return SMALL_PRESET, *sorted(SMALL_PRESET.parent.glob("small_*.yaml"))
 
 
 def preset_config(preset: Path):

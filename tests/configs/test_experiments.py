@@ -71,11 +71,11 @@ def test_the_cartpole_runs_start_from_a_starter_pretrained_on_the_cartpole():
     from flywheel import pretrained
     from policies.pretrain.run import check
 
-    check(pretrained.preset_config(pretrained.CARTPOLE_PRESET))  # pretraining's own input checks pass
+    preset = pretrained.preset_config(pretrained.SMALL_PRESET.with_name("small_cartpole.yaml"))
+    check(preset)  # pretraining's own input checks pass
 
     for name in ("cartpole-knob-1.0", "cartpole-knob-0.2"):
         config = to_dataclass(compose_run(["experiment=fidelity_sweep", f"training_sim={name}", *DIRS]), RunConfig)
-        preset = pretrained.preset_config(pretrained.CARTPOLE_PRESET)
         assert Path(config.pretrained) == pretrained.checkpoint_of(preset)  # so a missing one is pretrained first
         assert config.sim.name in preset.data.sims  # and its prior data holds the task
 
@@ -84,11 +84,12 @@ def test_the_panda_starter_is_pretrained_on_the_panda_and_written_where_a_run_na
     from flywheel import pretrained
     from policies.pretrain.run import check
 
-    preset = pretrained.preset_config(pretrained.PANDA_PRESET)
+    panda = pretrained.SMALL_PRESET.with_name("small_panda.yaml")
+    preset = pretrained.preset_config(panda)
     check(preset)  # pretraining's own input checks pass
     assert preset.data.sims == ["pybullet/panda-lift"]
     assert pretrained.checkpoint_of(preset) == Path("runs/pretrain/small-panda/checkpoint")
-    assert pretrained.PANDA_PRESET in pretrained.starter_presets()  # so a run naming it pretrains it first
+    assert panda in pretrained.starter_presets()  # so a run naming it pretrains it first
 
 
 def pinned(text: str) -> dict[str, str]:
@@ -155,7 +156,7 @@ def test_the_multitask_experiment_trains_two_bodies_from_a_starter_pretrained_on
     from flywheel.controller import with_own_reference
     from policies.pretrain.run import check
 
-    preset = pretrained.preset_config(pretrained.MULTITASK_PRESET)
+    preset = pretrained.preset_config(pretrained.SMALL_PRESET.with_name("small_multitask.yaml"))
     check(preset)  # pretraining's own input checks pass
     config = with_own_reference(to_dataclass(compose_run(["experiment=multitask"]), RunConfig), console=lambda *a: None)
     validate(config)
