@@ -39,7 +39,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from configs.run_schema import RunConfig  # noqa: E402
 from configs.schema import to_dataclass  # noqa: E402
-from flywheel.controller import run  # noqa: E402
+from flywheel.controller import RunStopped, run  # noqa: E402
 from flywheel.cycle import evaluate  # noqa: E402
 from flywheel.logger import read_cycles  # noqa: E402
 from flywheel.pretrained import DEFAULT, small_checkpoint  # noqa: E402
@@ -72,7 +72,11 @@ def main() -> None:
     config = to_dataclass(cfg, RunConfig)
 
     before = evaluate(Agent.from_checkpoint(args.pretrained), config)
-    run(config, console=print)
+    try:
+        run(config, console=print)
+    except RunStopped as exc:  # a clean stop (SIGINT/SIGTERM): every complete cycle is kept
+        print(f"bench_capability: {exc} (here: run the same command again)")
+        sys.exit(exc.exit_code)
     records = read_cycles(run_dir)
     if not records:
         sys.exit(f"no cycle completed in {run_dir} (stopped early?); run again to resume it")
