@@ -41,7 +41,7 @@ from configs.run_schema import RunConfig  # noqa: E402
 from configs.schema import to_dataclass  # noqa: E402
 from flywheel.controller import RunStopped, run  # noqa: E402
 from flywheel.cycle import evaluate  # noqa: E402
-from flywheel.logger import read_cycles  # noqa: E402
+from flywheel.logger import read_cycles, read_start  # noqa: E402
 from flywheel.pretrained import DEFAULT, small_checkpoint  # noqa: E402
 from policies.agent import Agent  # noqa: E402
 from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
@@ -71,7 +71,6 @@ def main() -> None:
          *args.overrides]))
     config = to_dataclass(cfg, RunConfig)
 
-    before = evaluate(Agent.from_checkpoint(args.pretrained), config)
     try:
         run(config, console=print)
     except RunStopped as exc:  # a clean stop (SIGINT/SIGTERM): every complete cycle is kept
@@ -80,6 +79,9 @@ def main() -> None:
     records = read_cycles(run_dir)
     if not records:
         sys.exit(f"no cycle completed in {run_dir} (stopped early?); run again to resume it")
+    # The run evaluated its starting weights once, before cycle 0, on the same episodes (start.json).
+    start = read_start(run_dir)
+    before = start["eval"] if start else evaluate(Agent.from_checkpoint(args.pretrained), config)
     # The cycles' own seconds, not this process's: a resumed run was timed over several processes.
     wall = sum(r["seconds"]["cycle"] for r in records)
     curve = [{"cycle": -1, "capability": before["capability"], "mean_return": before["mean_return"],
