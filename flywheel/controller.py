@@ -390,9 +390,11 @@ def prepare(config: RunConfig, console=print) -> tuple[RunConfig, Path, RolloutS
     path would name that node's working directory. A remote run keeps its URI there; the local
     directory returned is its staging copy, which the mirror returned uploads."""
     from flywheel.learned_sim import with_world_models
+    from flywheel.pretrained import check_starter
 
     config = with_own_reference(config, console)
     rollout_spec = validate(config)
+    check_starter(config)
     location = config.resume or config.run_dir
     if storage.is_uri(location):
         run_dir, resuming, mirror = remote_run_directory(config)

@@ -68,16 +68,29 @@ def starter(config: RunConfig, console=print) -> Path | None:
     if config.pretrained:
         path = Path(config.pretrained)
         if not (path / "config.json").is_file():
-            for preset in starter_presets():
-                if checkpoint_of(preset_config(preset)).resolve() == path.resolve():
-                    return preset_checkpoint(preset, console)
-            raise FileNotFoundError(
-                f"pretrained={path}: no pretrained checkpoint there. Run `flywheel pretrain` first, "
-                f"point pretrained= at a checkpoint directory, or use pretrained={SCRATCH}")
+            return preset_checkpoint(_preset_of(path), console)
         return path
     if (DEFAULT / "config.json").is_file():
         return DEFAULT
     return small_checkpoint(console)
+
+
+def check_starter(config: RunConfig) -> None:
+    """Fails where ``starter`` would for a missing checkpoint, without pretraining anything: before
+    a run claims its directory, so a mistyped ``pretrained=`` leaves nothing behind."""
+    if config.pretrained and config.pretrained != SCRATCH:
+        path = Path(config.pretrained)
+        if not (path / "config.json").is_file():
+            _preset_of(path)
+
+
+def _preset_of(path: Path) -> Path:
+    """The starter preset whose checkpoint ``path`` is (pretrained on demand), or a clear error."""
+    for preset in starter_presets():
+        if checkpoint_of(preset_config(preset)).resolve() == path.resolve():
+            return preset
+    raise FileNotFoundError(f"pretrained={path}: no pretrained checkpoint there. Run `flywheel pretrain` first, "
+                            f"point pretrained= at a checkpoint directory, or use pretrained={SCRATCH}")
 
 
 def starter_presets() -> tuple[Path, ...]:

@@ -144,3 +144,11 @@ def test_a_full_disk_or_read_only_run_dir_is_one_line_naming_the_file(tmp_path, 
     assert main(["run", f"run_dir={run_dir}", "pretrained=scratch", "sim.max_episode_steps=16"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"flywheel: error: {run_dir / 'config.json'}: {os.strerror(errno_)}: {advice}")
+
+
+def test_a_missing_pretrained_checkpoint_is_refused_before_the_run_claims_its_directory(tmp_path, capsys, no_ray):
+    run_dir, missing = tmp_path / "run", tmp_path / "nowhere"
+    assert main(["run", f"run_dir={run_dir}", f"pretrained={missing}", "sim.max_episode_steps=16"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"pretrained={missing}: no pretrained checkpoint there" in line
+    assert not run_dir.exists()  # a rerun under the same directory is a new run, not a resume of nothing
