@@ -8,10 +8,14 @@ collects), written as one real shard, whose bytes are then copied as more shards
 (two shards of 200 chunks a cycle, as the default run's two workers write) until the store
 holds each size in ``--sizes`` chunks; it stops at the first size the free disk cannot
 hold. For each size, a fresh process (so its peak is its own) samples one cycle's batches
-(``--steps`` x ``--batch``, 200 x 32 by default) with ``RolloutStore.sample``; up to
+(``--steps`` x ``--batch``, 200 x 32 by default) with ``RolloutStore.sample`` as the driver
+does: without the columns the default loss never reads (``flywheel.objective.unread_columns``,
+the candidates the sim ran), and once more with every column, as a run with the critic or the
+ranker must read them; up to
 ``--read-up-to`` chunks, another fresh process reads the whole replay as the driver did
 before (``RolloutStore.read``). Reported: each process's peak RSS (``ru_maxrss``) and the
-time per sample or read. The sample's peak must stay flat as the store grows.
+time per sample or read, and the bytes a held row takes. The sample's peak must stay flat as
+the store grows.
 
 ``--cycle`` also runs one tiny real cycle (embedded Ray, ``learner.steps`` unset) and reports
 the driver's and the learners' peak RSS from its record.
@@ -33,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from configs.run_schema import LearnerConfig  # noqa: E402
+from flywheel.objective import unread_columns  # noqa: E402
 from flywheel.store import RolloutStore, ShardInfo  # noqa: E402
 from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
 
@@ -81,17 +87,19 @@ def measure(root: str, mode: str, n: int, repeats: int) -> dict:
     seconds = []
     for r in range(repeats):
         began = time.perf_counter()
-        if mode == "sample":
-            sample, report = store.sample(cycles, n, seed=(0, r))
-            held = sample.rows.n
+        if mode in ("sample", "sample_all"):
+            skip = unread_columns(LearnerConfig()) if mode == "sample" else ()
+            sample, report = store.sample(cycles, n, seed=(0, r), skip=skip)
+            held, row_bytes = sample.rows.n, sum(v.nbytes for v in sample.rows.values()) / sample.rows.n
         else:
             rows, report = store.read(cycles)
-            held = rows.n
+            held, row_bytes = rows.n, sum(v.nbytes for v in rows.values()) / rows.n
         seconds.append(time.perf_counter() - began)
         del report
     peak = _status_mb("VmHWM")
     return {"mode": mode, "peak_rss_mb": round(peak, 1), "rss_before_mb": round(before, 1),
-            "seconds": round(min(seconds), 3), "rows_held": held, "shards": SHARDS_PER_CYCLE * len(cycles)}
+            "seconds": round(min(seconds), 3), "rows_held": held, "row_kb": round(row_bytes / 1e3, 2),
+            "shards": SHARDS_PER_CYCLE * len(cycles)}
 
 
 def _status_mb(field: str) -> float:
@@ -132,7 +140,7 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (mem, sec) = plt.subplots(1, 2, figsize=(10, 4))
-    for mode, style in (("sample", "o-"), ("read", "s--")):
+    for mode, style in (("sample", "o-"), ("sample_all", "^:"), ("read", "s--")):
         points = [(r["chunks"], r[mode]) for r in results if r.get(mode)]
         if points:
             mem.plot([c for c, _ in points], [m["peak_rss_mb"] for _, m in points], style, label=mode)
@@ -142,7 +150,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_xlabel("chunks in the store")
         ax.set_ylabel(label)
         ax.legend()
-    mem.set_title("driver memory: sample (flat) vs read whole")
+    mem.set_title("driver memory: sample (flat; the loss's columns or all) vs read whole")
     fig.tight_layout()
     write_figure_atomic(path, fig, dpi=110)
 
@@ -189,14 +197,18 @@ def run_benchmark(args: argparse.Namespace) -> None:
                 print(f"stopping before {chunks:,} chunks: {need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free")
                 break
             grow(store, template, chunks)
+            draws = args.steps * args.batch
             row = {"chunks": chunks, "store_gb": round(need / 1e9, 3),
-                   "sample": in_fresh_process(root, "sample", args.steps * args.batch, args.repeats)}
+                   "sample": in_fresh_process(root, "sample", draws, args.repeats),
+                   "sample_all": in_fresh_process(root, "sample_all", draws, args.repeats)}
             if chunks <= args.read_up_to:
                 row["read"] = in_fresh_process(root, "read", 0, 1)
             results.append(row)
             read = row.get("read")
-            print(f"{chunks:>9,} chunks ({row['store_gb']:.2f} GB): sample peak {_peak(row['sample'])} "
-                  f"in {row['sample']['seconds']:.2f} s"
+            lean, every = row["sample"], row["sample_all"]
+            print(f"{chunks:>9,} chunks ({row['store_gb']:.2f} GB): sample peak {_peak(lean)} "
+                  f"in {lean['seconds']:.2f} s, {lean['row_kb']:.1f} kB a held row; every column "
+                  f"{_peak(every)} in {every['seconds']:.2f} s, {every['row_kb']:.1f} kB a row"
                   + (f"; read whole peak {_peak(read)} in {read['seconds']:.2f} s" if read else ""), flush=True)
     finally:
         if not args.keep:
@@ -208,6 +220,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / "bench_replay.json", {
         "settings": {"steps": args.steps, "batch": args.batch, "repeats": args.repeats,
+                     "unread_by_default": list(unread_columns(LearnerConfig())),
                      "shard_chunks": template.rows, "shard_bytes": shard_bytes},
         "sizes": results, "tiny_cycle": cycle})
     plot(results, RESULTS / "bench_replay.png")

@@ -43,6 +43,7 @@ from flywheel.cluster import Placement, ray_options
 from flywheel.learners import LearnerPool, peak_rss_mb
 from flywheel.prior import PriorSpec
 from flywheel.logger import CycleLogger
+from flywheel.objective import unread_columns
 from flywheel.refit import Refit
 from flywheel.rollout import (RolloutSpec, collect, env_kwargs, episode_lengths_and_returns, episode_stats,
                               standard_errors, task_plan)
@@ -185,7 +186,7 @@ class Cycle:
         The driver draws exactly the rows the cycle's ``steps * batch_size`` draws need from the
         store (``RolloutStore.sample``, seeded by (seed, cycle)) and ships them to the learners in
         one ``ray.put``: its memory is one shard plus the sample, not the replay, however long
-        the run. Why the driver and not each learner: the store is read and verified once a
+        the run, and the sample holds only the columns the loss reads (``unread_columns``). Why the driver and not each learner: the store is read and verified once a
         cycle whatever the number of learners, a bad shard is counted once in the cycle's record,
         and every rank gets the very same rows (one object), which DDP needs.
         """
@@ -197,7 +198,7 @@ class Cycle:
             cycles = fw.store.window(self.index, fw.config.replay_cycles)
             weights = {t.sim.name: t.weight for t in fw.config.tasks} or None  # a multi-task run's draw by task
             self.sample, report = fw.store.sample(cycles, steps * batch_size, seed=(fw.config.seed, self.index),
-                                                  weights=weights)
+                                                  weights=weights, skip=unread_columns(learner))
             self.learned = fw.learners.train(fw.agent.model.state_dict(), self.index, self.sample, steps, batch_size)
             fw.agent.model.load_state_dict(self.learned.state_dict)
         # The realized update-to-data ratio, and samples per env step (SAC's is its batch, 256).

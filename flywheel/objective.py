@@ -75,6 +75,10 @@ Q-learning over every candidate the sim ran (``flywheel.td``, ``docs/rl-core.md`
 ``ranker`` on, it gains ``L_rank``: the chunk ranker learns every candidate's chunk reward
 against its siblings', z_ic above (``policies.ranker``), on detached features.
 
+A sample of the replay reads only the columns some term reads (``unread_columns``): the
+candidates the sim ran are three quarters of a ``choose=sim`` row's bytes, and only the critic,
+the ranker and ``candidate_samples`` read them.
+
 Steps a chunk did not run (the episode ended inside it) are masked out of every term,
 and so are padded proprio/action dimensions.
 
@@ -106,9 +110,10 @@ import numpy as np
 import torch
 
 from configs.learning import ObjectiveConfig
-from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_REWARDS, CANDIDATE_STEPS,
-                           EPISODE_RETURN, EPISODE_SUCCESS, FRAME, GRADE_PROGRESS, IMAGINED, IMAGINED_FRAMES, PROPRIO,
-                           PROPRIO_DIM, REALIZED, REALIZED_FRAMES, RETURN, SIM, STEPS, SUCCESS, TASK, WEIGHT)
+from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_NAMES, CANDIDATE_REWARDS,
+                           CANDIDATE_STEPS, EPISODE_RETURN, EPISODE_SUCCESS, FRAME, GRADE_PROGRESS, IMAGINED,
+                           IMAGINED_FRAMES, PROPRIO, PROPRIO_DIM, REALIZED, REALIZED_FRAMES, RETURN, SIM, STEPS,
+                           SUCCESS, TASK, WEIGHT)
 from flywheel.td import critic_advantage, critic_share
 from policies import flow
 from policies.agent import Agent, Observed
@@ -120,6 +125,17 @@ from sims import Embodiment, make
 from world_model.learned_env import PREFIX as LEARNED_PREFIX
 
 CANDIDATES = "candidates"  # the loss term of the candidates the action expert also learns (``candidate_samples``)
+
+
+def unread_columns(config: ObjectiveConfig) -> tuple[str, ...]:
+    """The replay columns no term of ``config``'s loss reads: every candidate column unless the
+    critic, the ranker or ``candidate_samples`` is on, and the candidates' imagined futures
+    unless ``candidate_samples`` is."""
+    if config.candidate_samples:
+        return ()
+    if config.critic or config.ranker:
+        return (CANDIDATE_IMAGINED,)
+    return CANDIDATE_NAMES
 
 
 def advantage_weights(signal: np.ndarray, config: ObjectiveConfig) -> np.ndarray:

@@ -145,6 +145,9 @@ CANDIDATE_COLUMNS = (
 # only where the run learns them (``RolloutSpec.candidate_futures``); rows of both kinds mix
 # (``LATER_COLUMNS``): a store written before the column existed, a run resumed with it turned on.
 CANDIDATE_IMAGINED_COLUMN = Column(CANDIDATE_IMAGINED, "float32", ("candidates", "chunk", "proprio_pad"))
+# Every candidate column: rows without any of them are valid rows (a run that does not choose in
+# the sim), which is what lets a sample leave them unread (``flywheel.objective.unread_columns``).
+CANDIDATE_NAMES = tuple(c.name for c in CANDIDATE_COLUMNS + (CANDIDATE_IMAGINED_COLUMN,))
 # Columns some rows lack where others of the same kind have them (added later, or kept only when
 # asked for): such rows still read, and rows of both kinds together keep only what all of them have.
 LATER_COLUMNS = (CANDIDATE_IMAGINED,)

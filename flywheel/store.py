@@ -51,7 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -337,13 +337,15 @@ class RolloutStore:
         report.rows = rows.n
         return rows, report
 
-    def sample(self, cycles: Iterable[int], n: int, seed,
-               weights: Mapping[str, float] | None = None) -> tuple[Sample, ReadReport]:
+    def sample(self, cycles: Iterable[int], n: int, seed, weights: Mapping[str, float] | None = None,
+               skip: Collection[str] = ()) -> tuple[Sample, ReadReport]:
         """``n`` rows drawn uniformly (``shuffled_passes`` seeded by ``seed``) over every row of
         ``cycles``, reading only the shards that hold drawn rows (module docstring). With
         ``weights`` (a multi-task run's, by training sim) each sim's share of the ``n`` draws
         is its weight's (``shares``, over the sims the rows hold), drawn as shuffled passes over
-        its rows; the draws are then shuffled together.
+        its rows; the draws are then shuffled together. Columns named in ``skip`` are not read
+        (``flywheel.objective.unread_columns``: what the learners' loss never reads); the
+        draw is the same.
 
         A drawn shard that is missing or fails its checksum is reported and left out, and the
         draw starts again from ``seed`` over the rest: the result is the draw over the rows a
@@ -355,7 +357,7 @@ class RolloutStore:
             population = sum(s.rows for s in shards)
             ids = _draw(shards, n, np.random.default_rng(seed), weights)
             unique, order = np.unique(ids, return_inverse=True)
-            parts, bad = self._take(shards, unique, report)
+            parts, bad = self._take(shards, unique, report, skip)
             if bad is None:
                 break
             shards.remove(bad)
@@ -382,30 +384,31 @@ class RolloutStore:
                 shards.extend(manifest.shards)
         return shards
 
-    def _take(self, shards: list[ShardInfo], ids: np.ndarray,
-              report: ReadReport) -> tuple[list[ChunkRows], ShardInfo | None]:
+    def _take(self, shards: list[ShardInfo], ids: np.ndarray, report: ReadReport,
+              skip: Collection[str] = ()) -> tuple[list[ChunkRows], ShardInfo | None]:
         """The rows at sorted global ``ids`` (numbered over ``shards`` in order), one shard read at
         a time; stops at the first bad shard and returns it."""
         offsets = np.cumsum([0] + [s.rows for s in shards])
         which = np.searchsorted(offsets, ids, side="right") - 1
         parts = []
         for i in np.unique(which):
-            table = self._verified(shards[i], report)
+            table = self._verified(shards[i], report, skip)
             if table is None:
                 return parts, shards[i]
             parts.append(from_table(table.take(pa.array(ids[which == i] - offsets[i]))))
         return parts, None
 
-    def _verified(self, shard: ShardInfo, report: ReadReport) -> pa.Table | None:
-        """A shard's table if its bytes match the manifest's sha256 (read once: hashed, then
-        parsed); None, reported, if it is missing or corrupt."""
+    def _verified(self, shard: ShardInfo, report: ReadReport, skip: Collection[str] = ()) -> pa.Table | None:
+        """A shard's table, without the columns in ``skip``, if its bytes match the manifest's
+        sha256 (read once: hashed, then parsed); None, reported, if it is missing or corrupt."""
         data = self.files.read(shard.path) or b""
         if sha256_bytes(data) != shard.sha256:
             log.warning("skipping shard %s: missing or checksum mismatch", shard.path)
             report.corrupt_shards.append(shard.path)
             return None
         report.shards_read += 1
-        return pq.read_table(pa.BufferReader(data))
+        columns = [c for c in pq.read_schema(pa.BufferReader(data)).names if c not in skip] if skip else None
+        return pq.read_table(pa.BufferReader(data), columns=columns)
 
 
 # ---------------------------------------------------------------------- encoding

@@ -10,7 +10,7 @@ import sims
 from configs.errors import ConfigError
 from configs.learning import ObjectiveConfig
 from configs.run_schema import LearnerConfig, RunConfig
-from flywheel.objective import CANDIDATES, batch_loss, candidate_probabilities, sibling_scores
+from flywheel.objective import CANDIDATES, batch_loss, candidate_probabilities, sibling_scores, unread_columns
 from flywheel.rollout import RolloutSpec, collect
 from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_REWARDS, IMAGINED, PROPRIO,
                            PROPRIO_DIM, TASK, ChunkRows)
@@ -236,3 +236,28 @@ def test_the_ranker_refuses_rows_without_candidates_naming_the_knob(agent):
         RunConfig(choose="model", learner=LearnerConfig(ranker=True))
     with pytest.raises(ValueError, match="learner.ranker must be true or false"):
         ObjectiveConfig(ranker=1)
+
+
+@pytest.mark.parametrize("config", [ObjectiveConfig(), ObjectiveConfig(critic=True, advantage="critic"),
+                                    ObjectiveConfig(ranker=True), ObjectiveConfig(candidate_samples=2)],
+                         ids=["defaults", "critic", "ranker", "candidate_samples"])
+def test_the_loss_is_the_same_without_the_columns_it_never_reads(rows, config):
+    torch.manual_seed(3)
+    agent = Agent("tiny")
+    agent.model.grow_critic(ensemble=2, seed=0)
+    agent.model.grow_ranker(seed=0)
+    unread = unread_columns(config)
+    read = ChunkRows({k: v for k, v in rows.items() if k not in unread})
+    whole, projected = (batch_loss(agent, r, config, noise_seed=(4,)) for r in (rows, read))
+    assert whole.keys() == projected.keys()
+    for term in whole:
+        assert torch.equal(whole[term], projected[term]), term
+    if config == ObjectiveConfig():  # the default run reads none of the candidates the sim ran
+        assert not ChunkRows.of(read).candidates and CANDIDATE_IMAGINED not in read
+
+
+def test_a_term_that_reads_the_candidates_keeps_them():
+    assert set(unread_columns(ObjectiveConfig())) >= {CANDIDATE_ACTIONS, CANDIDATE_REWARDS, CANDIDATE_IMAGINED}
+    for config in (ObjectiveConfig(critic=True), ObjectiveConfig(ranker=True)):
+        assert unread_columns(config) == (CANDIDATE_IMAGINED,)
+    assert unread_columns(ObjectiveConfig(candidate_samples=1)) == ()

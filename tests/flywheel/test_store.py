@@ -2,7 +2,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import sims
+from configs.learning import ObjectiveConfig
 from flywheel.learners import global_batches
+from flywheel.objective import unread_columns
+from flywheel.rollout import RolloutSpec, collect
 from flywheel.rows import TASK
 from flywheel.store import CorruptManifest, RolloutStore, ShardInfo, shuffled_passes
 from sims.files import sha256_file
@@ -122,8 +126,8 @@ def test_a_sample_reads_only_the_shards_holding_drawn_rows(tmp_path, chunks, mon
     store = _store_of(tmp_path, chunks, cycles=4)
     read = []
     verified = RolloutStore._verified
-    monkeypatch.setattr(RolloutStore, "_verified", lambda self, shard, report: read.append(shard.path)
-                        or verified(self, shard, report))
+    monkeypatch.setattr(RolloutStore, "_verified", lambda self, shard, *args: read.append(shard.path)
+                        or verified(self, shard, *args))
     sample, report = store.sample([0, 1, 2, 3], 3, seed=0)
     holding = sorted({f"cycle-{e // 100:06d}/worker-{e % 100 // 10:02d}.parquet" for e in sample.rows["episode"]})
     assert read == holding and report.shards_read == len(holding) <= 3 < 8
@@ -283,3 +287,17 @@ def test_a_sample_draws_each_task_by_its_weight(tmp_path, chunks):
     _same_rows(again.drawn(), drawn)
     # The tasks' draws are shuffled together, so every batch mixes them.
     assert np.count_nonzero(b[1:] != b[:-1]) > 4
+
+
+def test_a_sample_can_leave_unread_the_columns_the_loss_never_reads(tmp_path, agent):
+    envs = [sims.make("mujoco/reacher-twin", max_episode_steps=16) for _ in range(2)]
+    store = RolloutStore(tmp_path)
+    for cycle in range(2):  # choose=sim rows, as the default run writes them
+        rows = collect(agent, envs, RolloutSpec(episodes=2, seed=cycle, n_candidates=3, choose="sim"))
+        store.commit_cycle(cycle, [store.write_shard(cycle, 0, rows)[0]])
+    skip = unread_columns(ObjectiveConfig())
+    whole, _ = store.sample([0, 1], 30, seed=(1, 2))
+    lean, report = store.sample([0, 1], 30, seed=(1, 2), skip=skip)
+    assert whole.rows.candidates and not lean.rows.candidates and report.shards_read == 2
+    assert np.array_equal(lean.order, whole.order)  # the same draws, fewer columns
+    _same_rows(lean.rows, {k: v for k, v in whole.rows.items() if k not in skip})
