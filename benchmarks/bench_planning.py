@@ -62,12 +62,13 @@ def model_dir(path: str) -> Path:
     sys.exit(f"{path}: neither a model directory, a run checkpoint nor a run directory with checkpoints/latest")
 
 
-def measure(agent: Agent, config: RunConfig, oracle: bool = False) -> dict:
+def measure(agent: Agent, config: RunConfig, oracle: bool = False, lookahead_chunks: int = 0) -> dict:
     """``flywheel.cycle.evaluate``, keeping each episode's success and return for paired comparisons;
-    ``oracle``: the reference sim runs every candidate and keeps the best (as ``choose=sim`` trains)."""
+    ``oracle``: the reference sim runs every candidate and keeps the best (as ``choose=sim`` trains),
+    each continued ``lookahead_chunks`` chunks by the policy first."""
     spec = evaluation_spec(config)
     if oracle:
-        spec = dataclasses.replace(spec, choose="sim")
+        spec = dataclasses.replace(spec, choose="sim", lookahead_chunks=lookahead_chunks)
     ref = config.reference
     envs = [make(ref.name, **ref.make_kwargs()) for _ in range(min(config.eval.episodes, config.envs_per_worker))]
     began = time.perf_counter()
@@ -99,6 +100,9 @@ def main() -> None:
     ap.add_argument("--oracle", action="store_true",
                     help="also let the reference sim pick among the same n candidates by their chunk reward "
                          "(it consults the sim: the most any one-chunk scorer could add)")
+    ap.add_argument("--lookahead-chunks", type=int, nargs="+", default=[0],
+                    help="with --oracle: chunks the policy acts past each candidate before the sim ranks them "
+                         "(flywheel.rollout; one oracle row per value)")
     args = ap.parse_args()
     overrides = [a for a in args.checkpoints if "=" in a]
     paths = [a for a in args.checkpoints if "=" not in a]
@@ -112,17 +116,19 @@ def main() -> None:
         agent = Agent.from_checkpoint(directory)
         scorer = ("chunk ranker" if agent.model.has_ranker else "critic (mean Q)" if agent.model.has_critic
                   else "return head")
-        settings = [("no planning", False, None, False)] + [(f"plan n={n}", True, n, False) for n in args.candidates]
-        settings += [(f"sim picks n={n}", True, n, True) for n in args.candidates if args.oracle and n > 1]
+        # (label, planning, n, oracle: None, or the sim's pick continued this many chunks)
+        settings = [("no planning", False, None, None)] + [(f"plan n={n}", True, n, None) for n in args.candidates]
+        settings += [(f"sim picks n={n}" + (f" +{h}" if h else ""), True, n, h) for n in args.candidates
+                     for h in args.lookahead_chunks if args.oracle and n > 1]
         baseline = None
         for setting, planning, n, oracle in settings:
             cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.from_dotlist(
                 [f"eval.episodes={args.episodes}", f"eval.planning={planning}",
                  *([f"eval.n_candidates={n}"] if n else []), *overrides]))
-            result = measure(agent, to_dataclass(cfg, RunConfig), oracle)
+            result = measure(agent, to_dataclass(cfg, RunConfig), oracle is not None, oracle or 0)
             result.update(checkpoint=label, model_dir=str(directory),
-                          scorer="the sim (oracle)" if oracle else scorer if planning else "-",
-                          setting=setting, planning=planning, n_candidates=n)
+                          scorer="the sim (oracle)" if oracle is not None else scorer if planning else "-",
+                          setting=setting, planning=planning, n_candidates=n, lookahead_chunks=oracle or 0)
             if baseline is None:
                 baseline = result
             else:

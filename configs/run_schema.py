@@ -229,6 +229,10 @@ class RunConfig:
     # learners distill its choice); "model", the agent's own best score. Evaluation always uses the
     # agent's own: no sim at test time.
     choose: str = "sim"
+    # With choose=sim: chunks the policy acts past each candidate, in the sim, before they are
+    # ranked (0: by their own chunk). A chunk's reward alone cannot see a swing-up's pumping;
+    # each chunk here costs n_candidates more chunks of engine steps (``flywheel.rollout``).
+    lookahead_chunks: int = 0
     flow_steps: Optional[int] = None
     rollout_resources: Resources = field(default_factory=_half_cpu)
     num_learners: int = 1

@@ -4,7 +4,9 @@
 in one batch, plans (imagine ``n_candidates`` futures, act on each, keep the best: by the
 agent's own score, or with ``choose="sim"`` the best when the env runs each from its current
 state: the most chunk reward, ``best_in_sim``, or with a critic the highest reward plus the
-critic's discounted value at the chunk's end, ``ranked``) or acts on the observation alone when
+critic's discounted value at the chunk's end, ``ranked``; with ``lookahead_chunks`` = H each
+candidate is first continued by the policy for H chunks in the sim, ``_continued``, and its
+reward counts theirs) or acts on the observation alone when
 planning is off, then executes each env's chosen chunk open-loop. Every chunk becomes one
 row: the observation it started from (``proprio``: the last ``history`` steps, the model's
 input), the chosen actions, the imagined and the realized proprio, the rewards and success,
@@ -85,6 +87,9 @@ class RolloutSpec:
     flow_steps: int | None = None
     choose: str = "model"  # which candidate runs: the model's best score, or the best in the sim
     discount: float = 0.99  # per step; with a critic, choose=sim ranks by chunk reward + discounted V at its end
+    # choose=sim: chunks the policy acts past each candidate before the candidates are ranked
+    # (``_continued``); 0 ranks them by their own chunk (module docstring).
+    lookahead_chunks: int = 0
     camera: bool = False  # perceive and record frames (module docstring); the envs must render (``env_kwargs``)
     # A multi-task run's: the sim each episode runs in (one per episode; ``task_plan``), so that
     # an env runs only its own sim's episodes. None: every env runs any episode (one task).
@@ -108,6 +113,16 @@ class RolloutSpec:
             raise ValueError(f"n_candidates must be >= 1 when planning, got {self.n_candidates}")
         if not 0 < self.discount <= 1:
             raise ValueError(f"learner.discount must be in (0, 1], got {self.discount}")
+        chunks = self.lookahead_chunks
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 0:
+            raise ValueError(f"lookahead_chunks must be an int >= 0 (chunks the policy acts past each candidate), "
+                             f"got {chunks!r}")
+        if chunks and self.choose != "sim":
+            raise ValueError(f"lookahead_chunks={chunks} continues the candidates the training sim runs, so it "
+                             f"needs choose=sim (got choose={self.choose})")
+        if chunks and self.camera:
+            raise ValueError("lookahead_chunks: the policy's look-ahead perceives proprio only, and a camera run's "
+                             "agent perceives frames; use lookahead_chunks=0 with camera=true")
         if self.candidate_futures and self.choose != "sim":
             raise ValueError("learner.candidate_samples learns the candidates the training sim ran, so it needs "
                              f"choose=sim (got choose={self.choose})")
@@ -279,7 +294,7 @@ def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], 
                 futures = plan.futures.values["proprio"].detach().cpu().numpy().astype(np.float32, copy=False)
                 futures = futures.reshape(len(envs), spec.n_candidates, *futures.shape[1:])
             choice, ran, lookahead = _sim_choice(agent, envs, plan.candidates.cpu().numpy(), futures, histories,
-                                                 spec.discount)
+                                                 spec, generator)
             plan = plan.choose(choice)
         chosen, imagined = plan.actions, {k: v.detach().cpu().numpy().astype(np.float32, copy=False)
                                           for k, v in plan.imagined.values.items()}
@@ -290,35 +305,96 @@ def _decide(agent: Agent, envs: Sequence[SimEnv], observations: Sequence[dict], 
 
 
 def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, futures: np.ndarray | None,
-                histories: Sequence[np.ndarray], discount: float
+                histories: Sequence[np.ndarray], spec: RolloutSpec, generator: torch.Generator
                 ) -> tuple[list[int], list[dict[str, np.ndarray]], np.ndarray]:
     """Run every env's candidates (B, n, T, A) in its sim (imagined as ``futures`` (B, n, T,
     proprio_pad), which the rows keep where given); per env the candidate to execute,
-    the candidate columns of its row and the sim steps the look-ahead cost. With a critic the
-    candidates are ranked by ``ranked``'s TD target, their end states valued in one batch;
-    else by chunk reward."""
+    the candidate columns of its row and the sim steps the look-ahead cost. Each candidate is
+    ranked by its chunk's reward, or with ``spec.lookahead_chunks`` by that and the reward of the
+    policy's next chunks after it (``_continued``); with a critic, plus the discounted value
+    of the state it ends in (``ranked``), those states valued in one batch."""
     cfg = agent.cfg
     runs, lookahead = [], np.zeros(len(envs), np.int64)
     for slot, (env, chunks) in enumerate(zip(envs, candidates)):
         before = engine_steps_taken()
         try:
-            runs.append(run_candidates(env, chunks))
+            runs.append(run_candidates(env, chunks, keep_end=spec.lookahead_chunks > 0))
         except NonFiniteError as error:
             raise _NonFiniteIn(slot, error) from error
         lookahead[slot] = engine_steps_taken() - before
     columns = [_candidate_columns(run, chunks, None if futures is None else futures[slot], history, cfg.chunk,
                                   cfg.proprio_pad)
                for slot, (run, chunks, history) in enumerate(zip(runs, candidates, histories))]
+    ranking = runs
+    ends = [[p[:, : env.embodiment.proprio_dim] for p in col[CANDIDATE_NEXT_PROPRIO]]
+            for env, col in zip(envs, columns)]
+    if spec.lookahead_chunks:
+        ranking, ends = _continued(agent, envs, runs, ends, spec, generator, lookahead)
     values = None
     if agent.model.has_critic:
-        ends = [{"proprio": p[:, : env.embodiment.proprio_dim], "task": env.task_text}
-                for env, col in zip(envs, columns) for p in col[CANDIDATE_NEXT_PROPRIO]]
-        bodies = [env.embodiment for env, col in zip(envs, columns) for _ in col[CANDIDATE_NEXT_PROPRIO]]
+        states = [{"proprio": end, "task": env.task_text} for env, env_ends in zip(envs, ends) for end in env_ends]
+        bodies = [env.embodiment for env, env_ends in zip(envs, ends) for _ in env_ends]
         with torch.no_grad():
-            values = agent.values(agent.observe(ends, bodies), target=True).cpu().double().numpy()
+            values = agent.values(agent.observe(states, bodies), target=True).cpu().double().numpy()
         values = values.reshape(len(envs), -1)
-    choice = [ranked(run, discount, None if values is None else values[slot]) for slot, run in enumerate(runs)]
+    choice = [ranked(run, spec.discount, None if values is None else values[slot])
+              for slot, run in enumerate(ranking)]
     return choice, columns, lookahead
+
+
+def _continued(agent: Agent, envs: Sequence[SimEnv], runs: list[list["Ran"]], ends: list[list[np.ndarray]],
+               spec: RolloutSpec, generator: torch.Generator, lookahead: np.ndarray
+               ) -> tuple[list[list["Ran"]], list[list[np.ndarray]]]:
+    """Every candidate's run continued ``spec.lookahead_chunks`` chunks by the policy (the plain route:
+    one chunk from the observation, all candidates of all envs in one batch a chunk), each from
+    the state its candidate ended in: the runs ``ranked`` compares, and the proprio history
+    each ends with (``ends``: each candidate's own). A run stops where its episode ends. The
+    engine steps are added to each env's ``lookahead``; every env is left in its start state.
+
+    Why: ranked by its own chunk's reward, a candidate that sets up reward beyond the chunk (a
+    swing-up's pumping) loses to a greedy one; continued by the policy, the pick is a policy
+    improvement step (the rollout algorithm), however short the chunk."""
+    history = agent.cfg.history
+    runs = [[Ran(list(r.rewards), list(r.realized), r.terminated, r.end, r.ended) for r in env_runs]
+            for env_runs in runs]
+    ends = [list(env_ends) for env_ends in ends]
+    starts = [env.get_state() for env in envs]
+    going = [(slot, c) for slot, env_runs in enumerate(runs) for c, run in enumerate(env_runs) if not run.ended]
+    try:
+        for _ in range(spec.lookahead_chunks):
+            if not going:
+                break
+            bodies = [envs[slot].embodiment for slot, _ in going]
+            observed = [{"proprio": ends[slot][c], "task": envs[slot].task_text} for slot, c in going]
+            with torch.no_grad():
+                acted = agent.act(agent.perceive(observed, bodies), None, steps=spec.flow_steps, generator=generator)
+            chunks = acted.actions.values["action"].cpu().numpy()
+            still = []
+            for (slot, c), env_actions in zip(going, _env_actions(chunks, bodies)):
+                env, run = envs[slot], runs[slot][c]
+                before = engine_steps_taken()
+                env.set_state(run.end)
+                realized = []
+                try:
+                    for action in env_actions:
+                        obs, reward, terminated, truncated, _ = env.step(action)
+                        run.rewards.append(reward)
+                        realized.append(obs["proprio"])
+                        if terminated or truncated:
+                            break
+                except NonFiniteError as error:
+                    raise _NonFiniteIn(slot, error) from error
+                lookahead[slot] += engine_steps_taken() - before
+                ended = bool(terminated or truncated)
+                runs[slot][c] = Ran(run.rewards, run.realized + realized, bool(terminated), env.get_state(), ended)
+                ends[slot][c] = np.concatenate([ends[slot][c], np.asarray(realized, np.float32)])[-history:]
+                if not ended:
+                    still.append((slot, c))
+            going = still
+    finally:
+        for env, start in zip(envs, starts):
+            env.set_state(start)
+    return runs, ends
 
 
 def _candidate_columns(runs: list["Ran"], candidates: np.ndarray, imagined: np.ndarray | None,
@@ -442,27 +518,32 @@ def _env_actions(chosen: np.ndarray, embodiments: Sequence[Embodiment]) -> list[
 @dataclass(frozen=True)
 class Ran:
     """What one candidate chunk did in the sim: per step reward and proprio, and whether the
-    episode terminated (a time limit is not a termination)."""
+    episode terminated (a time limit is not a termination) or ended at all (either); ``end``,
+    the state it left the sim in, where asked for (``run_candidates(keep_end=True)``)."""
 
     rewards: list[float]
     realized: list[np.ndarray]
     terminated: bool
+    end: SimState | None = None
+    ended: bool = False
 
 
-def run_candidates(env: SimEnv, candidates: np.ndarray) -> list[Ran]:
+def run_candidates(env: SimEnv, candidates: np.ndarray, keep_end: bool = False) -> list[Ran]:
     """Run each candidate chunk (n, T, action_pad; model units) in ``env`` from its current
-    state, until the episode ends inside it; the env is left in that state."""
+    state, until the episode ends inside it (``keep_end``: each run keeps the state it ended
+    in); the env is left in that state."""
     emb, start, runs = env.embodiment, env.get_state(), []
     for chunk in candidates:
         env.set_state(start)
-        rewards, realized, terminated = [], [], False
+        rewards, realized, terminated, truncated = [], [], False, False
         for action in emb.to_env_action(emb.unpad_action(chunk)):
             obs, reward, terminated, truncated, _ = env.step(action)
             rewards.append(reward)
             realized.append(obs["proprio"])
             if terminated or truncated:
                 break
-        runs.append(Ran(rewards, realized, bool(terminated)))
+        runs.append(Ran(rewards, realized, bool(terminated), env.get_state() if keep_end else None,
+                        bool(terminated or truncated)))
     env.set_state(start)
     return runs
 
