@@ -168,7 +168,7 @@ def plot(table: list[dict], labels: list[str], path: Path, episodes: int) -> Non
             ax.bar(x, [rows[s][key] for s in settings], width, yerr=[rows[s][se] for s in settings], capsize=3,
                    label=label)
     for ax, title in ((axes[0], "success rate"), (axes[1], "mean eval return")):
-        ax.set_xticks(np.arange(len(settings)), settings)
+        ax.set_xticks(np.arange(len(settings)), settings, rotation=25, ha="right")
         ax.set_title(title)
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
