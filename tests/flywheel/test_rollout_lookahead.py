@@ -12,8 +12,9 @@ from configs.errors import ConfigError
 from configs.run_schema import RunConfig
 from flywheel import rollout
 from flywheel.controller import validate
-from flywheel.rollout import RolloutSpec, collect, run_candidates
+from flywheel.rollout import RolloutSpec, collect, ranked, run_candidates
 from flywheel.rows import SIM_STEPS, STEPS
+from policies.agent import Agent
 from tests.flywheel.test_step_accounting import count_steps
 
 SIM = "mujoco/reacher-twin"  # never terminates: only its time limit ends a run
@@ -97,3 +98,27 @@ def test_sim_steps_count_every_step_of_the_look_ahead(agent, monkeypatch):
 def test_a_look_ahead_that_cannot_work_names_the_field_before_ray_starts(changes, message):
     with pytest.raises(ConfigError, match=message):
         validate(dataclasses.replace(RunConfig(pretrained="scratch"), **changes))
+
+
+def test_with_a_critic_the_continued_runs_are_valued_where_they_end():
+    torch.manual_seed(0)
+    agent = Agent("tiny").eval()
+    agent.model.grow_critic(ensemble=2, seed=0)
+    env = sims.make(SIM, max_episode_steps=100)
+    candidates, history = _decision(agent, env, n=4, seed=5)
+    spec = RolloutSpec(episodes=1, n_candidates=4, choose="sim", lookahead_chunks=H, discount=0.9)
+    choice, _, _ = rollout._sim_choice(agent, [env], candidates, None, [history], spec,
+                                       torch.Generator().manual_seed(2))
+    runs = [run_candidates(env, candidates[0], keep_end=True)]
+    continued, ends = rollout._continued(agent, [env], runs, [[history] * 4], spec,
+                                         torch.Generator().manual_seed(2), np.zeros(1, np.int64))
+    assert all(len(end) == agent.cfg.history for end in ends[0])
+    states = [{"proprio": end, "task": env.task_text} for end in ends[0]]
+    with torch.no_grad():
+        values = agent.values(agent.observe(states, [env.embodiment] * 4), target=True).double().numpy()
+    assert choice == [ranked(continued[0], 0.9, values)]
+    own_ends = [{"proprio": np.concatenate([history, np.asarray(r.realized, np.float32)])[-agent.cfg.history:],
+                 "task": env.task_text} for r in runs[0]]
+    with torch.no_grad():
+        at_own = agent.values(agent.observe(own_ends, [env.embodiment] * 4), target=True).double().numpy()
+    assert not np.allclose(values, at_own)  # valued past the look-ahead, not at the candidates' own ends
