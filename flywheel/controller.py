@@ -102,7 +102,8 @@ def validate(config: RunConfig) -> RolloutSpec:
     try:  # its messages start with the field
         spec = RolloutSpec(episodes=config.episodes_per_cycle, seed=config.seed, planning=config.planning,
                            n_candidates=config.n_candidates, flow_steps=config.flow_steps, choose=config.choose,
-                           lookahead_chunks=config.lookahead_chunks, discount=config.learner.discount, camera=config.camera, engine=config.world_model.refit,
+                           lookahead_chunks=config.lookahead_chunks, discount=config.learner.discount,
+                           camera=config.camera, engine=config.world_model.refit,
                            candidate_futures=config.learner.candidate_samples > 0)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

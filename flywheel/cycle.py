@@ -186,8 +186,9 @@ class Cycle:
         The driver draws exactly the rows the cycle's ``steps * batch_size`` draws need from the
         store (``RolloutStore.sample``, seeded by (seed, cycle)) and ships them to the learners in
         one ``ray.put``: its memory is one shard plus the sample, not the replay, however long
-        the run, and the sample holds only the columns the loss reads (``unread_columns``). Why the driver and not each learner: the store is read and verified once a
-        cycle whatever the number of learners, a bad shard is counted once in the cycle's record,
+        the run, and the sample holds only the columns the loss reads (``unread_columns``). Why
+        the driver and not each learner: the store is read and verified once a cycle whatever
+        the number of learners, a bad shard is counted once in the cycle's record,
         and every rank gets the very same rows (one object), which DDP needs.
         """
         fw, learner = self.flywheel, self.flywheel.config.learner
