@@ -27,10 +27,13 @@ FROZEN = ["understand", "image"]
 STEPS, BATCH = 3, 7  # 7 rows over 2 learners: uneven shares (4 + 3), the hard case for normalisation
 LR = 3e-3
 # Float32 sums in a different order (one process vs two, then gloo's all-reduce), over 3 AdamW
-# steps of lr 3e-3, while the weights move by 9e-3. Measured: below 2.1e-6 everywhere but one
-# element at 1.04e-5, where AdamW divides a near-zero gradient by its own size, so the gradient's
-# roundoff becomes a fraction of the learning rate (since relative futures changed the numbers).
-EQUIVALENCE_ATOL = 3e-5
+# steps of lr 3e-3, while the weights move by 9e-3. Measured over the 147,000 weights: on an AMD
+# CPU without AVX-512 below 2.1e-6 everywhere but one element at 1.04e-5; on an Intel one with it,
+# 4 above 3e-6 and the largest 3.0e-5. Those few are where AdamW divides a near-zero gradient by
+# its own size, so the gradient's roundoff becomes a fraction of the learning rate: every weight
+# must agree within OUTLIER_ATOL (a thirtieth of a step), all but 1 in 10,000 within EQUIVALENCE_ATOL.
+EQUIVALENCE_ATOL = 3e-6
+OUTLIER_ATOL = 1e-4
 # The grade's weights (made uneven below) on the realized futures of rollouts that did not plan.
 OBJECTIVE = ObjectiveConfig(advantage="grade", act_on="realized")
 
@@ -98,6 +101,13 @@ def two_learners(pool, rows, weights):
 
 def _max_diff(a: dict, b: dict, names=None) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in (names or a))
+
+
+def _assert_same_update(got: dict, expected: dict) -> None:
+    """The same weights up to float roundoff (``EQUIVALENCE_ATOL``'s comment)."""
+    diff = torch.cat([(got[k] - expected[k]).abs().flatten() for k in expected])
+    assert diff.max().item() < OUTLIER_ATOL
+    assert (diff > EQUIVALENCE_ATOL).sum().item() <= diff.numel() // 10_000
 
 
 # ---------------------------------------------------------------------- without Ray
@@ -225,16 +235,16 @@ def test_two_learners_with_the_critic_on_make_the_same_update_as_one(ray_cluster
     with pool(2) as two_pool:
         two = two_pool.train(weights, 0, rows, STEPS, BATCH)
     heads = [k for k in weights if k.startswith(("heads.q.", "heads.value.", "heads.value_target."))]
-    assert heads and _max_diff(one.state_dict, weights, heads) > 100 * EQUIVALENCE_ATOL  # the critic moved
-    assert _max_diff(two.state_dict, one.state_dict) < EQUIVALENCE_ATOL
+    assert heads and _max_diff(one.state_dict, weights, heads) > 50 * OUTLIER_ATOL  # the critic moved
+    _assert_same_update(two.state_dict, one.state_dict)
     for term in ("loss_q", "loss_value", "loss_total"):
         assert np.isclose(two.metrics[term], one.metrics[term], rtol=1e-5), term
 
 
 def test_two_learners_make_the_same_update_as_one(one_learner, two_learners, weights):
     moved = _max_diff(one_learner.state_dict, weights)
-    assert moved > 100 * EQUIVALENCE_ATOL  # the comparison below is not trivially true
-    assert _max_diff(two_learners.state_dict, one_learner.state_dict) < EQUIVALENCE_ATOL
+    assert moved > 50 * OUTLIER_ATOL  # the comparison below is not trivially true
+    _assert_same_update(two_learners.state_dict, one_learner.state_dict)
     for term in ("loss_future", "loss_action", "loss_return", "loss_total"):
         assert np.isclose(two_learners.metrics[term], one_learner.metrics[term], rtol=1e-5), term
     assert two_learners.metrics["learners"] == 2 and two_learners.metrics["samples"] == STEPS * BATCH
@@ -308,6 +318,6 @@ def test_two_learners_make_the_same_update_as_one_on_two_bodies(pool, weights):
     one = train_in_process(_pool(1), weights, rows)
     pool.load_optimizer(None)
     two = pool.train(weights, 0, rows, STEPS, BATCH)
-    assert _max_diff(one.state_dict, weights) > 100 * EQUIVALENCE_ATOL
-    assert _max_diff(two.state_dict, one.state_dict) < EQUIVALENCE_ATOL
+    assert _max_diff(one.state_dict, weights) > 50 * OUTLIER_ATOL
+    _assert_same_update(two.state_dict, one.state_dict)
     assert np.isclose(two.metrics["loss_total"], one.metrics["loss_total"], rtol=1e-5)
