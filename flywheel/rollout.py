@@ -355,8 +355,7 @@ def _continued(agent: Agent, envs: Sequence[SimEnv], runs: list[list["Ran"]], en
     swing-up's pumping) loses to a greedy one; continued by the policy, the pick is a policy
     improvement step (the rollout algorithm), however short the chunk."""
     history = agent.cfg.history
-    runs = [[Ran(list(r.rewards), list(r.realized), r.terminated, r.end, r.ended) for r in env_runs]
-            for env_runs in runs]
+    runs = [list(env_runs) for env_runs in runs]  # the caller's stay the candidates' own
     ends = [list(env_ends) for env_ends in ends]
     starts = [env.get_state() for env in envs]
     going = [(slot, c) for slot, env_runs in enumerate(runs) for c, run in enumerate(env_runs) if not run.ended]
@@ -374,11 +373,11 @@ def _continued(agent: Agent, envs: Sequence[SimEnv], runs: list[list["Ran"]], en
                 env, run = envs[slot], runs[slot][c]
                 before = engine_steps_taken()
                 env.set_state(run.end)
-                realized = []
+                rewards, realized = [], []
                 try:
                     for action in env_actions:
                         obs, reward, terminated, truncated, _ = env.step(action)
-                        run.rewards.append(reward)
+                        rewards.append(reward)
                         realized.append(obs["proprio"])
                         if terminated or truncated:
                             break
@@ -386,7 +385,8 @@ def _continued(agent: Agent, envs: Sequence[SimEnv], runs: list[list["Ran"]], en
                     raise _NonFiniteIn(slot, error) from error
                 lookahead[slot] += engine_steps_taken() - before
                 ended = bool(terminated or truncated)
-                runs[slot][c] = Ran(run.rewards, run.realized + realized, bool(terminated), env.get_state(), ended)
+                runs[slot][c] = Ran(run.rewards + rewards, run.realized + realized, bool(terminated), env.get_state(),
+                                    ended)
                 ends[slot][c] = np.concatenate([ends[slot][c], np.asarray(realized, np.float32)])[-history:]
                 if not ended:
                     still.append((slot, c))
