@@ -49,7 +49,8 @@ candidate c is drawn with probability
 
     p_ic = softmax_c(z_ic / temperature),   z_ic = (G_ic - mean_c G_ic) / std_c G_ic
 
-where G_ic is the reward candidate c earned over its chunk (what the sim ranks candidates by):
+where G_ic is the reward candidate c earned over its chunk, or where the sim looked past the chunk
+(``lookahead_chunks``) over its chunk and the policy's chunks after it: what the sim ranked by;
 advantage-weighted regression with the siblings' mean as the per-state baseline, estimated by
 sampling in proportion to the weights rather than weighting all n (m forward passes, not n).
 As the temperature falls it imitates the sim's pick alone; the candidates' draws and flow noise
@@ -72,8 +73,8 @@ planning beat acting on one candidate; so it is off by default.
 
 With ``critic`` on, the total gains ``critic_coef * (L_Q + L_V)``: chunked implicit
 Q-learning over every candidate the sim ran (``flywheel.td``, ``docs/rl-core.md``). With
-``ranker`` on, it gains ``L_rank``: the chunk ranker learns every candidate's chunk reward
-against its siblings', z_ic above (``policies.ranker``), on detached features.
+``ranker`` on, it gains ``L_rank``: the chunk ranker learns every candidate's reward against
+its siblings', z_ic above (``policies.ranker``), on detached features.
 
 A sample of the replay reads only the columns some term reads (``unread_columns``): the
 candidates the sim ran are three quarters of a ``choose=sim`` row's bytes, and only the critic,
@@ -110,10 +111,10 @@ import numpy as np
 import torch
 
 from configs.learning import ObjectiveConfig
-from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_NAMES, CANDIDATE_REWARDS,
-                           CANDIDATE_STEPS, EPISODE_RETURN, EPISODE_SUCCESS, FRAME, GRADE_PROGRESS, IMAGINED,
-                           IMAGINED_FRAMES, PROPRIO, PROPRIO_DIM, REALIZED, REALIZED_FRAMES, RETURN, SIM, STEPS,
-                           SUCCESS, TASK, WEIGHT)
+from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_LOOKAHEAD_REWARD, CANDIDATE_NAMES,
+                           CANDIDATE_REWARDS, CANDIDATE_STEPS, EPISODE_RETURN, EPISODE_SUCCESS, FRAME, GRADE_PROGRESS,
+                           IMAGINED, IMAGINED_FRAMES, PROPRIO, PROPRIO_DIM, REALIZED, REALIZED_FRAMES, RETURN, SIM,
+                           STEPS, SUCCESS, TASK, WEIGHT)
 from flywheel.td import critic_advantage, critic_share
 from policies import flow
 from policies.agent import Agent, Observed
@@ -129,12 +130,14 @@ CANDIDATES = "candidates"  # the loss term of the candidates the action expert a
 
 def unread_columns(config: ObjectiveConfig) -> tuple[str, ...]:
     """The replay columns no term of ``config``'s loss reads: every candidate column unless the
-    critic, the ranker or ``candidate_samples`` is on, and the candidates' imagined futures
-    unless ``candidate_samples`` is."""
+    critic, the ranker or ``candidate_samples`` is on, the candidates' imagined futures unless
+    ``candidate_samples`` is, and their look-ahead rewards unless it or the ranker is."""
     if config.candidate_samples:
         return ()
-    if config.critic or config.ranker:
+    if config.ranker:
         return (CANDIDATE_IMAGINED,)
+    if config.critic:
+        return CANDIDATE_IMAGINED, CANDIDATE_LOOKAHEAD_REWARD
     return CANDIDATE_NAMES
 
 
@@ -231,8 +234,15 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
 
 
 def sibling_scores(rows: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(N, n): each candidate's chunk reward standardized against its siblings' (zeros where they tie)."""
-    returns = np.asarray(rows[CANDIDATE_REWARDS], dtype=np.float64).sum(axis=-1)  # zeros after a candidate ended
+    """(N, n): each candidate's reward as the sim ranked it, standardized against its siblings'
+    (zeros where they tie): its chunk's, or where the sim looked past the chunk, its continued
+    run's (``CANDIDATE_LOOKAHEAD_REWARD``). A ranker that learns the look-ahead's order plans
+    without the sim as the look-ahead teacher picks; one chunk's reward is blind to what a
+    candidate sets up (a swing-up's pumping, a reach that overshoots)."""
+    if CANDIDATE_LOOKAHEAD_REWARD in rows:
+        returns = np.asarray(rows[CANDIDATE_LOOKAHEAD_REWARD], dtype=np.float64)
+    else:
+        returns = np.asarray(rows[CANDIDATE_REWARDS], dtype=np.float64).sum(axis=-1)  # zeros after a candidate ended
     centred = returns - returns.mean(axis=1, keepdims=True)
     spread = returns.std(axis=1, keepdims=True)
     return np.where(spread > 1e-8, centred / np.maximum(spread, 1e-8), 0.0)

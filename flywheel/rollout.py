@@ -17,7 +17,8 @@ Rows are a ``flywheel.rows.ChunkRows`` (the schema lives there), padded to the m
 sizes so chunks of different embodiments stack. ``return`` is filled in when an episode
 ends: the reward from the chunk's start to the episode's end, the return head's target.
 With ``choose="sim"`` every row also keeps every candidate the sim ran (``candidate_*``):
-labelled data for the critic (``flywheel.td``).
+labelled data for the critic (``flywheel.td``); with the look-ahead, also the reward each
+candidate's continued run earned (``candidate_lookahead_reward``), the order the ranker learns.
 
 Frames (``RolloutSpec.camera``): the agent perceives the camera frame of every chunk's start,
 and the row keeps it, the frame after each step the chunk ran and, where the model imagines
@@ -50,12 +51,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_NEXT_PROPRIO,
-                           CANDIDATE_REWARDS, CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK, CYCLE, ENGINE_REALIZED,
-                           ENGINE_REWARDS, ENGINE_START, EPISODE, EPISODE_RETURN, EPISODE_SUCCESS, FRAME, IMAGINED,
-                           IMAGINED_FRAMES, PLANNED, PROPRIO, PROPRIO_DIM, REALIZED, REALIZED_FRAMES, RETURN, REWARD,
-                           REWARDS, SIM, SIM_STEPS, STEPS, SUCCESS, TASK, TERMINATED, WEIGHT_VERSION, WORKER,
-                           ChunkRows, episode_id, grade_columns, next_proprio, to_pixels)
+from flywheel.rows import (ACTION_DIM, ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_LOOKAHEAD_REWARD,
+                           CANDIDATE_NEXT_PROPRIO, CANDIDATE_REWARDS, CANDIDATE_STEPS, CANDIDATE_TERMINATED, CHUNK,
+                           CYCLE, ENGINE_REALIZED, ENGINE_REWARDS, ENGINE_START, EPISODE, EPISODE_RETURN,
+                           EPISODE_SUCCESS, FRAME, IMAGINED, IMAGINED_FRAMES, PLANNED, PROPRIO, PROPRIO_DIM, REALIZED,
+                           REALIZED_FRAMES, RETURN, REWARD, REWARDS, SIM, SIM_STEPS, STEPS, SUCCESS, TASK, TERMINATED,
+                           WEIGHT_VERSION, WORKER, ChunkRows, episode_id, grade_columns, next_proprio, to_pixels)
 from flywheel.store import QuarantinedEpisode, shares
 from policies.agent import Agent
 from policies.critic import td_target
@@ -330,6 +331,8 @@ def _sim_choice(agent: Agent, envs: Sequence[SimEnv], candidates: np.ndarray, fu
             for env, col in zip(envs, columns)]
     if spec.lookahead_chunks:
         ranking, ends = _continued(agent, envs, runs, ends, spec, generator, lookahead)
+        for col, continued in zip(columns, ranking):
+            col[CANDIDATE_LOOKAHEAD_REWARD] = np.array([float(sum(run.rewards)) for run in continued])
     values = None
     if agent.model.has_critic:
         states = [{"proprio": end, "task": env.task_text} for env, env_ends in zip(envs, ends) for end in env_ends]

@@ -34,6 +34,8 @@ to the model's shared sizes so chunks of different embodiments stack:
 | candidate_* | see ``CANDIDATE_COLUMNS`` | (candidates, ...) | every candidate the training sim ran
   (``choose=sim`` only): its actions, step rewards, steps, termination and end proprio history, and
   (``candidate_imagined``, last in stored order) the future it was acted from |
+| candidate_lookahead_reward | float64 | (candidates,) | each candidate's reward summed over its chunk and
+  the policy's chunks after it, the reward the sim ranked it by (``lookahead_chunks`` runs only) |
 | weight, grade_* | see ``GRADE_COLUMNS`` | () | the grader's answers (graded rollouts only) |
 | engine_* | see ``ENGINE_COLUMNS`` | | a learned training sim's correcting engine over the chunk (refit runs only):
   its proprio at the chunk's start and after each step, and its step rewards, whatever the learned sim
@@ -88,6 +90,7 @@ CANDIDATE_STEPS = "candidate_steps"
 CANDIDATE_TERMINATED = "candidate_terminated"
 CANDIDATE_NEXT_PROPRIO = "candidate_next_proprio"
 CANDIDATE_IMAGINED = "candidate_imagined"
+CANDIDATE_LOOKAHEAD_REWARD = "candidate_lookahead_reward"
 FRAME = "frame"
 REALIZED_FRAMES = "realized_frames"
 IMAGINED_FRAMES = "imagined_frames"
@@ -145,12 +148,17 @@ CANDIDATE_COLUMNS = (
 # only where the run learns them (``RolloutSpec.candidate_futures``); rows of both kinds mix
 # (``LATER_COLUMNS``): a store written before the column existed, a run resumed with it turned on.
 CANDIDATE_IMAGINED_COLUMN = Column(CANDIDATE_IMAGINED, "float32", ("candidates", "chunk", "proprio_pad"))
+# The reward the sim ranked each candidate by when it looked past the chunk (``RolloutSpec.lookahead_chunks``;
+# with a critic, the value where the run ends came on top): the reward of the candidate's chunk and
+# of the policy's chunks after it, undiscounted. The chunk ranker and the candidates the action
+# expert draws learn this order where rows have it (``flywheel.objective.sibling_scores``).
+CANDIDATE_LOOKAHEAD_COLUMN = Column(CANDIDATE_LOOKAHEAD_REWARD, "float64", ("candidates",))
 # Every candidate column: rows without any of them are valid rows (a run that does not choose in
 # the sim), which is what lets a sample leave them unread (``flywheel.objective.unread_columns``).
-CANDIDATE_NAMES = tuple(c.name for c in CANDIDATE_COLUMNS + (CANDIDATE_IMAGINED_COLUMN,))
+CANDIDATE_NAMES = tuple(c.name for c in CANDIDATE_COLUMNS + (CANDIDATE_IMAGINED_COLUMN, CANDIDATE_LOOKAHEAD_COLUMN))
 # Columns some rows lack where others of the same kind have them (added later, or kept only when
 # asked for): such rows still read, and rows of both kinds together keep only what all of them have.
-LATER_COLUMNS = (CANDIDATE_IMAGINED,)
+LATER_COLUMNS = (CANDIDATE_IMAGINED, CANDIDATE_LOOKAHEAD_REWARD)
 # What a camera run records: the frame each chunk was perceived from and the frames it realized
 # (the video expert's targets where the model imagines frames), and the frames it imagined.
 FRAME_COLUMNS = (Column(FRAME, "uint8", ("image_size", "image_size", 3)),
@@ -182,19 +190,21 @@ GUARDS = {
 
 
 def columns_of(imagined: bool, graded: bool, candidates: bool = False, frames: bool = False,
-               imagined_frames: bool = False, engine: bool = False, candidate_futures: bool = False
-               ) -> tuple[Column, ...]:
+               imagined_frames: bool = False, engine: bool = False, candidate_futures: bool = False,
+               lookahead: bool = False) -> tuple[Column, ...]:
     """Every column of a batch of rows, in stored order: the core, then what planning, the
     sim's candidates and grading add, then the episode's outcome (filled in when it ends),
-    then what the camera adds, then a learned sim's engine, then the candidates' futures."""
+    then what the camera adds, then a learned sim's engine, then the candidates' futures,
+    then their look-ahead rewards."""
     return (CORE_COLUMNS + ((IMAGINED_COLUMN,) if imagined else ()) + (CANDIDATE_COLUMNS if candidates else ())
             + (GRADE_COLUMNS if graded else ()) + OUTCOME_COLUMNS + TRANSITION_COLUMNS
             + (FRAME_COLUMNS if frames else ()) + ((IMAGINED_FRAMES_COLUMN,) if imagined_frames else ())
-            + (ENGINE_COLUMNS if engine else ()) + ((CANDIDATE_IMAGINED_COLUMN,) if candidate_futures else ()))
+            + (ENGINE_COLUMNS if engine else ()) + ((CANDIDATE_IMAGINED_COLUMN,) if candidate_futures else ())
+            + ((CANDIDATE_LOOKAHEAD_COLUMN,) if lookahead else ()))
 
 
 COLUMNS = {c.name: c for c in columns_of(imagined=True, graded=True, candidates=True, frames=True,
-                                         imagined_frames=True, engine=True, candidate_futures=True)}
+                                         imagined_frames=True, engine=True, candidate_futures=True, lookahead=True)}
 
 
 def to_pixels(frames: np.ndarray) -> np.ndarray:
@@ -272,7 +282,7 @@ class ChunkRows(Mapping[str, np.ndarray]):
         names = list(columns)
         expected = [c.name for c in columns_of(IMAGINED in columns, WEIGHT in columns, CANDIDATE_ACTIONS in columns,
                                                FRAME in columns, IMAGINED_FRAMES in columns, ENGINE_START in columns,
-                                               CANDIDATE_IMAGINED in columns)]
+                                               CANDIDATE_IMAGINED in columns, CANDIDATE_LOOKAHEAD_REWARD in columns)]
         if set(names) != set(expected):
             missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
             raise ValueError(f"chunk rows: missing columns {missing}, unknown columns {extra}")

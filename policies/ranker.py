@@ -1,11 +1,13 @@
 """The chunk ranker: scores one state's candidate chunks as the training sim ranked them.
 
 Planning without the sim imagines n futures, acts on each, and must pick one. What the sim
-picks by, when it runs every candidate (``choose=sim``), is each chunk's reward; the ranker
-learns that order from the candidates the sim ran, all n of every row alike:
+picks by, when it runs every candidate (``choose=sim``), is each chunk's reward, or with the
+look-ahead (``lookahead_chunks``) the reward of each candidate's chunk and of the policy's
+chunks after it; the ranker learns that order from the candidates the sim ran, all n of every
+row alike:
 
     S(s, a)  = MLP([critic features of s, the chunk a flattened, padded dims zeroed])
-    z_c      = (G_c - mean_c G) / std_c G       G_c: candidate c's chunk reward (``flywheel.objective.sibling_scores``)
+    z_c      = (G_c - mean_c G) / std_c G       G_c: candidate c's reward (``flywheel.objective.sibling_scores``)
     L_rank   = sum over rows and candidates of (S(s, a_c) - mean_c S(s, a_c) - z_c)^2 / (N n)
 
 Only differences between one state's candidates are learned (the per-row mean is taken out of

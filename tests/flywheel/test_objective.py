@@ -12,8 +12,8 @@ from configs.learning import ObjectiveConfig
 from configs.run_schema import LearnerConfig, RunConfig
 from flywheel.objective import CANDIDATES, batch_loss, candidate_probabilities, sibling_scores, unread_columns
 from flywheel.rollout import RolloutSpec, collect
-from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_REWARDS, IMAGINED, PROPRIO,
-                           PROPRIO_DIM, TASK, ChunkRows)
+from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_LOOKAHEAD_REWARD,
+                           CANDIDATE_REWARDS, IMAGINED, PROPRIO, PROPRIO_DIM, TASK, ChunkRows)
 from policies import flow
 from policies.agent import Agent
 from policies.data import Data
@@ -28,6 +28,14 @@ N = 3  # candidates per chunk
 def rows(agent):
     envs = [sims.make(SIM, max_episode_steps=20) for _ in range(2)]
     return collect(agent, envs, RolloutSpec(episodes=3, seed=2, n_candidates=N, choose="sim", candidate_futures=True))
+
+
+@pytest.fixture(scope="module")
+def looked(agent):
+    """Rows of a sim that ranked each candidate by its chunk and the policy's next chunk after it."""
+    envs = [sims.make(SIM, max_episode_steps=20) for _ in range(2)]
+    return collect(agent, envs, RolloutSpec(episodes=3, seed=2, n_candidates=N, choose="sim", lookahead_chunks=1,
+                                            candidate_futures=True))
 
 
 def _executed(rows, i):
@@ -238,10 +246,33 @@ def test_the_ranker_refuses_rows_without_candidates_naming_the_knob(agent):
         ObjectiveConfig(ranker=1)
 
 
+def test_with_the_look_ahead_the_candidates_rank_by_their_continued_run(looked, rows, agent):
+    continued = looked[CANDIDATE_LOOKAHEAD_REWARD]
+    assert CANDIDATE_LOOKAHEAD_REWARD not in rows and continued.shape == (looked.n, N)
+    for i in range(looked.n):
+        assert _executed(looked, i) == int(np.argmax(continued[i]))  # what the sim picked by
+    z = sibling_scores(looked)
+    expected = (continued - continued.mean(axis=1, keepdims=True)) / continued.std(axis=1, keepdims=True)
+    assert np.allclose(z, expected)
+    one_chunk = sibling_scores({k: v for k, v in looked.items() if k != CANDIDATE_LOOKAHEAD_REWARD})
+    assert not np.allclose(z, one_chunk)  # the look-ahead reorders some rows' candidates
+    cold = candidate_probabilities(looked, ObjectiveConfig(temperature=0.01))
+    assert all(cold[i, _executed(looked, i)] > 0.99 for i in range(looked.n))
+    # The ranker learns that order: its loss reads the column.
+    torch.manual_seed(3)
+    learner = Agent("tiny")
+    learner.model.grow_ranker(seed=0)
+    without = ChunkRows({k: v for k, v in looked.items() if k != CANDIDATE_LOOKAHEAD_REWARD})
+    on, off = (batch_loss(learner, r, ObjectiveConfig(ranker=True), noise_seed=(4,))[RANK] for r in (looked, without))
+    assert not torch.equal(on, off)
+
+
 @pytest.mark.parametrize("config", [ObjectiveConfig(), ObjectiveConfig(critic=True, advantage="critic"),
                                     ObjectiveConfig(ranker=True), ObjectiveConfig(candidate_samples=2)],
                          ids=["defaults", "critic", "ranker", "candidate_samples"])
-def test_the_loss_is_the_same_without_the_columns_it_never_reads(rows, config):
+@pytest.mark.parametrize("kind", ["rows", "looked"])
+def test_the_loss_is_the_same_without_the_columns_it_never_reads(kind, config, request):
+    rows = request.getfixturevalue(kind)
     torch.manual_seed(3)
     agent = Agent("tiny")
     agent.model.grow_critic(ensemble=2, seed=0)
@@ -258,6 +289,6 @@ def test_the_loss_is_the_same_without_the_columns_it_never_reads(rows, config):
 
 def test_a_term_that_reads_the_candidates_keeps_them():
     assert set(unread_columns(ObjectiveConfig())) >= {CANDIDATE_ACTIONS, CANDIDATE_REWARDS, CANDIDATE_IMAGINED}
-    for config in (ObjectiveConfig(critic=True), ObjectiveConfig(ranker=True)):
-        assert unread_columns(config) == (CANDIDATE_IMAGINED,)
+    assert unread_columns(ObjectiveConfig(critic=True)) == (CANDIDATE_IMAGINED, CANDIDATE_LOOKAHEAD_REWARD)
+    assert unread_columns(ObjectiveConfig(ranker=True)) == (CANDIDATE_IMAGINED,)
     assert unread_columns(ObjectiveConfig(candidate_samples=1)) == ()

@@ -13,7 +13,7 @@ from configs.run_schema import RunConfig
 from flywheel import rollout
 from flywheel.controller import validate
 from flywheel.rollout import RolloutSpec, collect, ranked, run_candidates
-from flywheel.rows import SIM_STEPS, STEPS
+from flywheel.rows import CANDIDATE_LOOKAHEAD_REWARD, SIM_STEPS, STEPS
 from policies.agent import Agent
 from tests.flywheel.test_step_accounting import count_steps
 
@@ -68,13 +68,16 @@ def test_the_sim_picks_the_candidate_whose_continued_run_earns_the_most(agent):
     env = sims.make(SIM, max_episode_steps=100)
     candidates, history = _decision(agent, env, n=4, seed=3)
     spec = RolloutSpec(episodes=1, n_candidates=4, choose="sim", lookahead_chunks=H)
-    choice, _, spent = rollout._sim_choice(agent, [env], candidates, None, [history], spec,
-                                           torch.Generator().manual_seed(7))
+    choice, columns, spent = rollout._sim_choice(agent, [env], candidates, None, [history], spec,
+                                                 torch.Generator().manual_seed(7))
     runs = [run_candidates(env, candidates[0], keep_end=True)]
-    ends = [[history] * 4]
+    # Each continuation perceives the history its candidate ended with.
+    ends = [[np.concatenate([history, np.asarray(r.realized, np.float32)])[-agent.cfg.history:] for r in runs[0]]]
     continued, _ = rollout._continued(agent, [env], runs, ends, spec, torch.Generator().manual_seed(7),
                                       np.zeros(1, np.int64))
-    assert choice == [int(np.argmax([sum(r.rewards) for r in continued[0]]))]
+    totals = [sum(r.rewards) for r in continued[0]]
+    assert choice == [int(np.argmax(totals))]
+    assert np.array_equal(columns[0][CANDIDATE_LOOKAHEAD_REWARD], totals)  # the row keeps what it was ranked by
     assert spent[0] == 4 * (1 + H) * agent.cfg.chunk
 
 

@@ -141,23 +141,25 @@ def test_to_pixels_inverts_the_models_frame_units():
     assert to_pixels(np.array([-3.0, -1.0, 0.0, 1.0, 2.0])).tolist() == [0, 0, 128, 255, 255]
 
 
-def test_rows_with_and_without_the_candidates_futures_read_and_mix(tmp_path):
-    from flywheel.rows import CANDIDATE_ACTIONS, CANDIDATE_IMAGINED
+@pytest.mark.parametrize("later, asked", [("candidate_imagined", {"candidate_futures": True}),
+                                          ("candidate_lookahead_reward", {"lookahead_chunks": 1})])
+def test_rows_with_and_without_a_later_candidate_column_read_and_mix(tmp_path, later, asked):
+    from flywheel.rows import CANDIDATE_ACTIONS, LATER_COLUMNS
 
+    assert later in LATER_COLUMNS
     torch.manual_seed(0)
     envs = [sims.make("mujoco/reacher-twin", max_episode_steps=12)]
-    new = collect(Agent("tiny").eval(), envs, RolloutSpec(episodes=2, seed=1, n_candidates=2, choose="sim",
-                                                          candidate_futures=True))
-    assert list(new)[-1] == CANDIDATE_IMAGINED
-    # As a store of before the column writes, or a run before it turned learner.candidate_samples on.
-    old = ChunkRows.of({k: v for k, v in new.items() if k != CANDIDATE_IMAGINED})
+    new = collect(Agent("tiny").eval(), envs, RolloutSpec(episodes=2, seed=1, n_candidates=2, choose="sim", **asked))
+    assert list(new)[-1] == later
+    # As a store of before the column writes, or a run before it turned the column's knob on.
+    old = ChunkRows.of({k: v for k, v in new.items() if k != later})
     store = RolloutStore(tmp_path / "store")
     for cycle, rows in enumerate((old, new)):
         shard, quarantined = store.write_shard(cycle, 0, rows)
         store.commit_cycle(cycle, [shard], [quarantined])
     both, report = store.read([0, 1])  # a replay that holds both kinds
     assert not report.corrupt_shards and both.n == 2 * new.n
-    assert CANDIDATE_ACTIONS in both and CANDIDATE_IMAGINED not in both
-    assert CANDIDATE_IMAGINED in store.read([1])[0]
+    assert CANDIDATE_ACTIONS in both and later not in both
+    assert later in store.read([1])[0]
     with pytest.raises(ValueError, match="disagree on columns"):  # only a later column may be missing
         ChunkRows.concat([new, ChunkRows.of({k: v for k, v in new.items() if not k.startswith("candidate_")})])
