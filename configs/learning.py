@@ -67,7 +67,8 @@ class ObjectiveConfig:
     # 0 learns the executed chunk alone. Measured at 4: no gain, twice the learner time (docs/rl-core.md).
     candidate_samples: int = 0
     # Train the chunk ranker planning scores candidates by (``policies.ranker``): every candidate the
-    # sim ran, ranked against its siblings. Reads detached features: the policy learns the same.
+    # sim ran, ranked against its siblings by its chunk's reward (with ``lookahead_chunks``, its
+    # continued run's). Reads detached features: the policy learns the same.
     ranker: bool = False
 
     def __post_init__(self) -> None:
