@@ -7,9 +7,10 @@ import torch
 import sims
 import world_model as wm
 from flywheel.rollout import RolloutSpec, collect
-from flywheel.rows import (EPISODES_PER_WORKER, GRADE_IMAGINATION, GRADE_IMAGINATION_APPLIES, GRADE_PHYSICS,
-                           GRADE_PHYSICS_APPLIES, GRADE_PROGRESS, STEPS, WEIGHT, WORKERS_PER_CYCLE, ChunkRows,
-                           columns_of, episode_id, episode_index, grade_summary, guarded)
+from flywheel.rows import (CANDIDATE_ACTIONS, CANDIDATE_IMAGINED, CANDIDATE_LOOKAHEAD_REWARD, EPISODES_PER_WORKER,
+                           GRADE_IMAGINATION, GRADE_IMAGINATION_APPLIES, GRADE_PHYSICS, GRADE_PHYSICS_APPLIES,
+                           GRADE_PROGRESS, LATER_COLUMNS, STEPS, WEIGHT, WORKERS_PER_CYCLE, ChunkRows, columns_of,
+                           episode_id, episode_index, grade_summary, guarded)
 from flywheel.store import RolloutStore
 from policies.agent import Agent
 
@@ -141,11 +142,9 @@ def test_to_pixels_inverts_the_models_frame_units():
     assert to_pixels(np.array([-3.0, -1.0, 0.0, 1.0, 2.0])).tolist() == [0, 0, 128, 255, 255]
 
 
-@pytest.mark.parametrize("later, asked", [("candidate_imagined", {"candidate_futures": True}),
-                                          ("candidate_lookahead_reward", {"lookahead_chunks": 1})])
+@pytest.mark.parametrize("later, asked", [(CANDIDATE_IMAGINED, {"candidate_futures": True}),
+                                          (CANDIDATE_LOOKAHEAD_REWARD, {"lookahead_chunks": 1})])
 def test_rows_with_and_without_a_later_candidate_column_read_and_mix(tmp_path, later, asked):
-    from flywheel.rows import CANDIDATE_ACTIONS, LATER_COLUMNS
-
     assert later in LATER_COLUMNS
     torch.manual_seed(0)
     envs = [sims.make("mujoco/reacher-twin", max_episode_steps=12)]
