@@ -222,12 +222,14 @@ def batch_loss(agent: Agent, rows: Mapping[str, np.ndarray], config: ObjectiveCo
     total = losses["future"] + losses["action"] + losses.get(CANDIDATES, 0.0)
     if "return" in losses:
         total = total + config.return_coef * losses["return"]
+    # One backbone pass for both heads that read the state (no gradient: neither moves the backbone).
+    features = agent.critic_features(observed) if config.critic or config.ranker else None
     if config.critic:
         mine = {k: v[start:stop] for k, v in rows.items()}
-        losses.update(critic_share(agent, mine, observed, config, n))
+        losses.update(critic_share(agent, mine, observed, features, config, n))
         total = total + config.critic_coef * (losses["q"] + losses["value"])
     if config.ranker:
-        losses[RANK] = _rank_share(agent, rows, observed, start, stop)
+        losses[RANK] = _rank_share(agent, rows, observed, features, start, stop)
         total = total + losses[RANK]
     losses["total"] = total
     return losses
@@ -248,10 +250,11 @@ def sibling_scores(rows: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.where(spread > 1e-8, centred / np.maximum(spread, 1e-8), 0.0)
 
 
-def _rank_share(agent: Agent, rows: Mapping[str, np.ndarray], observed: Observed, start: int,
-                stop: int) -> torch.Tensor:
+def _rank_share(agent: Agent, rows: Mapping[str, np.ndarray], observed: Observed, features: torch.Tensor,
+                start: int, stop: int) -> torch.Tensor:
     """Rows [start, stop)'s share of the chunk ranker's ``L_rank`` over the global batch
-    ``rows`` (``policies.ranker``); ``observed`` is those rows' observation."""
+    ``rows`` (``policies.ranker``); ``observed`` is those rows' observation, ``features`` their
+    ``Agent.critic_features``."""
     if CANDIDATE_ACTIONS not in rows:
         raise ValueError("learner.ranker learns to rank the candidates the training sim ran (choose=sim rollouts), "
                          "and these rows keep none")
@@ -260,7 +263,7 @@ def _rank_share(agent: Agent, rows: Mapping[str, np.ndarray], observed: Observed
     mine = slice(start, stop)
     targets = torch.as_tensor(sibling_scores(rows)[mine], device=agent.device)
     chunks = torch.as_tensor(rows[CANDIDATE_ACTIONS][mine], device=agent.device) * observed.action_mask[:, None]
-    scores = agent.model.heads[RANK](agent.critic_features(observed), chunks)
+    scores = agent.model.heads[RANK](features, chunks)
     return ranking_loss(scores, targets, len(rows[PROPRIO_DIM]))
 
 

@@ -47,12 +47,12 @@ def critic_advantage(agent: Agent, observed: Observed, actions: torch.Tensor) ->
     return (q.mean(dim=0) - v).double().cpu().numpy()
 
 
-def critic_share(agent: Agent, rows: Mapping[str, np.ndarray], observed: Observed, config: ObjectiveConfig,
-                 rows_total: int) -> dict[str, torch.Tensor]:
+def critic_share(agent: Agent, rows: Mapping[str, np.ndarray], observed: Observed, features: torch.Tensor,
+                 config: ObjectiveConfig, rows_total: int) -> dict[str, torch.Tensor]:
     """This rank's share of ``CRITIC_TERMS`` (module docstring): ``rows`` and ``observed`` are
-    the rank's rows, ``rows_total`` the global batch's N."""
+    the rank's rows, ``features`` their ``Agent.critic_features`` (detached: the critic never
+    moves the backbone), ``rows_total`` the global batch's N."""
     heads = agent.model.heads
-    features = agent.critic_features(observed)  # detached: the critic never moves the backbone
     executed = observed.action_data(torch.as_tensor(rows[ACTIONS], device=agent.device)).zeroed().values["action"]
     q_data = heads[critic.Q](features, executed)  # (K, b)
     v = heads[critic.VALUE](features)

@@ -9,8 +9,8 @@ from configs.learning import ObjectiveConfig
 from flywheel.objective import batch_loss
 from flywheel.rollout import RolloutSpec, collect
 from flywheel.rows import (ACTIONS, CANDIDATE_ACTIONS, CANDIDATE_NEXT_PROPRIO, CANDIDATE_REWARDS, CANDIDATE_STEPS,
-                           CANDIDATE_TERMINATED, EPISODE, PROPRIO, REALIZED, REWARD, REWARDS, STEPS, TERMINATED,
-                           ChunkRows, next_proprio)
+                           CANDIDATE_TERMINATED, EPISODE, PROPRIO, REALIZED, REWARD, REWARDS, STEPS, TASK,
+                           TERMINATED, ChunkRows, next_proprio)
 from flywheel.td import critic_share
 from policies import critic
 from policies.agent import Agent
@@ -98,14 +98,14 @@ def test_the_critic_learns_which_candidate_is_best(agent):
     body = sims.make(SIM).embodiment
     for step in range(300):
         batch = train.take(np.random.default_rng(step).choice(train.n, 64, replace=False))
-        observed = agent.observe([{"proprio": p[:, :8], "task": str(t)} for p, t in zip(batch[PROPRIO], batch["task"])],
+        observed = agent.observe([{"proprio": p[:, :8], "task": str(t)} for p, t in zip(batch[PROPRIO], batch[TASK])],
                                  body)
-        share = critic_share(agent, batch, observed, config, 64)
+        share = critic_share(agent, batch, observed, agent.critic_features(observed), config, 64)
         optimizer.zero_grad()
         (share["q"] + share["value"]).backward()
         optimizer.step()
     observed = agent.observe([{"proprio": p[:, :8], "task": str(t)}
-                              for p, t in zip(held_out[PROPRIO], held_out["task"])], body)
+                              for p, t in zip(held_out[PROPRIO], held_out[TASK])], body)
     with torch.no_grad():
         q = torch.stack([agent.chunk_values(observed, torch.as_tensor(held_out[CANDIDATE_ACTIONS][:, c])).mean(0)
                          for c in range(CANDIDATES)], dim=1).numpy()
