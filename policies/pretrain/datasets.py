@@ -374,6 +374,44 @@ def sim_info(name: str) -> dict[str, Any]:
         env.close()
 
 
+def demonstrator_success_step(name: str, max_steps: int, seeds: int = 3) -> int | None:
+    """The step (from 0) at which ``name``'s demonstrator, without noise, first succeeds within
+    ``max_steps`` steps, the earliest over ``seeds`` seeded episodes; None if it never does."""
+    import sims
+
+    env = sims.make(name)
+    try:
+        best = None
+        for seed in range(seeds):
+            obs, info = env.reset(seed=seed)
+            demo = env.demonstrator()
+            demo.reset()
+            for t in range(max_steps if best is None else best):
+                obs, _, terminated, truncated, info = env.step(demo(obs))
+                if info.get("success"):
+                    best = t
+                    break
+                if terminated or truncated:
+                    break
+        return best
+    finally:
+        env.close()
+
+
+def check_demonstrations(spec: DataSpec) -> None:
+    """Fail before any generation where the action data would never show a task done: episodes
+    cut at ``max_steps`` before the demonstrator succeeds teach half a task (a swing-up's pumping
+    without its balance), and every window's quality (what the decay trains on) would be 0."""
+    if "action" not in spec.stages:
+        return
+    for name in spec.sims:
+        if demonstrator_success_step(name, spec.max_steps) is None:
+            raise ValueError(f"data.max_steps={spec.max_steps}: {name}'s demonstrator does not succeed within "
+                             f"{spec.max_steps} steps (3 seeds, no noise), so its action data would never show the "
+                             "task done; raise data.max_steps (if the sim's own episodes end first, they are too short "
+                             "for it)")
+
+
 # ---------------------------------------------------------------------- generation + cache
 
 

@@ -133,6 +133,7 @@ def check(config) -> Checked:
         raise ValueError(f"eval.execute must be in [1, chunk={cfg.chunk}], got {e.execute}")
     info = {name: datasets.sim_info(name) for name in spec.sims}
     datasets.check_spec(spec, info)
+    datasets.check_demonstrations(spec)
     # The decay mixes the high-quality data of every expert it trains.
     decay_mix = trainable(schedule.decay, config, cfg.experts)
     return Checked(cfg, spec, schedule, plan(schedule, config.curriculum, config.seed, decay_mix), info)
