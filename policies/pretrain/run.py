@@ -59,6 +59,10 @@ def model_config_of(config) -> ModelConfig:
         raise ValueError(f"the stage order {stages} does not match the expert list {list(cfg.experts)} of "
                          f"model size {agent.size!r}: each stage adds the next expert, in order "
                          "(set model.experts to the stages)")
+    reader = cfg.expert_of("proprio")
+    if reader not in stages:
+        raise ValueError(f"the stages {stages} leave out {reader!r}, the expert that reads the proprio every route "
+                         "starts from; keep it (first)")
     modalities = tuple(cfg.modalities)
     if "video" in stages and "command" not in dict(modalities):
         modalities += (("command", "video"),)

@@ -149,10 +149,12 @@ def test_joint_curriculum_trains_every_expert_from_the_start(tiny_run, tmp_path)
     ("curriculum=sideways", "curriculum must be"),
     # The swing-up's demonstrator first succeeds ~285 steps in; tiny cuts episodes at 100.
     ("data.sims=[dmc/cartpole-swingup]", "data.max_steps=100: dmc/cartpole-swingup's demonstrator does not succeed"),
+    # Once, a model without it failed after generating its data, on a missing proprio tokenizer.
+    (("stages=[action]", "model.experts=[action]"), "leave out 'understand', the expert that reads the proprio"),
 ])
 def test_bad_input_fails_before_any_work_with_a_clear_message(tmp_path, capsys, override, message):
     rc = main(["pretrain", "pretrain=tiny", f"root={tmp_path / 'runs'}", f"data.cache_dir={tmp_path / 'cache'}",
-               override])
+               *(override if isinstance(override, tuple) else (override,))])
     assert rc == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
