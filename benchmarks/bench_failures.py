@@ -36,11 +36,10 @@ from configs.run_schema import RunConfig  # noqa: E402
 from configs.schema import to_dataclass  # noqa: E402
 from flywheel.cycle import evaluation_spec  # noqa: E402
 from flywheel.rollout import collect  # noqa: E402
-from flywheel.rows import CHUNK, EPISODE, PROPRIO, REWARDS, STEPS, SUCCESS  # noqa: E402
+from flywheel.rows import CHUNK, EPISODE, PROPRIO, REWARDS, SIM, STEPS, SUCCESS  # noqa: E402
 from policies.agent import Agent  # noqa: E402
 from sims import make  # noqa: E402
 from sims.files import write_figure_atomic, write_json_atomic  # noqa: E402
-from sims.twins.descriptions import ReacherDescription  # noqa: E402
 from sims.twins.reacher import HOLD_STEPS, TARGET_DISTANCE  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -58,21 +57,21 @@ def longest_run(inside: np.ndarray) -> int:
 
 def episodes(rows: dict) -> list[dict]:
     """Each episode of ``collect``'s rows: its per-step distance, target and start geometry."""
-    arm = ReacherDescription()
+    arm = make(str(rows[SIM][0]))  # the twin's own kinematics: the fingertip from the joint angles
+    radius = arm.description.target_radius
     out = []
     for e in np.unique(rows[EPISODE]):
         idx = np.flatnonzero(rows[EPISODE] == e)
         idx = idx[np.argsort(rows[CHUNK][idx])]
         distance = np.concatenate([-rows[REWARDS][i][: rows[STEPS][i]] for i in idx])
         cos1, sin1, cos2, sin2, _, _, dx, dy = rows[PROPRIO][idx[0]][-1][:8]
-        q1, q2 = np.arctan2(sin1, cos1), np.arctan2(sin2, cos2)
-        tip = np.array([arm.upper_length * np.cos(q1) + arm.fore_length * np.cos(q1 + q2),
-                        arm.upper_length * np.sin(q1) + arm.fore_length * np.sin(q1 + q2)])
-        inside = distance < arm.target_radius
+        tip = arm.fingertip((np.arctan2(sin1, cos1), np.arctan2(sin2, cos2)))
+        inside = distance < radius
         out.append({"success": bool(rows[SUCCESS][idx[-1]]), "target_radius": float(np.linalg.norm(tip + [dx, dy])),
                     "start_distance": float(np.hypot(dx, dy)), "min_distance": float(distance.min()),
                     "longest_hold": longest_run(inside), "steps_inside": int(inside.sum()),
                     "final_distance": float(distance[-1]), "distance": [round(float(d), 4) for d in distance]})
+    arm.close()
     return out
 
 
