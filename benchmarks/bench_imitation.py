@@ -85,16 +85,50 @@ def fit_mlp(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int):
     return act, loss.item()
 
 
-def episode_returns(sim: str, episodes: int, max_episode_steps: int, chunk_of) -> np.ndarray:
+def fit_flow_mlp(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int, flow_steps: int = 8):
+    """``fit_mlp``'s network trained as the agent's action expert is: rectified flow (noise x0 to the
+    label chunk along a straight line, the velocity regressed at a logit-normal time, as
+    ``policies.flow``), sampled from fresh noise with ``flow_steps`` Euler steps. Tells the flow
+    objective's share of the MoT's shortfall from the rest."""
+    torch.manual_seed(seed)
+    shift, scale = x.mean(0), x.std(0) + 1e-6
+    d = y.shape[1]
+    net = nn.Sequential(nn.Linear(x.shape[1] + d + 1, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                        nn.Linear(256, d))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(steps):
+        i = torch.randint(0, len(x), (256,))
+        x0, t = torch.randn(256, d), torch.sigmoid(torch.randn(256, 1))
+        xt = (1 - t) * x0 + t * y[i]
+        loss = ((net(torch.cat([(x[i] - shift) / scale, xt, t], 1)) - (y[i] - x0)) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+
+    @torch.no_grad()
+    def act(proprio: np.ndarray) -> np.ndarray:
+        state = (torch.as_tensor(proprio)[None] - shift) / scale
+        a = torch.randn(1, d)
+        for k in range(flow_steps):
+            a = a + net(torch.cat([state, a, torch.full((1, 1), k / flow_steps)], 1)) / flow_steps
+        return a[0].numpy()
+    return act, loss.item()
+
+
+def episode_returns(sim: str, episodes: int, max_episode_steps: int, chunk_of, image_size: int = 0) -> np.ndarray:
     """Returns of the fixed episodes, acting on ``chunk_of(obs, history)`` (a list of env
-    actions run open-loop) until the episode ends."""
+    actions run open-loop) until the episode ends; with ``image_size``, ``obs["image"]`` is the
+    camera frame at that size when each chunk is chosen (as a ``camera=true`` run renders it)."""
     returns = []
     for i in range(episodes):
-        env = make(sim, max_episode_steps=max_episode_steps)
+        camera = {"render_mode": "rgb_array", "image_size": image_size} if image_size else {}
+        env = make(sim, max_episode_steps=max_episode_steps, **camera)
         obs, _ = env.reset(seed=reset_seed(EVAL_SEED, i))
         history, total, done = [obs["proprio"]], 0.0, False
         while not done:
-            for action in chunk_of(obs, history):
+            seen = {**obs, "image": env.render()} if image_size else obs
+            for action in chunk_of(seen, history):
                 obs, reward, terminated, truncated, _ = env.step(action)
                 history.append(obs["proprio"])
                 total += reward
@@ -111,10 +145,52 @@ def agent_policy(agent: Agent, embodiment):
         past = history[-agent.cfg.history:]
         past = [past[0]] * (agent.cfg.history - len(past)) + past
         with torch.no_grad():
-            context = agent.perceive([{"proprio": np.stack(past), "task": obs["task"]}], embodiment)
+            seen = {"proprio": np.stack(past), "task": obs["task"]}
+            if "image" in obs:
+                seen["image"] = obs["image"]
+            context = agent.perceive([seen], embodiment)
             chunk = agent.act(context).actions.values["action"][0, :, : embodiment.action_dim].numpy()
         return [embodiment.to_env_action(a) for a in chunk]
     return chunk_of
+
+
+def train_more(run_dir: Path, steps: int, batch_size: int, every: int, experts: str, seed: int):
+    """The pretraining run ``run_dir``'s starter trained further on its own action data with its
+    own objective (``objectives.action_loss``), ``batch_size`` examples a step at a constant
+    learning rate: yields ``(steps so far, agent)`` every ``every`` steps. ``experts``: ``action``
+    trains the action expert alone (as pretraining's action stage and decay do), ``all`` every
+    expert. Tells a starter short of training budget from one its objective or width holds back."""
+    from policies.pretrain import datasets, objectives
+    from policies.pretrain.run import check, saved_config
+
+    config = saved_config(run_dir)
+    if config is None:
+        sys.exit(f"{run_dir}: not a pretraining run directory (no config.yaml)")
+    spec = check(config).spec
+    cache = Path(config.data.cache_dir)
+    if not cache.is_absolute():  # the default is relative to the directory pretraining ran in
+        cache = run_dir.parent.parent.parent / cache
+    directory, manifest = datasets.ensure(spec, cache, log=lambda s: None, progress=False)
+    agent = Agent.from_checkpoint(model_dir(str(run_dir)))
+    model = agent.model
+    banks = datasets.load(directory, manifest, spec, model.cfg.proprio_pad, model.cfg.action_pad)
+    for expert in model.cfg.experts:
+        (model.unfreeze if experts == "all" or expert == "action" else model.freeze)(expert)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.schedule.peak_lr, betas=(0.9, 0.95),
+                                  weight_decay=config.train.weight_decay)
+    sampler = objectives.Sampler(banks["action"]["train"], batch_size, seed)
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(1, steps + 1):
+        model.train()
+        loss = objectives.action_loss(model, sampler.sample(model), generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.train.grad_clip or float("inf"))
+        optimizer.step()
+        if step % every == 0 or step == steps:
+            model.eval()
+            yield step, agent, loss.item()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,6 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4000, help="MLP regression steps (batch 256)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-more", type=int, default=0,
+                    help="also train each CHECKPOINT (a pretraining run directory) this many more steps on its "
+                         "action data, evaluating every --every steps")
+    ap.add_argument("--every", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=256, help="--train-more's batch size")
+    ap.add_argument("--experts", choices=("action", "all"), default="action", help="--train-more trains these")
     ap.add_argument("--name", default="bench_imitation")
     args = ap.parse_args(argv)
     labels = args.label or args.checkpoints
@@ -140,9 +222,9 @@ def main(argv: list[str] | None = None) -> None:
 
     table = []
 
-    def measure(label: str, chunk_of, extra: dict | None = None) -> None:
+    def measure(label: str, chunk_of, extra: dict | None = None, image_size: int = 0) -> None:
         began = time.perf_counter()
-        returns = episode_returns(args.sim, args.episodes, args.max_episode_steps, chunk_of)
+        returns = episode_returns(args.sim, args.episodes, args.max_episode_steps, chunk_of, image_size)
         row = {"policy": label, "mean_return": float(returns.mean()),
                "return_se": float(returns.std(ddof=1) / np.sqrt(len(returns))),
                "returns": [round(float(r), 2) for r in returns], "seconds": round(time.perf_counter() - began, 1),
@@ -182,9 +264,27 @@ def main(argv: list[str] | None = None) -> None:
     measure(f"MLP, {args.chunk}-action chunks open-loop",
             lambda obs, h: [to_env(c) for c in chunked(obs["proprio"]).reshape(args.chunk, a)],
             {"train_mse": loss_chunk, "examples": len(x)})
+    flowing, loss_flow = fit_flow_mlp(x, y, args.steps, args.seed)
+    measure(f"MLP, flow matching, {args.chunk}-action chunks",
+            lambda obs, h: [to_env(c) for c in flowing(obs["proprio"]).reshape(args.chunk, a)],
+            {"train_mse": loss_flow, "examples": len(x)})
     for label, path in zip(labels, args.checkpoints):
         agent = Agent.from_checkpoint(model_dir(path)).eval()
-        measure(label, agent_policy(agent, embodiment), {"checkpoint": path})
+        measure(label, agent_policy(agent, embodiment), {"checkpoint": path, "frames": False})
+        # Pretraining shows the starter a camera frame with every action example (data.camera) while a
+        # flywheel run acts without one (camera=false, the default): the same policy, seeing them.
+        if "frame" in agent.model.tokenizers:
+            measure(f"{label}, seeing frames", agent_policy(agent, embodiment), {"checkpoint": path, "frames": True},
+                    image_size=agent.cfg.image_size)
+        if args.train_more:
+            torch.set_num_threads(2)
+            for step, more, loss in train_more(Path(path), args.train_more, args.batch, args.every, args.experts,
+                                               args.seed):
+                torch.set_num_threads(1)
+                measure(f"{label} +{step} steps x {args.batch} ({args.experts})", agent_policy(more, embodiment),
+                        {"checkpoint": path, "more_steps": step, "batch": args.batch, "experts": args.experts,
+                         "train_loss": loss})
+                torch.set_num_threads(2)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / f"{args.name}.json", {
@@ -205,7 +305,7 @@ def plot(table: list[dict], path: Path, args) -> None:
     fig, ax = plt.subplots(figsize=(2.0 + 1.4 * len(table), 3.8))
     x = np.arange(len(table))
     ax.bar(x, [r["mean_return"] for r in table], yerr=[r["return_se"] for r in table], capsize=3,
-           color=["tab:gray"] + ["tab:green"] * 2 + ["tab:blue"] * (len(table) - 3))
+           color=["tab:gray"] + ["tab:green"] * 3 + ["tab:blue"] * (len(table) - 4))
     ax.set_xticks(x, [r["policy"] for r in table], rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("eval return")
     ax.set_title(f"imitating {args.sim}'s demonstrator ({args.episodes} fixed episodes of "

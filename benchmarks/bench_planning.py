@@ -57,9 +57,12 @@ def model_dir(path: str) -> Path:
         return run_checkpoint.latest(p) / "model"
     if (p / "model" / "config.json").is_file():
         return p / "model"
+    if (p / "checkpoint" / "config.json").is_file():  # a pretraining run directory
+        return p / "checkpoint"
     if (p / "config.json").is_file():
         return p
-    sys.exit(f"{path}: neither a model directory, a run checkpoint nor a run directory with checkpoints/latest")
+    sys.exit(f"{path}: neither a model directory, a run checkpoint, a pretraining run directory nor a run "
+             "directory with checkpoints/latest")
 
 
 def measure(agent: Agent, config: RunConfig, oracle: bool = False, lookahead_chunks: int = 0) -> dict:
