@@ -121,9 +121,11 @@ def episode_returns(sim: str, episodes: int, max_episode_steps: int, chunk_of, i
     actions run open-loop) until the episode ends; with ``image_size``, ``obs["image"]`` is the
     camera frame at that size when each chunk is chosen (as a ``camera=true`` run renders it)."""
     returns = []
+    # One env for every episode: closing a renderer while another lives garbles the other's frames
+    # (``policies.pretrain.datasets.env_pool``).
+    camera = {"render_mode": "rgb_array", "image_size": image_size} if image_size else {}
+    env = make(sim, max_episode_steps=max_episode_steps, **camera)
     for i in range(episodes):
-        camera = {"render_mode": "rgb_array", "image_size": image_size} if image_size else {}
-        env = make(sim, max_episode_steps=max_episode_steps, **camera)
         obs, _ = env.reset(seed=reset_seed(EVAL_SEED, i))
         history, total, done = [obs["proprio"]], 0.0, False
         while not done:
@@ -136,7 +138,7 @@ def episode_returns(sim: str, episodes: int, max_episode_steps: int, chunk_of, i
                 if done:
                     break
         returns.append(total)
-        env.close()
+    env.close()
     return np.array(returns)
 
 
@@ -154,12 +156,14 @@ def agent_policy(agent: Agent, embodiment):
     return chunk_of
 
 
-def train_more(run_dir: Path, steps: int, batch_size: int, every: int, experts: str, seed: int):
+def train_more(run_dir: Path, steps: int, batch_size: int, every: int, experts: str, seed: int,
+               frames: bool = True):
     """The pretraining run ``run_dir``'s starter trained further on its own action data with its
     own objective (``objectives.action_loss``), ``batch_size`` examples a step at a constant
     learning rate: yields ``(steps so far, agent)`` every ``every`` steps. ``experts``: ``action``
     trains the action expert alone (as pretraining's action stage and decay do), ``all`` every
-    expert. Tells a starter short of training budget from one its objective or width holds back."""
+    expert; ``frames=False`` leaves the data's camera frames out (as a ``camera=false`` run acts).
+    Tells a starter short of training budget from one its objective or inputs hold back."""
     from policies.pretrain import datasets, objectives
     from policies.pretrain.run import check, saved_config
 
@@ -183,7 +187,10 @@ def train_more(run_dir: Path, steps: int, batch_size: int, every: int, experts: 
     generator = torch.Generator().manual_seed(seed)
     for step in range(1, steps + 1):
         model.train()
-        loss = objectives.action_loss(model, sampler.sample(model), generator)
+        batch = sampler.sample(model)
+        if not frames:
+            batch.observation.pop("frame", None)
+        loss = objectives.action_loss(model, batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.train.grad_clip or float("inf"))
@@ -211,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=256, help="--train-more's batch size")
     ap.add_argument("--experts", choices=("action", "all"), default="action", help="--train-more trains these")
+    ap.add_argument("--no-frames", action="store_true", help="--train-more leaves the data's frames out")
     ap.add_argument("--name", default="bench_imitation")
     args = ap.parse_args(argv)
     labels = args.label or args.checkpoints
@@ -278,12 +286,13 @@ def main(argv: list[str] | None = None) -> None:
                     image_size=agent.cfg.image_size)
         if args.train_more:
             torch.set_num_threads(2)
+            seen = "no frames" if args.no_frames else "frames"
             for step, more, loss in train_more(Path(path), args.train_more, args.batch, args.every, args.experts,
-                                               args.seed):
+                                               args.seed, frames=not args.no_frames):
                 torch.set_num_threads(1)
-                measure(f"{label} +{step} steps x {args.batch} ({args.experts})", agent_policy(more, embodiment),
+                measure(f"{label} +{step} steps x {args.batch} ({args.experts}, {seen})", agent_policy(more, embodiment),
                         {"checkpoint": path, "more_steps": step, "batch": args.batch, "experts": args.experts,
-                         "train_loss": loss})
+                         "frames": not args.no_frames, "train_loss": loss})
                 torch.set_num_threads(2)
 
     RESULTS.mkdir(parents=True, exist_ok=True)

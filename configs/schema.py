@@ -335,6 +335,10 @@ class PretrainTrainConfig:
     decay_unfreeze: bool = True  # the decay phase trains every expert (false: only the last)
     decay_quality: float = 0.5  # the high-quality slice of each dataset the decay phase uses
     video_uncond: float = 0.2  # share of video batches imagined without the chunk's actions
+    # Share of video and action batches shown without their camera frame. A flywheel run acts
+    # without one (camera=false, its default): a starter that always saw frames leans on them, and
+    # without them its actions were no better than a zero action (docs/pretraining.md).
+    frame_dropout: float = 0.5
     threads: int = 0  # torch threads (0: leave as is)
     log_every: int = 200
 

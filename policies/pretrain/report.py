@@ -108,6 +108,9 @@ def metrics_rows(stages: list[dict[str, Any]], baselines: dict[str, Any]) -> lis
         if "success" in m:
             success = ", ".join(f"{sim.split('/')[-1]} {v:.2f} ({baselines.get('random', {}).get(sim, float('nan')):.2f})"
                                 for sim, v in m["success"].items())
+        if "success_no_frames" in m:
+            success += "; without frames " + ", ".join(f"{sim.split('/')[-1]} {v:.2f}"
+                                                       for sim, v in m["success_no_frames"].items())
         acc = "-"
         if "understand_accuracy" in m:
             acc = (f"{m['understand_accuracy']:.3f} ({m['understand_chance']:.3f} / "

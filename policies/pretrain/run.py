@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from policies import checkpoint
@@ -37,6 +38,9 @@ from sims.files import write_bytes_atomic, write_json_atomic
 STAGES_DIR = "stages"
 CONFIG_FILE = "config.yaml"  # the run's config and its training hash, beside its checkpoint
 CHECKPOINT_DIR = "checkpoint"
+# The stages that teach acting and imagining, which a run without a camera does without frames
+# (``train.frame_dropout``); understanding and image generation are about the frame.
+FRAMELESS_STAGES = ("video", "action")
 
 
 # ---------------------------------------------------------------------- configuration
@@ -132,6 +136,8 @@ def check(config) -> Checked:
     t = config.train
     if t.batch_size < 1 or not 0 < t.decay_quality <= 1 or not 0 <= t.video_uncond <= 1:
         raise ValueError("train.batch_size must be >= 1, train.decay_quality in (0, 1], train.video_uncond in [0, 1]")
+    if not 0 <= t.frame_dropout <= 1:
+        raise ValueError(f"train.frame_dropout must be in [0, 1], got {t.frame_dropout}")
     e = config.eval
     if not 1 <= e.execute <= cfg.chunk:
         raise ValueError(f"eval.execute must be in [1, chunk={cfg.chunk}], got {e.execute}")
@@ -339,6 +345,8 @@ def _train_band(model: Model, k: int, band: Band, config, checked: Checked, bank
     losses_of = {s: (partial(objectives.video_loss, uncond=config.train.video_uncond) if s == "video"
                      else objectives.OBJECTIVES[s]) for s in needed}
     generator = torch.Generator().manual_seed(config.seed * 1000 + k)
+    # Its own stream: which batches go without frames leaves every other draw as it was.
+    frameless = np.random.default_rng([config.seed, k])
     start = time.perf_counter()
     window: dict[str, list[float]] = {s: [] for s in needed}
     last: dict[str, float] = {}
@@ -350,6 +358,8 @@ def _train_band(model: Model, k: int, band: Band, config, checked: Checked, bank
             for group in opt.param_groups:
                 group["lr"] = lr
             batch = samplers[stage].sample(model)
+            if stage in FRAMELESS_STAGES and frameless.random() < config.train.frame_dropout:
+                batch.observation.pop("frame", None)
             loss = losses_of[stage](model, batch, generator)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{band.name}: non-finite {stage} loss at step {step}")
@@ -444,6 +454,10 @@ def _evaluate(model: Model, band: Band, config, checked: Checked, banks, scale: 
                 r = metrics.closed_loop(sim, e.episodes, e.seed, e.execute, checked.spec.camera, cfg.image_size,
                                         model=model)
                 out["success"][sim] = r["success"]
+            if checked.spec.camera:  # as a flywheel run without a camera (its default) will act
+                out["success_no_frames"] = {
+                    sim: metrics.closed_loop(sim, e.episodes, e.seed, e.execute, False, cfg.image_size,
+                                             model=model)["success"] for sim in checked.spec.sims}
     return out
 
 
@@ -474,5 +488,7 @@ def _band_line(m: dict[str, Any], baselines: dict[str, Any]) -> str:
     if "success" in m:
         parts.append("success " + ", ".join(f"{s} {v:.2f} (random {baselines.get('random', {}).get(s, float('nan')):.2f})"
                                             for s, v in m["success"].items()))
+    if "success_no_frames" in m:
+        parts.append("without frames " + ", ".join(f"{s} {v:.2f}" for s, v in m["success_no_frames"].items()))
     parts.append(f"{m['train_seconds']:.0f}+{m['eval_seconds']:.0f} s")
     return "; ".join(parts)

@@ -140,7 +140,42 @@ def test_joint_curriculum_trains_every_expert_from_the_start(tiny_run, tmp_path)
     assert summary["data"]["key"] == json.loads((tiny_run[0] / "metrics.json").read_text())["data"]["key"]
 
 
+def test_acting_and_imagining_batches_go_without_frames_at_the_dropout_rate(tiny_run, tmp_path, monkeypatch):
+    """A flywheel run acts without a camera by default: the starter learns to act both ways."""
+    from policies.pretrain import objectives
+
+    seen: dict[str, list[bool]] = {}
+
+    def recording(stage, loss):
+        def wrapped(model, batch, generator, **kwargs):
+            seen.setdefault(stage, []).append("frame" in batch.observation)
+            return loss(model, batch, generator, **kwargs)
+        return wrapped
+
+    for stage in ("understand", "action"):
+        monkeypatch.setitem(objectives.OBJECTIVES, stage, recording(stage, objectives.OBJECTIVES[stage]))
+    monkeypatch.setattr(objectives, "video_loss", recording("video", objectives.video_loss))
+    cache = tiny_run[2].data.cache_dir
+    for dropout in (0.5, 0.0):
+        seen.clear()
+        assert main(["pretrain", "pretrain=tiny", "curriculum=joint", f"name=frames{dropout}", f"root={tmp_path}",
+                     f"data.cache_dir={cache}", "schedule.steps=80", "eval.episodes=0", "eval.examples=16",
+                     f"train.frame_dropout={dropout}"]) == 0
+        assert all(seen["understand"]), "understanding is about the frame: never dropped"
+        for stage in ("video", "action"):
+            shown = sum(seen[stage]) / len(seen[stage])
+            assert (0.2 < shown < 0.8) if dropout else shown == 1.0, (stage, dropout, seen[stage])
+
+
+def test_the_starter_is_also_evaluated_as_a_run_without_a_camera_acts(tiny_run):
+    decay = json.loads((tiny_run[0] / "metrics.json").read_text())["metrics"][-1]
+    assert set(decay["success_no_frames"]) == set(decay["success"]) == set(tiny_run[2].data.sims)
+    assert all(0.0 <= v <= 1.0 for v in decay["success_no_frames"].values())
+    assert "without frames" in (tiny_run[0] / "metrics.md").read_text()
+
+
 @pytest.mark.parametrize("override, message", [
+    ("train.frame_dropout=1.5", "train.frame_dropout must be in [0, 1]"),
     ("data.sims=[mujoco/reacher-twin,acme/nothing]", "unknown sim 'acme/nothing'"),
     ("stages=[image,understand,video,action]", "does not match the expert list"),
     ("model.experts=[understand,image]", "does not match the expert list"),
