@@ -129,21 +129,11 @@ def test_an_interrupted_run_resumes_from_its_last_completed_stage(tiny_run):
         assert (run_dir / "stages" / stage / "done.json").read_bytes() == content
 
 
-def test_joint_curriculum_trains_every_expert_from_the_start(tiny_run, tmp_path):
-    _, _, config = tiny_run
-    cache = config.data.cache_dir  # the same data: the cache is reused
-    rc = main(["pretrain", "pretrain=tiny", "curriculum=joint", "name=joint", f"root={tmp_path}",
-               f"data.cache_dir={cache}", "schedule.steps=60", "eval.episodes=0", "eval.examples=16"])
-    assert rc == 0
-    summary = json.loads((tmp_path / "joint" / "metrics.json").read_text())
-    assert all(m["training"] == STAGES for m in summary["metrics"])
-    assert summary["data"]["key"] == json.loads((tiny_run[0] / "metrics.json").read_text())["data"]["key"]
-
-
-def test_acting_and_imagining_batches_go_without_frames_at_the_dropout_rate(tiny_run, tmp_path, monkeypatch):
-    """A flywheel run acts without a camera by default: the starter learns to act both ways."""
+def test_joint_curriculum_trains_every_expert_from_the_start(tiny_run, tmp_path, monkeypatch):
     from policies.pretrain import objectives
 
+    # A flywheel run acts without a camera by default: half the acting and imagining batches
+    # (train.frame_dropout) go without their frames; understanding is about the frame.
     seen: dict[str, list[bool]] = {}
 
     def recording(stage, loss):
@@ -155,16 +145,17 @@ def test_acting_and_imagining_batches_go_without_frames_at_the_dropout_rate(tiny
     for stage in ("understand", "action"):
         monkeypatch.setitem(objectives.OBJECTIVES, stage, recording(stage, objectives.OBJECTIVES[stage]))
     monkeypatch.setattr(objectives, "video_loss", recording("video", objectives.video_loss))
-    cache = tiny_run[2].data.cache_dir
-    for dropout in (0.5, 0.0):
-        seen.clear()
-        assert main(["pretrain", "pretrain=tiny", "curriculum=joint", f"name=frames{dropout}", f"root={tmp_path}",
-                     f"data.cache_dir={cache}", "schedule.steps=80", "eval.episodes=0", "eval.examples=16",
-                     f"train.frame_dropout={dropout}"]) == 0
-        assert all(seen["understand"]), "understanding is about the frame: never dropped"
-        for stage in ("video", "action"):
-            shown = sum(seen[stage]) / len(seen[stage])
-            assert (0.2 < shown < 0.8) if dropout else shown == 1.0, (stage, dropout, seen[stage])
+    _, _, config = tiny_run
+    cache = config.data.cache_dir  # the same data: the cache is reused
+    rc = main(["pretrain", "pretrain=tiny", "curriculum=joint", "name=joint", f"root={tmp_path}",
+               f"data.cache_dir={cache}", "schedule.steps=60", "eval.episodes=0", "eval.examples=16"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "joint" / "metrics.json").read_text())
+    assert all(m["training"] == STAGES for m in summary["metrics"])
+    assert summary["data"]["key"] == json.loads((tiny_run[0] / "metrics.json").read_text())["data"]["key"]
+    assert all(seen["understand"])
+    shown = seen["video"] + seen["action"]
+    assert 0.25 < sum(shown) / len(shown) < 0.75, shown
 
 
 def test_the_starter_is_also_evaluated_as_a_run_without_a_camera_acts(tiny_run):
