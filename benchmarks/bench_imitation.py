@@ -65,24 +65,33 @@ def demonstrations(sim: str, episodes: int, max_steps: int, chunk: int, noise: f
     return torch.as_tensor(np.array(states)), torch.as_tensor(np.array(chunks))
 
 
-def fit_mlp(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int):
-    torch.manual_seed(seed)
-    shift, scale = x.mean(0), x.std(0) + 1e-6
-    net = nn.Sequential(nn.Linear(x.shape[1], 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                        nn.Linear(256, y.shape[1]))
+def _mlp(inputs: int, outputs: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(inputs, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, outputs))
+
+
+def _regress(net: nn.Module, steps: int, examples: int, loss_of) -> float:
+    """``steps`` Adam steps on ``loss_of(indices)`` of random batches of 256; the last loss."""
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss = torch.tensor(float("nan"))
     for _ in range(steps):
-        i = torch.randint(0, len(x), (256,))
-        loss = ((net((x[i] - shift) / scale) - y[i]) ** 2).mean()
+        loss = loss_of(torch.randint(0, examples, (256,)))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     net.eval()
+    return loss.item()
+
+
+def fit_mlp(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int):
+    torch.manual_seed(seed)
+    shift, scale = x.mean(0), x.std(0) + 1e-6
+    net = _mlp(x.shape[1], y.shape[1])
+    loss = _regress(net, steps, len(x), lambda i: ((net((x[i] - shift) / scale) - y[i]) ** 2).mean())
 
     @torch.no_grad()
     def act(proprio: np.ndarray) -> np.ndarray:
         return net((torch.as_tensor(proprio)[None] - shift) / scale)[0].numpy()
-    return act, loss.item()
+    return act, loss
 
 
 def fit_flow_mlp(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int, flow_steps: int = 8):
@@ -93,18 +102,13 @@ def fit_flow_mlp(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int, flow_s
     torch.manual_seed(seed)
     shift, scale = x.mean(0), x.std(0) + 1e-6
     d = y.shape[1]
-    net = nn.Sequential(nn.Linear(x.shape[1] + d + 1, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                        nn.Linear(256, d))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(steps):
-        i = torch.randint(0, len(x), (256,))
-        x0, t = torch.randn(256, d), torch.sigmoid(torch.randn(256, 1))
+    net = _mlp(x.shape[1] + d + 1, d)
+
+    def velocity_error(i: torch.Tensor) -> torch.Tensor:
+        x0, t = torch.randn(len(i), d), torch.sigmoid(torch.randn(len(i), 1))
         xt = (1 - t) * x0 + t * y[i]
-        loss = ((net(torch.cat([(x[i] - shift) / scale, xt, t], 1)) - (y[i] - x0)) ** 2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    net.eval()
+        return ((net(torch.cat([(x[i] - shift) / scale, xt, t], 1)) - (y[i] - x0)) ** 2).mean()
+    loss = _regress(net, steps, len(x), velocity_error)
 
     @torch.no_grad()
     def act(proprio: np.ndarray) -> np.ndarray:
@@ -113,7 +117,7 @@ def fit_flow_mlp(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int, flow_s
         for k in range(flow_steps):
             a = a + net(torch.cat([state, a, torch.full((1, 1), k / flow_steps)], 1)) / flow_steps
         return a[0].numpy()
-    return act, loss.item()
+    return act, loss
 
 
 def episode_returns(sim: str, episodes: int, max_episode_steps: int, chunk_of, image_size: int = 0) -> np.ndarray:
