@@ -146,7 +146,11 @@ def episode_returns(sim: str, episodes: int, max_episode_steps: int, chunk_of, i
     return np.array(returns)
 
 
-def agent_policy(agent: Agent, embodiment):
+def agent_policy(agent: Agent, embodiment, seed: int):
+    """The agent's plain policy route, its flow's noise drawn from a generator of its own seeded
+    ``seed``: the same policy evaluated twice scores the same, whatever ran before it."""
+    generator = torch.Generator().manual_seed(seed)
+
     def chunk_of(obs, history):
         past = history[-agent.cfg.history:]
         past = [past[0]] * (agent.cfg.history - len(past)) + past
@@ -155,7 +159,8 @@ def agent_policy(agent: Agent, embodiment):
             if "image" in obs:
                 seen["image"] = obs["image"]
             context = agent.perceive([seen], embodiment)
-            chunk = agent.act(context).actions.values["action"][0, :, : embodiment.action_dim].numpy()
+            actions = agent.act(context, generator=generator).actions.values["action"]
+            chunk = actions[0, :, : embodiment.action_dim].numpy()
         return [embodiment.to_env_action(a) for a in chunk]
     return chunk_of
 
@@ -282,19 +287,20 @@ def main(argv: list[str] | None = None) -> None:
             {"train_mse": loss_flow, "examples": len(x)})
     for label, path in zip(labels, args.checkpoints):
         agent = Agent.from_checkpoint(model_dir(path)).eval()
-        measure(label, agent_policy(agent, embodiment), {"checkpoint": path, "frames": False})
+        measure(label, agent_policy(agent, embodiment, args.seed), {"checkpoint": path, "frames": False})
         # Pretraining shows the starter a camera frame with every action example (data.camera) while a
         # flywheel run acts without one (camera=false, the default): the same policy, seeing them.
         if "frame" in agent.model.tokenizers:
-            measure(f"{label}, seeing frames", agent_policy(agent, embodiment), {"checkpoint": path, "frames": True},
-                    image_size=agent.cfg.image_size)
+            measure(f"{label}, seeing frames", agent_policy(agent, embodiment, args.seed),
+                    {"checkpoint": path, "frames": True}, image_size=agent.cfg.image_size)
         if args.train_more:
             torch.set_num_threads(2)
             seen = "no frames" if args.no_frames else "frames"
             for step, more, loss in train_more(Path(path), args.train_more, args.batch, args.every, args.experts,
                                                args.seed, frames=not args.no_frames):
                 torch.set_num_threads(1)
-                measure(f"{label} +{step} steps x {args.batch} ({args.experts}, {seen})", agent_policy(more, embodiment),
+                measure(f"{label} +{step} steps x {args.batch} ({args.experts}, {seen})",
+                        agent_policy(more, embodiment, args.seed),
                         {"checkpoint": path, "more_steps": step, "batch": args.batch, "experts": args.experts,
                          "frames": not args.no_frames, "train_loss": loss})
                 torch.set_num_threads(2)

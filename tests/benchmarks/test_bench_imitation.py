@@ -39,3 +39,18 @@ def test_the_flow_mlp_samples_chunks_near_its_demonstrations():
     # Fresh noise each call, integrated to the label: far closer than the noise it starts from.
     error = float(((torch.as_tensor(sampled) - chunks[:32]) ** 2).mean())
     assert error < 0.5 * float((chunks[:32] ** 2).mean() + 1.0), error
+
+
+def test_an_agent_evaluated_twice_acts_the_same_whatever_ran_between():
+    from policies.agent import Agent
+    from sims import make
+
+    env = make(SIM)
+    obs, _ = env.reset(seed=0)
+    agent = Agent("tiny").eval()
+    first = bench_imitation.agent_policy(agent, env.embodiment, seed=3)(obs, [obs["proprio"]])
+    torch.randn(100)  # what another evaluation would have drawn from the global generator
+    again = bench_imitation.agent_policy(agent, env.embodiment, seed=3)(obs, [obs["proprio"]])
+    other = bench_imitation.agent_policy(agent, env.embodiment, seed=4)(obs, [obs["proprio"]])
+    assert np.array_equal(np.stack(first), np.stack(again))
+    assert not np.array_equal(np.stack(first), np.stack(other))  # the flow's noise does reach the actions
