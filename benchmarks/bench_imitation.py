@@ -180,10 +180,8 @@ def train_more(run_dir: Path, steps: int, batch_size: int, every: int, experts: 
     if config is None:
         sys.exit(f"{run_dir}: not a pretraining run directory (no config.yaml)")
     spec = check(config).spec
-    cache = Path(config.data.cache_dir)
-    if not cache.is_absolute():  # the default is relative to the directory pretraining ran in
-        cache = run_dir.parent.parent.parent / cache
-    directory, manifest = datasets.ensure(spec, cache, log=lambda s: None, progress=False)
+    # A relative cache (the default) is the repository's, where `flywheel pretrain` runs.
+    directory, manifest = datasets.ensure(spec, ROOT / config.data.cache_dir, log=lambda s: None, progress=False)
     agent = Agent.from_checkpoint(model_dir(str(run_dir)))
     model = agent.model
     banks = datasets.load(directory, manifest, spec, model.cfg.proprio_pad, model.cfg.action_pad)
